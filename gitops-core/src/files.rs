@@ -1,0 +1,93 @@
+//! [`FilesRender`]: every file of the snapshot becomes a `File` resource.
+
+use base64::Engine as _;
+use globset::GlobSet;
+use serde_json::json;
+
+use crate::id::ResourceId;
+use crate::model::{Origin, Resource, Snapshot};
+use crate::render::{DesiredState, Render, RenderError};
+
+/// The kind of the resources made by [`FilesRender`].
+pub const FILE_KIND: &str = "File";
+
+/// "Deploy these config files": each file under the snapshot is a resource of
+/// kind `File`, named by its relative path, with spec
+/// `{ "path", "content", "encoding": "utf-8" | "base64", "mode": "0644" | "0755" }`.
+///
+/// ```
+/// use gitops_core::{FilesRender, Render, Revision, Snapshot};
+/// let snap = Snapshot::from_files(
+///     Revision::new("main", "0".repeat(40)),
+///     [("etc/app.conf", &b"port = 80\n"[..])],
+/// )?;
+/// let desired = FilesRender::new().render(&snap)?;
+/// let file = &desired.resources()[0];
+/// assert_eq!(file.id.to_string(), "File//etc/app.conf");
+/// assert_eq!(file.spec["content"], "port = 80\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FilesRender {
+    exclude: Option<GlobSet>,
+}
+
+impl FilesRender {
+    /// Every file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Skips files matching one of `patterns` (glob syntax).
+    pub fn exclude(mut self, patterns: &[&str]) -> Result<Self, RenderError> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for p in patterns {
+            builder.add(globset::Glob::new(p).map_err(|e| RenderError::Config {
+                message: format!("bad glob {p:?}: {e}"),
+            })?);
+        }
+        self.exclude = Some(builder.build().map_err(|e| RenderError::Config {
+            message: e.to_string(),
+        })?);
+        Ok(self)
+    }
+}
+
+/// The spec of a file resource: text when the bytes are UTF-8, else base64.
+pub fn file_spec(path: &str, data: &[u8], executable: bool) -> serde_json::Value {
+    let mode = if executable { "0755" } else { "0644" };
+    match std::str::from_utf8(data) {
+        Ok(text) => json!({ "path": path, "content": text, "encoding": "utf-8", "mode": mode }),
+        Err(_) => json!({
+            "path": path,
+            "content": base64::engine::general_purpose::STANDARD.encode(data),
+            "encoding": "base64",
+            "mode": mode,
+        }),
+    }
+}
+
+impl Render for FilesRender {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let mut resources = Vec::with_capacity(snapshot.len());
+        for (path, file) in snapshot.files() {
+            if self.exclude.as_ref().is_some_and(|g| g.is_match(path)) {
+                continue;
+            }
+            let origin = Origin {
+                path: path.clone(),
+                document: 0,
+            };
+            let id = ResourceId::new(FILE_KIND, path.as_str()).map_err(|source| {
+                RenderError::InvalidId {
+                    origin: origin.clone(),
+                    source,
+                }
+            })?;
+            let mut r = Resource::new(id, file_spec(path, &file.data, file.executable));
+            r.origin = origin;
+            resources.push(r);
+        }
+        DesiredState::new(snapshot.revision().clone(), resources)
+    }
+}

@@ -1,0 +1,424 @@
+//! [`ManifestRender`]: Kubernetes-shaped YAML, JSON and TOML manifests.
+//!
+//! ```yaml
+//! apiVersion: example.com/v1      # optional, carried to the target
+//! kind: ConfigFile
+//! metadata:
+//!   name: web
+//!   namespace: prod               # optional
+//!   dependsOn:                    # optional; short string form or structured
+//!     - Secret/prod/tls
+//!     - { kind: Database, name: main }
+//!   labels: { app: web }
+//!   annotations:
+//!     gitops.rs/drift: revert     # revert (default) | writeback | ignore
+//!     gitops.rs/prune: disabled   # enabled (default) | disabled
+//! spec: { ... }                   # opaque to the core; the target interprets it
+//! ```
+//!
+//! A YAML file may hold many documents (`---`); a JSON file holds one document
+//! or an array of documents; a TOML file holds one document. Dependencies are
+//! taken literally: `Secret/tls` does not inherit the namespace of the
+//! resource that names it. Unknown top-level fields are refused (a misplaced
+//! `spec` is a common typo).
+
+use std::collections::BTreeMap;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::{Map, Value};
+
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Origin, Policy, Resource, Snapshot};
+use crate::render::{DesiredState, Render, RenderError};
+
+/// Annotation selecting the drift policy: `revert`, `writeback` or `ignore`.
+pub const DRIFT_ANNOTATION: &str = "gitops.rs/drift";
+/// Annotation disabling prune: `disabled` (or `false`); `enabled` (or `true`) is the default.
+pub const PRUNE_ANNOTATION: &str = "gitops.rs/prune";
+/// Default largest manifest file accepted: 10 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: usize = 10 * 1024 * 1024;
+/// Default include patterns.
+pub const DEFAULT_INCLUDE: &[&str] = &["**/*.yaml", "**/*.yml", "**/*.json", "**/*.toml"];
+/// Most YAML documents accepted in one file.
+pub const MAX_DOCUMENTS_PER_FILE: usize = 100_000;
+
+/// Renders manifest files into resources.
+///
+/// ```
+/// use gitops_core::{ManifestRender, Render, Revision, Snapshot};
+/// let snap = Snapshot::from_files(
+///     Revision::new("main", "0".repeat(40)),
+///     [("app.yaml", &b"kind: ConfigFile\nmetadata: { name: web }\nspec: { port: 80 }\n"[..])],
+/// )?;
+/// let desired = ManifestRender::new().render(&snap)?;
+/// assert_eq!(desired.resources()[0].id.to_string(), "ConfigFile/web");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManifestRender {
+    include: GlobSet,
+    exclude: GlobSet,
+    max_file_size: usize,
+}
+
+impl Default for ManifestRender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn globset(patterns: &[&str]) -> Result<GlobSet, RenderError> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = Glob::new(p).map_err(|e| RenderError::Config {
+            message: format!("bad glob {p:?}: {e}"),
+        })?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| RenderError::Config {
+        message: e.to_string(),
+    })
+}
+
+impl ManifestRender {
+    /// All `.yaml`, `.yml`, `.json` and `.toml` files, up to 10 MiB each.
+    pub fn new() -> Self {
+        Self {
+            // The default patterns are constants known to compile.
+            include: globset(DEFAULT_INCLUDE).unwrap_or_default(),
+            exclude: GlobSet::empty(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+
+    /// Only files matching one of `patterns` (glob syntax, `**` crosses directories).
+    pub fn include(mut self, patterns: &[&str]) -> Result<Self, RenderError> {
+        self.include = globset(patterns)?;
+        Ok(self)
+    }
+
+    /// Skips files matching one of `patterns`.
+    pub fn exclude(mut self, patterns: &[&str]) -> Result<Self, RenderError> {
+        self.exclude = globset(patterns)?;
+        Ok(self)
+    }
+
+    /// Refuses files larger than `bytes`.
+    pub fn max_file_size(mut self, bytes: usize) -> Self {
+        self.max_file_size = bytes;
+        self
+    }
+
+    /// Whether `path` is read by this renderer.
+    pub fn matches(&self, path: &str) -> bool {
+        self.include.is_match(path) && !self.exclude.is_match(path)
+    }
+
+    /// Parses one file into its documents.
+    pub fn parse_file(&self, path: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderError> {
+        if bytes.len() > self.max_file_size {
+            return Err(RenderError::TooLarge {
+                path: path.to_owned(),
+                size: bytes.len(),
+                limit: self.max_file_size,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| RenderError::NotUtf8 {
+            path: path.to_owned(),
+            offset: e.valid_up_to(),
+        })?;
+        match Format::of(path) {
+            Format::Json => parse_json(path, text),
+            Format::Toml => parse_toml(path, text),
+            Format::Yaml => parse_yaml(path, text),
+        }
+    }
+}
+
+enum Format {
+    Yaml,
+    Json,
+    Toml,
+}
+
+impl Format {
+    fn of(path: &str) -> Format {
+        let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("json") => Format::Json,
+            Some("toml") => Format::Toml,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+fn parse_yaml(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_DOCUMENTS_PER_FILE,
+            max_nodes: 5_000_000,
+            max_events: 10_000_000,
+        },
+    };
+    serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        RenderError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }
+    })
+}
+
+fn parse_json(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(docs)) => Ok(docs),
+        Ok(doc) => Ok(vec![doc]),
+        Err(e) => Err(RenderError::Parse {
+            path: path.to_owned(),
+            line: e.line() as u64,
+            column: e.column() as u64,
+            message: strip_position(&e.to_string()),
+        }),
+    }
+}
+
+fn parse_toml(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
+    match toml::from_str::<Value>(text) {
+        Ok(doc) => Ok(vec![doc]),
+        Err(e) => {
+            let (line, column) = e.span().map_or((0, 0), |s| line_column(text, s.start));
+            Err(RenderError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            })
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_owned()
+}
+
+/// serde_json appends " at line L column C"; we report those separately.
+fn strip_position(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (u64, u64) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line as u64, col as u64)
+}
+
+fn string_field<'v>(
+    map: &'v Map<String, Value>,
+    key: &str,
+    origin: &Origin,
+) -> Result<Option<&'v str>, RenderError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(RenderError::Invalid {
+            origin: origin.clone(),
+            message: format!("{key} must be a string, found {}", type_name(other)),
+        }),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn string_map(
+    meta: &Map<String, Value>,
+    key: &str,
+    origin: &Origin,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    match meta.get(key) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                // Numbers and booleans are what people write for `replicas: 3`-like labels.
+                Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
+                other => Err(RenderError::Invalid {
+                    origin: origin.clone(),
+                    message: format!(
+                        "metadata.{key}.{k} must be a string, found {}",
+                        type_name(other)
+                    ),
+                }),
+            })
+            .collect(),
+        Some(other) => Err(RenderError::Invalid {
+            origin: origin.clone(),
+            message: format!(
+                "metadata.{key} must be a mapping, found {}",
+                type_name(other)
+            ),
+        }),
+    }
+}
+
+fn policy(annotations: &BTreeMap<String, String>, origin: &Origin) -> Result<Policy, RenderError> {
+    let mut policy = Policy::default();
+    if let Some(v) = annotations.get(DRIFT_ANNOTATION) {
+        policy.drift = match v.as_str() {
+            "revert" => DriftPolicy::Revert,
+            "writeback" => DriftPolicy::Writeback,
+            "ignore" => DriftPolicy::Ignore,
+            other => {
+                return Err(RenderError::Invalid {
+                    origin: origin.clone(),
+                    message: format!(
+                        "annotation {DRIFT_ANNOTATION}: {other:?} is not one of revert, writeback, ignore"
+                    ),
+                });
+            }
+        };
+    }
+    if let Some(v) = annotations.get(PRUNE_ANNOTATION) {
+        policy.prune = match v.as_str() {
+            "enabled" | "true" => true,
+            "disabled" | "false" => false,
+            other => {
+                return Err(RenderError::Invalid {
+                    origin: origin.clone(),
+                    message: format!(
+                        "annotation {PRUNE_ANNOTATION}: {other:?} is not one of enabled, disabled"
+                    ),
+                });
+            }
+        };
+    }
+    Ok(policy)
+}
+
+fn depends_on(meta: &Map<String, Value>, origin: &Origin) -> Result<Vec<ResourceId>, RenderError> {
+    let list = match meta.get("dependsOn") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(RenderError::Invalid {
+                origin: origin.clone(),
+                message: format!(
+                    "metadata.dependsOn must be a list, found {}",
+                    type_name(other)
+                ),
+            });
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<ResourceId>(v.clone()).map_err(|e| RenderError::Invalid {
+                origin: origin.clone(),
+                message: format!("metadata.dependsOn[{i}] ({v}): {e}"),
+            })
+        })
+        .collect()
+}
+
+/// Turns one parsed document into a resource.
+pub fn resource_from_document(doc: Value, origin: Origin) -> Result<Resource, RenderError> {
+    let Value::Object(mut map) = doc else {
+        return Err(RenderError::Invalid {
+            message: format!("a manifest must be a mapping, found {}", type_name(&doc)),
+            origin,
+        });
+    };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec"))
+    {
+        return Err(RenderError::Invalid {
+            message: format!(
+                "unknown top-level field {unknown:?} (expected apiVersion, kind, metadata, spec)"
+            ),
+            origin,
+        });
+    }
+    let kind = string_field(&map, "kind", &origin)?
+        .ok_or_else(|| RenderError::Missing {
+            origin: origin.clone(),
+            field: "kind",
+        })?
+        .to_owned();
+    let api_version = string_field(&map, "apiVersion", &origin)?.map(str::to_owned);
+    let meta = match map.get("metadata") {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => {
+            return Err(RenderError::Missing {
+                origin,
+                field: "metadata.name",
+            });
+        }
+        Some(other) => {
+            return Err(RenderError::Invalid {
+                message: format!("metadata must be a mapping, found {}", type_name(other)),
+                origin,
+            });
+        }
+    };
+    let name = string_field(meta, "name", &origin)?.ok_or_else(|| RenderError::Missing {
+        origin: origin.clone(),
+        field: "metadata.name",
+    })?;
+    let namespace = string_field(meta, "namespace", &origin)?;
+    let id = ResourceId::with_namespace(kind, namespace, name).map_err(|source| {
+        RenderError::InvalidId {
+            origin: origin.clone(),
+            source,
+        }
+    })?;
+    let labels = string_map(meta, "labels", &origin)?;
+    let annotations = string_map(meta, "annotations", &origin)?;
+    let policy = policy(&annotations, &origin)?;
+    let depends_on = depends_on(meta, &origin)?;
+    let spec = map.remove("spec").unwrap_or(Value::Null);
+    Ok(Resource {
+        id,
+        api_version,
+        spec,
+        depends_on,
+        labels,
+        annotations,
+        policy,
+        origin,
+    })
+}
+
+impl Render for ManifestRender {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let mut resources = Vec::new();
+        for (path, file) in snapshot.files() {
+            if !self.matches(path) {
+                continue;
+            }
+            for (document, doc) in self.parse_file(path, &file.data)?.into_iter().enumerate() {
+                let origin = Origin {
+                    path: path.clone(),
+                    document,
+                };
+                resources.push(resource_from_document(doc, origin)?);
+            }
+        }
+        DesiredState::new(snapshot.revision().clone(), resources)
+    }
+}

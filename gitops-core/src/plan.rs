@@ -1,0 +1,304 @@
+//! The planner: desired state + observations + inventory -> [`Plan`].
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::diff::Diff;
+use crate::graph::DependencyGraph;
+use crate::id::ResourceId;
+use crate::model::{Inventory, Observed, Resource, Revision};
+use crate::render::DesiredState;
+use crate::target::Target;
+
+/// What the plan does to one resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Change {
+    /// Absent in the target: create it.
+    Create,
+    /// Present but different: update these fields.
+    Update {
+        /// The fields that differ.
+        diff: Diff,
+    },
+    /// In the inventory but gone from Git: delete it.
+    Delete,
+    /// Already as desired.
+    Unchanged,
+}
+
+/// One resource and what happens to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedChange {
+    /// The resource.
+    pub id: ResourceId,
+    /// The action.
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// Changes that can run concurrently: nothing in a wave depends on another
+/// member of the same or a later wave.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Wave {
+    /// The changes, ordered by id.
+    pub changes: Vec<PlannedChange>,
+}
+
+/// Counts of each kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Summary {
+    /// Resources to create.
+    pub create: usize,
+    /// Resources to update.
+    pub update: usize,
+    /// Resources to delete.
+    pub delete: usize,
+    /// Resources already as desired.
+    pub unchanged: usize,
+    /// Resources gone from Git but kept because pruning is disabled for them.
+    pub retained: usize,
+}
+
+/// What a sync would do, wave by wave. `Display` prints a human plan in the
+/// style of `terraform plan`; `Serialize` gives the same as JSON for CI tools.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The revision planned for.
+    pub revision: Revision,
+    /// Apply waves, in order; every desired resource appears once.
+    pub waves: Vec<Wave>,
+    /// Delete waves, in order (dependents before their dependencies).
+    pub prune: Vec<Wave>,
+    /// Inventory ids gone from Git whose prune is disabled: left in place.
+    pub retained: Vec<ResourceId>,
+    /// Counts of each kind of change.
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Whether applying the plan would change the target.
+    pub fn has_changes(&self) -> bool {
+        let s = &self.summary;
+        s.create + s.update + s.delete > 0
+    }
+
+    /// Every planned change in execution order: apply waves, then prune waves.
+    pub fn changes(&self) -> impl Iterator<Item = &PlannedChange> {
+        self.waves
+            .iter()
+            .chain(&self.prune)
+            .flat_map(|w| w.changes.iter())
+    }
+}
+
+/// The plan could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The observations do not line up with the desired resources.
+    #[error("{observed} observations for {desired} desired resources")]
+    ObservationCount {
+        /// Desired resources.
+        desired: usize,
+        /// Observations given.
+        observed: usize,
+    },
+}
+
+/// Computes plans. By default specs are compared as JSON; with a target, its
+/// [`Target::differs`] decides.
+#[derive(Default, Clone, Copy)]
+pub struct Planner<'t> {
+    target: Option<&'t dyn Target>,
+}
+
+impl fmt::Debug for Planner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Planner")
+            .field("target_differs", &self.target.is_some())
+            .finish()
+    }
+}
+
+impl<'t> Planner<'t> {
+    /// A planner that compares specs as JSON.
+    pub fn new() -> Self {
+        Self { target: None }
+    }
+
+    /// A planner that asks `target.differs` whether a resource changed.
+    pub fn with_target(target: &'t dyn Target) -> Self {
+        Self {
+            target: Some(target),
+        }
+    }
+
+    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+        match self.target {
+            Some(t) => t.differs(desired, observed),
+            None => Diff::between(&observed.spec, &desired.spec),
+        }
+    }
+
+    /// Plans `desired` against `observed` (one entry per desired resource, in
+    /// [`DesiredState::resources`] order) and the inventory of what was applied.
+    ///
+    /// Deletes are planned only for inventory ids missing from `desired`.
+    pub fn plan(
+        &self,
+        desired: &DesiredState,
+        observed: &[Option<Observed>],
+        inventory: &Inventory,
+    ) -> Result<Plan, PlanError> {
+        if observed.len() != desired.len() {
+            return Err(PlanError::ObservationCount {
+                desired: desired.len(),
+                observed: observed.len(),
+            });
+        }
+        let mut summary = Summary::default();
+        let resources = desired.resources();
+        let waves = desired
+            .graph()
+            .waves()
+            .iter()
+            .map(|wave| Wave {
+                changes: wave
+                    .iter()
+                    .map(|&i| {
+                        let resource = &resources[i];
+                        let change = match &observed[i] {
+                            None => {
+                                summary.create += 1;
+                                Change::Create
+                            }
+                            Some(o) => match self.differs(resource, o) {
+                                Some(diff) => {
+                                    summary.update += 1;
+                                    Change::Update { diff }
+                                }
+                                None => {
+                                    summary.unchanged += 1;
+                                    Change::Unchanged
+                                }
+                            },
+                        };
+                        PlannedChange {
+                            id: resource.id.clone(),
+                            change,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+
+        let mut retained = Vec::new();
+        let mut doomed: Vec<(&ResourceId, &[ResourceId])> = Vec::new();
+        for (id, entry) in inventory.iter() {
+            if desired.contains(id) {
+                continue;
+            }
+            if entry.prune {
+                doomed.push((id, &entry.depends_on));
+            } else {
+                retained.push(id.clone());
+            }
+        }
+        summary.delete = doomed.len();
+        summary.retained = retained.len();
+        let prune = delete_waves(&doomed);
+        Ok(Plan {
+            revision: desired.revision().clone(),
+            waves,
+            prune,
+            retained,
+            summary,
+        })
+    }
+}
+
+/// Reverse topological order over the deleted ids, using the dependencies
+/// recorded in the inventory. Only edges among deleted ids matter.
+fn delete_waves(doomed: &[(&ResourceId, &[ResourceId])]) -> Vec<Wave> {
+    if doomed.is_empty() {
+        return Vec::new();
+    }
+    let position: HashMap<&ResourceId, usize> = doomed
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let edges = doomed.iter().enumerate().flat_map(|(i, (_, deps))| {
+        deps.iter()
+            .filter_map(|d| position.get(d))
+            .map(move |&d| (d, i))
+    });
+    let to_wave = |nodes: &[usize]| Wave {
+        changes: nodes
+            .iter()
+            .map(|&i| PlannedChange {
+                id: doomed[i].0.clone(),
+                change: Change::Delete,
+            })
+            .collect(),
+    };
+    match DependencyGraph::new(doomed.len(), edges) {
+        Ok(graph) => graph.waves().iter().rev().map(|w| to_wave(w)).collect(),
+        // Inventories are recorded from acyclic states; if one is damaged,
+        // still delete everything, in id order.
+        Err(_) => vec![to_wave(&(0..doomed.len()).collect::<Vec<_>>())],
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        if !self.has_changes() {
+            writeln!(
+                f,
+                "No changes. The target matches {} ({} resources).",
+                self.revision, s.unchanged
+            )?;
+        } else {
+            writeln!(f, "Plan for {}:", self.revision)?;
+            let total_waves = self.waves.len();
+            for (n, wave) in self.waves.iter().enumerate() {
+                let mut header = false;
+                for c in &wave.changes {
+                    let (sign, verb) = match &c.change {
+                        Change::Create => ('+', "create"),
+                        Change::Update { .. } => ('~', "update"),
+                        Change::Delete => ('-', "delete"),
+                        Change::Unchanged => continue,
+                    };
+                    if !header {
+                        writeln!(f, "  wave {}/{}:", n + 1, total_waves)?;
+                        header = true;
+                    }
+                    writeln!(f, "    {sign} {verb} {}", c.id)?;
+                    if let Change::Update { diff } = &c.change {
+                        for field in &diff.changes {
+                            writeln!(f, "        {field}")?;
+                        }
+                    }
+                }
+            }
+            if !self.prune.is_empty() {
+                writeln!(f, "  prune:")?;
+                for c in self.prune.iter().flat_map(|w| &w.changes) {
+                    writeln!(f, "    - delete {}", c.id)?;
+                }
+            }
+        }
+        for id in &self.retained {
+            writeln!(f, "    ! keep {id} (gone from Git, prune disabled)")?;
+        }
+        write!(
+            f,
+            "Plan: {} to create, {} to update, {} to delete, {} unchanged.",
+            s.create, s.update, s.delete, s.unchanged
+        )
+    }
+}

@@ -1,0 +1,295 @@
+//! The Desired-State step: the [`Render`] trait, [`DesiredState`] and its errors.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::graph::DependencyGraph;
+use crate::id::{IdError, ResourceId};
+use crate::model::{Origin, Resource, Revision, Snapshot};
+
+/// Why a snapshot could not become a desired state. Never transient: the
+/// revision is refused as a whole and the last good state stays deployed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RenderError {
+    /// A file could not be parsed.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// Snapshot-relative path.
+        path: String,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// 1-based column (0 when unknown).
+        column: u64,
+        /// The parser's message.
+        message: String,
+    },
+    /// A manifest file is not valid UTF-8.
+    #[error("{path}: not valid UTF-8 (first bad byte at offset {offset})")]
+    NotUtf8 {
+        /// Snapshot-relative path.
+        path: String,
+        /// Byte offset of the first invalid sequence.
+        offset: usize,
+    },
+    /// A file is larger than the renderer accepts.
+    #[error("{path}: {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Snapshot-relative path.
+        path: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A required field is missing.
+    #[error("{origin}: missing {field}")]
+    Missing {
+        /// The document.
+        origin: Origin,
+        /// Which field, e.g. `kind` or `metadata.name`.
+        field: &'static str,
+    },
+    /// A field has the wrong type or value.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The document.
+        origin: Origin,
+        /// What is wrong.
+        message: String,
+    },
+    /// The kind, namespace or name is not a valid id.
+    #[error("{origin}: {source}")]
+    InvalidId {
+        /// The document.
+        origin: Origin,
+        /// Why the id was refused.
+        source: IdError,
+    },
+    /// Two documents define the same id.
+    #[error("duplicate resource {id}: defined in {first} and in {second}")]
+    DuplicateId {
+        /// The id.
+        id: ResourceId,
+        /// Where it was defined first (in path order).
+        first: Origin,
+        /// Where it was defined again.
+        second: Origin,
+    },
+    /// A `dependsOn` names a resource that is not in the desired state.
+    #[error("{id} (in {origin}) depends on {dependency}, which is not defined")]
+    UnknownDependency {
+        /// The resource with the bad dependency.
+        id: ResourceId,
+        /// The missing dependency.
+        dependency: ResourceId,
+        /// Where `id` is defined.
+        origin: Origin,
+    },
+    /// The dependencies form a cycle.
+    #[error("dependency cycle: {}", CycleDisplay(cycle))]
+    Cycle {
+        /// The ids along the cycle; each depends on the next, the last on the first.
+        cycle: Vec<ResourceId>,
+    },
+    /// The renderer itself is misconfigured (e.g. a bad glob).
+    #[error("render configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+struct CycleDisplay<'a>(&'a [ResourceId]);
+
+impl fmt::Display for CycleDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for id in self.0 {
+            write!(f, "{id} -> ")?;
+        }
+        match self.0.first() {
+            Some(first) => write!(f, "{first}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RenderError {
+    /// Always `false`: the same input gives the same error.
+    pub fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+/// Turns a [`Snapshot`] into a [`DesiredState`]: the Desired-State step.
+pub trait Render: Send + Sync {
+    /// Renders all resources of the snapshot, or refuses the revision whole.
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError>;
+}
+
+/// The resources of one revision, validated, sorted by id, with their graph.
+#[derive(Debug, Clone)]
+pub struct DesiredState {
+    revision: Revision,
+    resources: Vec<Resource>,
+    index: HashMap<ResourceId, usize>,
+    graph: DependencyGraph,
+}
+
+impl DesiredState {
+    /// Validates `resources` (unique ids, known dependencies, no cycle) and
+    /// orders them by id.
+    pub fn new(revision: Revision, mut resources: Vec<Resource>) -> Result<Self, RenderError> {
+        // Stable sort keeps file order among duplicates, so "first" is the earlier origin.
+        resources.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut index = HashMap::with_capacity(resources.len());
+        for (i, r) in resources.iter().enumerate() {
+            if let Some(&prev) = index.get(&r.id) {
+                let first: &Resource = &resources[prev];
+                return Err(RenderError::DuplicateId {
+                    id: r.id.clone(),
+                    first: first.origin.clone(),
+                    second: r.origin.clone(),
+                });
+            }
+            index.insert(r.id.clone(), i);
+        }
+        let mut edges = Vec::with_capacity(resources.iter().map(|r| r.depends_on.len()).sum());
+        for (i, r) in resources.iter().enumerate() {
+            for dep in &r.depends_on {
+                let Some(&d) = index.get(dep) else {
+                    return Err(RenderError::UnknownDependency {
+                        id: r.id.clone(),
+                        dependency: dep.clone(),
+                        origin: r.origin.clone(),
+                    });
+                };
+                edges.push((d, i));
+            }
+        }
+        let graph =
+            DependencyGraph::new(resources.len(), edges).map_err(|e| RenderError::Cycle {
+                cycle: e.cycle.iter().map(|&i| resources[i].id.clone()).collect(),
+            })?;
+        Ok(Self {
+            revision,
+            resources,
+            index,
+            graph,
+        })
+    }
+
+    /// The revision these resources were rendered from.
+    pub fn revision(&self) -> &Revision {
+        &self.revision
+    }
+
+    /// All resources, ordered by id.
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// One resource by id.
+    pub fn get(&self, id: &ResourceId) -> Option<&Resource> {
+        self.index.get(id).map(|&i| &self.resources[i])
+    }
+
+    /// Position of `id` in [`resources`](Self::resources).
+    pub fn position(&self, id: &ResourceId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Whether `id` is desired.
+    pub fn contains(&self, id: &ResourceId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Whether there are no resources.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// The dependency graph over [`resources`](Self::resources) positions.
+    pub fn graph(&self) -> &DependencyGraph {
+        &self.graph
+    }
+
+    /// The apply waves: each is a list of resources whose dependencies are all
+    /// in earlier waves, ordered by id.
+    pub fn waves(&self) -> impl Iterator<Item = impl Iterator<Item = &Resource>> {
+        self.graph
+            .waves()
+            .iter()
+            .map(|wave| wave.iter().map(|&i| &self.resources[i]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn res(id: &str, deps: &[&str]) -> Resource {
+        let mut r = Resource::new(id.parse().unwrap(), json!({}));
+        r.depends_on = deps.iter().map(|d| d.parse().unwrap()).collect();
+        r.origin = Origin {
+            path: format!("{}.yaml", id.replace('/', "-")),
+            document: 0,
+        };
+        r
+    }
+
+    #[test]
+    fn errors_name_both_sides() {
+        let rev = Revision::new("main", "0");
+        let err = DesiredState::new(rev.clone(), vec![res("A/x", &["B/y"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "A/x (in A-x.yaml) depends on B/y, which is not defined"
+        );
+        let mut dup = res("A/x", &[]);
+        dup.origin.path = "other.yaml".into();
+        let err = DesiredState::new(rev.clone(), vec![res("A/x", &[]), dup]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "duplicate resource A/x: defined in A-x.yaml and in other.yaml"
+        );
+        let err = DesiredState::new(
+            rev,
+            vec![
+                res("A/a", &["A/c"]),
+                res("A/b", &["A/a"]),
+                res("A/c", &["A/b"]),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dependency cycle: A/a -> A/c -> A/b -> A/a"
+        );
+    }
+
+    #[test]
+    fn waves_follow_dependencies() {
+        let rev = Revision::new("main", "0");
+        let d = DesiredState::new(
+            rev,
+            vec![
+                res("C/c", &["B/b"]),
+                res("B/b", &["A/a"]),
+                res("A/a", &[]),
+                res("Z/z", &[]),
+            ],
+        )
+        .unwrap();
+        let waves: Vec<Vec<String>> = d
+            .waves()
+            .map(|w| w.map(|r| r.id.to_string()).collect())
+            .collect();
+        assert_eq!(waves, [vec!["A/a", "Z/z"], vec!["B/b"], vec!["C/c"]]);
+    }
+}

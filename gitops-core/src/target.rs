@@ -1,0 +1,166 @@
+//! The [`Target`] trait: the system being kept equal to Git.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+
+use crate::diff::Diff;
+use crate::id::ResourceId;
+use crate::model::{Health, Observed, Resource};
+use crate::source::BoxError;
+
+/// How many observes the default [`Target::observe_many`] runs at once.
+pub const DEFAULT_OBSERVE_CONCURRENCY: usize = 16;
+
+/// Why a target call failed; always names the resource.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Worth retrying: a timeout, a busy system, a lost connection.
+    #[error("{id}: {message} (transient)")]
+    Transient {
+        /// The resource.
+        id: ResourceId,
+        /// What went wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Retrying will not help until the desired state or the target changes.
+    #[error("{id}: {message}")]
+    Permanent {
+        /// The resource.
+        id: ResourceId,
+        /// What went wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The spec does not make sense for this target.
+    #[error("{id}: invalid spec: {message}")]
+    InvalidSpec {
+        /// The resource.
+        id: ResourceId,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The call took longer than allowed.
+    #[error("{id}: timed out after {after:?}")]
+    Timeout {
+        /// The resource.
+        id: ResourceId,
+        /// The limit that expired.
+        after: Duration,
+    },
+}
+
+impl TargetError {
+    /// A transient error about `id`.
+    pub fn transient(id: &ResourceId, message: impl Into<String>) -> Self {
+        TargetError::Transient {
+            id: id.clone(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A permanent error about `id`.
+    pub fn permanent(id: &ResourceId, message: impl Into<String>) -> Self {
+        TargetError::Permanent {
+            id: id.clone(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Transient { .. } | TargetError::Timeout { .. }
+        )
+    }
+
+    /// The resource this error is about.
+    pub fn id(&self) -> &ResourceId {
+        match self {
+            TargetError::Transient { id, .. }
+            | TargetError::Permanent { id, .. }
+            | TargetError::InvalidSpec { id, .. }
+            | TargetError::Timeout { id, .. } => id,
+        }
+    }
+}
+
+/// The system kept equal to Git. Implement four methods; the engine does the rest.
+///
+/// `apply` must be idempotent (applying the same resource twice is fine) and
+/// `delete` of a resource that does not exist must succeed.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use async_trait::async_trait;
+/// use gitops_core::{Observed, Resource, ResourceId, Target, TargetError};
+///
+/// /// A key-value store: every resource is one key.
+/// #[derive(Default)]
+/// struct KvTarget(Mutex<HashMap<ResourceId, serde_json::Value>>);
+///
+/// #[async_trait]
+/// impl Target for KvTarget {
+///     async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
+///         Ok(self.0.lock().unwrap().get(id).cloned().map(Observed::new))
+///     }
+///     async fn apply(&self, r: &Resource) -> Result<(), TargetError> {
+///         self.0.lock().unwrap().insert(r.id.clone(), r.spec.clone());
+///         Ok(())
+///     }
+///     async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
+///         self.0.lock().unwrap().remove(id);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The current state of one resource, `None` when it does not exist.
+    async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError>;
+
+    /// Observes many resources; results are in the order of `ids`.
+    ///
+    /// The default runs [`observe`](Target::observe) with up to
+    /// [`DEFAULT_OBSERVE_CONCURRENCY`] calls in flight. A target that can list
+    /// its state in one call should override this.
+    async fn observe_many(&self, ids: &[ResourceId]) -> Vec<Result<Option<Observed>, TargetError>> {
+        // Collecting the (lazy) futures first sidesteps a higher-ranked lifetime
+        // limitation of async-trait futures inside stream combinators.
+        let calls: Vec<_> = ids.iter().map(|id| self.observe(id)).collect();
+        futures::stream::iter(calls)
+            .buffered(DEFAULT_OBSERVE_CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    /// Creates or updates a resource to match `resource.spec`.
+    async fn apply(&self, resource: &Resource) -> Result<(), TargetError>;
+
+    /// Deletes a resource; deleting a missing resource succeeds.
+    async fn delete(&self, id: &ResourceId) -> Result<(), TargetError>;
+
+    /// Health after apply. The default says [`Health::Healthy`].
+    async fn health(&self, id: &ResourceId) -> Result<Health, TargetError> {
+        let _ = id;
+        Ok(Health::Healthy)
+    }
+
+    /// How the observed state differs from the desired one; `None` when equal.
+    ///
+    /// The default compares the specs as JSON. Override it to ignore fields the
+    /// target sets itself (timestamps, defaults, status).
+    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+        Diff::between(&observed.spec, &desired.spec)
+    }
+}
