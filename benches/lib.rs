@@ -1,1 +1,127 @@
-//! Shared fixtures for the criterion benchmarks.
+//! Shared fixtures for the criterion benchmarks: generated resources, graphs
+//! and manifest snapshots, built deterministically (no RNG dependency).
+
+use gitops_core::{DesiredState, Observed, Resource, ResourceId, Revision, Snapshot};
+use serde_json::json;
+
+/// A tiny deterministic generator (64-bit LCG), good enough for shaping fixtures.
+#[derive(Debug, Clone)]
+pub struct Lcg(u64);
+
+impl Lcg {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next value below `bound` (`bound > 0`).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// A fixed revision for fixtures.
+pub fn revision() -> Revision {
+    Revision::new("main", "0123456789abcdef0123456789abcdef01234567")
+}
+
+/// `n` resources in `waves` layers; each resource beyond the first layer
+/// depends on up to 3 resources of the previous layer.
+pub fn resources(n: usize, waves: usize) -> Vec<Resource> {
+    let per_wave = n.div_ceil(waves);
+    let id = |i: usize| {
+        ResourceId::namespaced("ConfigMap", "prod", format!("app-{i:06}")).expect("valid id")
+    };
+    let mut rng = Lcg::new(42);
+    (0..n)
+        .map(|i| {
+            let layer = i / per_wave;
+            let mut r = Resource::new(
+                id(i),
+                json!({
+                    "image": "registry.example/app:v1",
+                    "replicas": 2,
+                    "port": 8000 + (i % 1000),
+                    "env": { "LOG_LEVEL": "info", "REGION": "eu-west-1" },
+                }),
+            );
+            if layer > 0 {
+                let start = (layer - 1) * per_wave;
+                for _ in 0..3 {
+                    let dep = start + rng.below(per_wave as u64) as usize;
+                    if !r.depends_on.contains(&id(dep)) {
+                        r.depends_on.push(id(dep));
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// A validated desired state of [`resources`].
+pub fn desired(n: usize, waves: usize) -> DesiredState {
+    DesiredState::new(revision(), resources(n, waves)).expect("fixture is a DAG")
+}
+
+/// Observations equal to the desired state, except every `1/changed_every`-th
+/// resource, whose replica count differs (`changed_every = 0`: none differ).
+pub fn observed(desired: &DesiredState, changed_every: usize) -> Vec<Option<Observed>> {
+    desired
+        .resources()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut spec = r.spec.clone();
+            if changed_every > 0 && i % changed_every == 0 {
+                spec["replicas"] = json!(3);
+            }
+            Some(Observed::new(spec))
+        })
+        .collect()
+}
+
+/// `edges` random edges over `nodes` nodes, each from a lower to a higher index.
+pub fn dag_edges(nodes: usize, edges: usize) -> Vec<(usize, usize)> {
+    let mut rng = Lcg::new(7);
+    (0..edges)
+        .map(|_| {
+            let a = rng.below(nodes as u64 - 1) as usize;
+            let b = a + 1 + rng.below((nodes - a - 1) as u64) as usize;
+            (a, b)
+        })
+        .collect()
+}
+
+/// A snapshot of `files` YAML files holding `docs_per_file` small documents each,
+/// chained by `dependsOn` inside each file.
+pub fn manifest_snapshot(files: usize, docs_per_file: usize) -> Snapshot {
+    let mut snap = Snapshot::new(revision());
+    for f in 0..files {
+        let mut text = String::new();
+        for d in 0..docs_per_file {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{f}-{d}\n  namespace: prod\n  labels: {{ app: web }}\n"
+            ));
+            if d > 0 {
+                text.push_str(&format!("  dependsOn: [ConfigMap/prod/cm-{f}-{}]\n", d - 1));
+            }
+            text.push_str("spec:\n  data:\n    key: value\n    port: \"8080\"\n");
+        }
+        snap.insert(format!("apps/app-{f:04}.yaml"), text.into_bytes(), false)
+            .expect("valid path");
+    }
+    snap
+}
+
+/// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -17,8 +17,11 @@
 //! the part before it is the namespace, and an empty namespace segment means
 //! "no namespace". Every valid id round-trips through this form.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -39,11 +42,18 @@ pub const MAX_PART_LEN: usize = 253;
 /// assert_eq!(file.to_string(), "File//etc/app.conf");
 /// # Ok::<(), gitops_core::IdError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// An id is one shared allocation holding its string form: cloning it is a
+/// reference-count increment, which keeps plans and indexes of 100,000
+/// resources small.
+#[derive(Clone)]
 pub struct ResourceId {
-    kind: String,
-    namespace: Option<String>,
-    name: String,
+    /// The string form, e.g. `Kind/ns/name` or `Kind//a/b`.
+    repr: Arc<str>,
+    /// Byte range of the kind: `0..kind_end`.
+    kind_end: u16,
+    /// Byte range of the namespace when present: `kind_end + 1..ns_end`.
+    ns_end: Option<u16>,
 }
 
 /// Why a kind, namespace or name was refused.
@@ -155,36 +165,93 @@ impl ResourceId {
             validate("namespace", ns, false)?;
         }
         validate("name", &name, true)?;
+        // Parts are at most 253 bytes, so every offset fits in a u16.
+        let kind_end = kind.len() as u16;
+        let (repr, ns_end) = match &namespace {
+            Some(ns) => (
+                format!("{kind}/{ns}/{name}"),
+                Some(kind_end + 1 + ns.len() as u16),
+            ),
+            None if name.contains('/') => (format!("{kind}//{name}"), None),
+            None => (format!("{kind}/{name}"), None),
+        };
         Ok(Self {
-            kind,
-            namespace,
-            name,
+            repr: repr.into(),
+            kind_end,
+            ns_end,
         })
     }
 
     /// The kind, e.g. `ConfigFile`.
     pub fn kind(&self) -> &str {
-        &self.kind
+        &self.repr[..self.kind_end as usize]
     }
 
     /// The namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+        self.ns_end
+            .map(|end| &self.repr[self.kind_end as usize + 1..end as usize])
     }
 
     /// The name; may contain `/`.
     pub fn name(&self) -> &str {
-        &self.name
+        let start = match self.ns_end {
+            Some(end) => end as usize + 1,
+            None if self.repr[self.kind_end as usize + 1..].starts_with('/') => {
+                self.kind_end as usize + 2
+            }
+            None => self.kind_end as usize + 1,
+        };
+        &self.repr[start..]
+    }
+
+    /// The string form (what `Display` prints), without allocating.
+    pub fn as_str(&self) -> &str {
+        &self.repr
+    }
+}
+
+// The string form is a bijection of (kind, namespace, name), so equality and
+// hashing can use it directly; ordering compares the parts.
+impl PartialEq for ResourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.repr == other.repr
+    }
+}
+
+impl Eq for ResourceId {}
+
+impl Hash for ResourceId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.repr.hash(state);
+    }
+}
+
+impl Ord for ResourceId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.kind(), self.namespace(), self.name()).cmp(&(
+            other.kind(),
+            other.namespace(),
+            other.name(),
+        ))
+    }
+}
+
+impl PartialOrd for ResourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResourceId({:?})", &*self.repr)
     }
 }
 
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{}/{}/{}", self.kind, ns, self.name),
-            None if self.name.contains('/') => write!(f, "{}//{}", self.kind, self.name),
-            None => write!(f, "{}/{}", self.kind, self.name),
-        }
+        f.write_str(&self.repr)
     }
 }
 

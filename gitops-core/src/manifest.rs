@@ -28,7 +28,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use crate::id::ResourceId;
-use crate::model::{DriftPolicy, Origin, Policy, Resource, Snapshot};
+use crate::model::{DriftPolicy, Origin, Policy, Resource, Snapshot, SnapshotFile};
 use crate::render::{DesiredState, Render, RenderError};
 
 /// Annotation selecting the drift policy: `revert`, `writeback` or `ignore`.
@@ -166,7 +166,7 @@ fn parse_yaml(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
             path: path.to_owned(),
             line,
             column,
-            message: first_line(&e.to_string()),
+            message: yaml_message(&e.to_string()),
         }
     })
 }
@@ -199,8 +199,21 @@ fn parse_toml(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
     }
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_owned()
+/// serde-saphyr's message without its "error: line L column C: " prefix (we
+/// report the position separately) and without advice meant for programmers.
+fn yaml_message(s: &str) -> String {
+    let mut msg = s.lines().next().unwrap_or("").trim();
+    msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest
+            .split_once(": ")
+            .is_some_and(|(pos, _)| pos.contains(" column "))
+    {
+        msg = after;
+    }
+    let msg = msg.split(", set DuplicateKeyPolicy").next().unwrap_or(msg);
+    msg.to_owned()
 }
 
 /// serde_json appends " at line L column C"; we report those separately.
@@ -404,21 +417,65 @@ pub fn resource_from_document(doc: Value, origin: Origin) -> Result<Resource, Re
     })
 }
 
-impl Render for ManifestRender {
-    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+/// Below this many files, parsing stays on the calling thread.
+const PARALLEL_MIN_FILES: usize = 32;
+
+impl ManifestRender {
+    fn render_files(
+        &self,
+        files: &[(&String, &SnapshotFile)],
+    ) -> Result<Vec<Resource>, RenderError> {
         let mut resources = Vec::new();
-        for (path, file) in snapshot.files() {
-            if !self.matches(path) {
-                continue;
-            }
+        for (path, file) in files {
             for (document, doc) in self.parse_file(path, &file.data)?.into_iter().enumerate() {
                 let origin = Origin {
-                    path: path.clone(),
+                    path: (*path).clone(),
                     document,
                 };
                 resources.push(resource_from_document(doc, origin)?);
             }
         }
+        Ok(resources)
+    }
+}
+
+impl Render for ManifestRender {
+    /// Parses matching files (on all cores when there are many), then
+    /// validates the whole set. Errors are reported as a sequential parse
+    /// would: the first failing file in path order.
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let files: Vec<(&String, &SnapshotFile)> = snapshot
+            .files()
+            .iter()
+            .filter(|(path, _)| self.matches(path))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(files.len() / PARALLEL_MIN_FILES)
+            .max(1);
+        let resources = if threads == 1 {
+            self.render_files(&files)?
+        } else {
+            let chunk = files.len().div_ceil(threads);
+            let parts: Vec<Result<Vec<Resource>, RenderError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || self.render_files(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+            let mut resources = Vec::new();
+            for part in parts {
+                resources.extend(part?);
+            }
+            resources
+        };
         DesiredState::new(snapshot.revision().clone(), resources)
     }
 }

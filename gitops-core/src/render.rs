@@ -154,15 +154,17 @@ impl DesiredState {
             index.insert(r.id.clone(), i);
         }
         let mut edges = Vec::with_capacity(resources.iter().map(|r| r.depends_on.len()).sum());
-        for (i, r) in resources.iter().enumerate() {
-            for dep in &r.depends_on {
-                let Some(&d) = index.get(dep) else {
+        for (i, r) in resources.iter_mut().enumerate() {
+            for dep in &mut r.depends_on {
+                let Some((canonical, &d)) = index.get_key_value(dep) else {
                     return Err(RenderError::UnknownDependency {
                         id: r.id.clone(),
                         dependency: dep.clone(),
                         origin: r.origin.clone(),
                     });
                 };
+                // Share the dependency's id allocation instead of keeping a parsed copy.
+                *dep = canonical.clone();
                 edges.push((d, i));
             }
         }

@@ -1,0 +1,72 @@
+//! Peak memory for 100,000 resources: desired state, observations and a plan,
+//! and beside it the floor: the same specs as bare `serde_json::Value`s.
+//! Run with `cargo bench --bench memory`; each measurement runs in a fresh
+//! child process so one does not hide in the other's high-water mark.
+
+use gitops_benches::{desired, observed, peak_rss_bytes, resources};
+use gitops_core::{Inventory, Planner};
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn specs_only(n: usize) {
+    let before = peak_rss_bytes().unwrap_or(0);
+    let specs: Vec<serde_json::Value> = resources(n, 10).into_iter().map(|r| r.spec).collect();
+    let after = peak_rss_bytes().unwrap_or(0);
+    println!(
+        "floor: {n} specs as serde_json::Value alone: {:.1} MB ({} bytes each)",
+        mb(after - before),
+        (after - before) / specs.len().max(1) as u64
+    );
+}
+
+fn full(n: usize) {
+    let before = peak_rss_bytes().unwrap_or(0);
+    let desired = desired(n, 10);
+    let with_desired = peak_rss_bytes().unwrap_or(0);
+    let observed = observed(&desired, 100);
+    let with_observed = peak_rss_bytes().unwrap_or(0);
+    let plan = Planner::new()
+        .plan(&desired, &observed, &Inventory::new())
+        .expect("plans");
+    let after = peak_rss_bytes().unwrap_or(0);
+    println!(
+        "gitops: {n} resources: desired state {:.1} MB; + observations {:.1} MB; + plan {:.1} MB; peak RSS {:.1} MB ({} updates planned)",
+        mb(with_desired - before),
+        mb(with_observed - with_desired),
+        mb(after - with_observed),
+        mb(after),
+        plan.summary.update
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; under `cargo test` only a small smoke run.
+    let n = if args.iter().any(|a| a == "--bench") {
+        100_000
+    } else {
+        1_000
+    };
+    match args
+        .iter()
+        .position(|a| a == "--stage")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(stage) if stage == "specs" => specs_only(n),
+        Some(_) => full(n),
+        None => {
+            let exe = std::env::current_exe().expect("own executable path");
+            for stage in ["specs", "full"] {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.args(["--stage", stage]);
+                if n == 100_000 {
+                    cmd.arg("--bench");
+                }
+                let status = cmd.status().expect("re-run self");
+                assert!(status.success(), "stage {stage} failed");
+            }
+        }
+    }
+}

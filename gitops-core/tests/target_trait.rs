@@ -1,0 +1,90 @@
+//! Default methods of the Target trait and error classification.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gitops_core::{Health, Observed, Resource, ResourceId, Target, TargetError, async_trait};
+use serde_json::json;
+
+/// Observes resolve in reverse order of their start; tracks peak concurrency.
+struct SlowTarget {
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+#[async_trait]
+impl Target for SlowTarget {
+    async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let n: u64 = id
+            .name()
+            .parse()
+            .map_err(|_| TargetError::permanent(id, "not a number"))?;
+        tokio::time::sleep(Duration::from_millis(100 - n % 100)).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if n == 7 {
+            return Err(TargetError::transient(id, "busy"));
+        }
+        Ok(n.is_multiple_of(2).then(|| Observed::new(json!(n))))
+    }
+    async fn apply(&self, _: &Resource) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn delete(&self, _: &ResourceId) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn observe_many_keeps_order_and_bounds_concurrency() {
+    let target = SlowTarget {
+        in_flight: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+    };
+    let ids: Vec<ResourceId> = (0..50)
+        .map(|i| ResourceId::new("N", i.to_string()).expect("valid"))
+        .collect();
+    let results = target.observe_many(&ids).await;
+    assert_eq!(results.len(), 50);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Err(e) => {
+                assert_eq!(i, 7);
+                assert!(e.is_transient());
+                assert_eq!(e.id(), &ids[7]);
+                assert_eq!(e.to_string(), "N/7: busy (transient)");
+            }
+            Ok(Some(o)) => assert_eq!(o.spec, json!(i)),
+            Ok(None) => assert_eq!(i % 2, 1),
+        }
+    }
+    assert_eq!(
+        target.peak.load(Ordering::SeqCst),
+        gitops_core::target::DEFAULT_OBSERVE_CONCURRENCY
+    );
+    assert_eq!(
+        target.health(&ids[0]).await.expect("default health"),
+        Health::Healthy
+    );
+}
+
+#[test]
+fn error_classification() {
+    let id = ResourceId::new("A", "x").expect("valid");
+    assert!(
+        TargetError::Timeout {
+            id: id.clone(),
+            after: Duration::from_secs(1)
+        }
+        .is_transient()
+    );
+    assert!(!TargetError::permanent(&id, "no").is_transient());
+    assert!(
+        !TargetError::InvalidSpec {
+            id: id.clone(),
+            message: "bad".into()
+        }
+        .is_transient()
+    );
+}
