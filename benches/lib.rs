@@ -29,6 +29,16 @@ pub fn revision() -> Revision {
     Revision::new("main", "0123456789abcdef0123456789abcdef01234567")
 }
 
+/// The spec of fixture resource `i`: four fields, one a nested map.
+pub fn spec(i: usize) -> serde_json::Value {
+    json!({
+        "image": "registry.example/app:v1",
+        "replicas": 2,
+        "port": 8000 + (i % 1000),
+        "env": { "LOG_LEVEL": "info", "REGION": "eu-west-1" },
+    })
+}
+
 /// `n` resources in `waves` layers; each resource beyond the first layer
 /// depends on up to 3 resources of the previous layer.
 pub fn resources(n: usize, waves: usize) -> Vec<Resource> {
@@ -40,15 +50,7 @@ pub fn resources(n: usize, waves: usize) -> Vec<Resource> {
     (0..n)
         .map(|i| {
             let layer = i / per_wave;
-            let mut r = Resource::new(
-                id(i),
-                json!({
-                    "image": "registry.example/app:v1",
-                    "replicas": 2,
-                    "port": 8000 + (i % 1000),
-                    "env": { "LOG_LEVEL": "info", "REGION": "eu-west-1" },
-                }),
-            );
+            let mut r = Resource::new(id(i), spec(i));
             if layer > 0 {
                 let start = (layer - 1) * per_wave;
                 for _ in 0..3 {

@@ -105,6 +105,12 @@ pub enum PlanError {
         /// Observations given.
         observed: usize,
     },
+    /// [`PlanBuilder::finish`] was called before this resource was observed.
+    #[error("{id} was not observed")]
+    NotObserved {
+        /// The resource.
+        id: ResourceId,
+    },
 }
 
 /// Computes plans. By default specs are compared as JSON; with a target, its
@@ -158,8 +164,77 @@ impl<'t> Planner<'t> {
                 observed: observed.len(),
             });
         }
-        let mut summary = Summary::default();
+        let mut builder = self.builder(desired);
+        for (position, o) in observed.iter().enumerate() {
+            builder.observe(position, o.as_ref());
+        }
+        builder.finish(inventory)
+    }
+
+    /// A plan fed one observation at a time, so a caller can observe in
+    /// chunks and drop each observed spec as soon as it is compared: peak
+    /// memory then holds the desired state and the diffs, not a second copy
+    /// of every spec.
+    pub fn builder<'d>(&self, desired: &'d DesiredState) -> PlanBuilder<'d, 't> {
+        PlanBuilder {
+            planner: *self,
+            desired,
+            changes: vec![None; desired.len()],
+        }
+    }
+}
+
+/// An incremental plan; see [`Planner::builder`].
+pub struct PlanBuilder<'d, 't> {
+    planner: Planner<'t>,
+    desired: &'d DesiredState,
+    changes: Vec<Option<Change>>,
+}
+
+impl fmt::Debug for PlanBuilder<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlanBuilder")
+            .field("desired", &self.desired.len())
+            .field(
+                "observed",
+                &self.changes.iter().filter(|c| c.is_some()).count(),
+            )
+            .finish()
+    }
+}
+
+impl PlanBuilder<'_, '_> {
+    /// Records the observation of the resource at `position` in
+    /// [`DesiredState::resources`] (`None`: absent from the target).
+    /// A position out of range is ignored.
+    pub fn observe(&mut self, position: usize, observed: Option<&Observed>) {
+        let (Some(resource), Some(slot)) = (
+            self.desired.resources().get(position),
+            self.changes.get_mut(position),
+        ) else {
+            return;
+        };
+        *slot = Some(match observed {
+            None => Change::Create,
+            Some(o) => match self.planner.differs(resource, o) {
+                Some(diff) => Change::Update { diff },
+                None => Change::Unchanged,
+            },
+        });
+    }
+
+    /// Finishes the plan; deletes come from `inventory` ids missing from the
+    /// desired state. Fails if a desired resource was never observed.
+    pub fn finish(self, inventory: &Inventory) -> Result<Plan, PlanError> {
+        let desired = self.desired;
         let resources = desired.resources();
+        let mut changes = self.changes;
+        if let Some(missing) = changes.iter().position(Option::is_none) {
+            return Err(PlanError::NotObserved {
+                id: resources[missing].id.clone(),
+            });
+        }
+        let mut summary = Summary::default();
         let waves = desired
             .graph()
             .waves()
@@ -168,25 +243,15 @@ impl<'t> Planner<'t> {
                 changes: wave
                     .iter()
                     .map(|&i| {
-                        let resource = &resources[i];
-                        let change = match &observed[i] {
-                            None => {
-                                summary.create += 1;
-                                Change::Create
-                            }
-                            Some(o) => match self.differs(resource, o) {
-                                Some(diff) => {
-                                    summary.update += 1;
-                                    Change::Update { diff }
-                                }
-                                None => {
-                                    summary.unchanged += 1;
-                                    Change::Unchanged
-                                }
-                            },
-                        };
+                        let change = changes[i].take().unwrap_or(Change::Unchanged);
+                        match change {
+                            Change::Create => summary.create += 1,
+                            Change::Update { .. } => summary.update += 1,
+                            Change::Delete => summary.delete += 1,
+                            Change::Unchanged => summary.unchanged += 1,
+                        }
                         PlannedChange {
-                            id: resource.id.clone(),
+                            id: resources[i].id.clone(),
                             change,
                         }
                     })

@@ -139,8 +139,12 @@ impl DesiredState {
     /// Validates `resources` (unique ids, known dependencies, no cycle) and
     /// orders them by id.
     pub fn new(revision: Revision, mut resources: Vec<Resource>) -> Result<Self, RenderError> {
-        // Stable sort keeps file order among duplicates, so "first" is the earlier origin.
-        resources.sort_by(|a, b| a.id.cmp(&b.id));
+        // In place (no merge buffer); among duplicates the earlier origin comes first.
+        resources.sort_unstable_by(|a, b| {
+            a.id.cmp(&b.id).then_with(|| {
+                (&a.origin.path, a.origin.document).cmp(&(&b.origin.path, b.origin.document))
+            })
+        });
         let mut index = HashMap::with_capacity(resources.len());
         for (i, r) in resources.iter().enumerate() {
             if let Some(&prev) = index.get(&r.id) {

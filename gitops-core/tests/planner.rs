@@ -211,3 +211,28 @@ fn target_differs_hook_is_used() {
         .expect("plans");
     assert_eq!(custom.summary.unchanged, 1);
 }
+
+#[test]
+fn builder_streams_observations() {
+    let d = desired();
+    let planner = Planner::new();
+    let mut builder = planner.builder(&d);
+    builder.observe(2, Some(&Observed::new(json!({"cert": "abc"}))));
+    builder.observe(0, None);
+    builder.observe(99, None); // out of range: ignored
+    let err = builder.finish(&Inventory::new()).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::NotObserved {
+            id: id("Config/web")
+        }
+    );
+
+    let mut builder = planner.builder(&d);
+    builder.observe(2, Some(&Observed::new(json!({"cert": "abc"}))));
+    builder.observe(1, Some(&Observed::new(json!({"port": 80, "replicas": 1}))));
+    builder.observe(0, None);
+    let plan = builder.finish(&Inventory::new()).expect("all observed");
+    let s = plan.summary;
+    assert_eq!((s.create, s.update, s.unchanged), (1, 0, 2));
+}
