@@ -61,3 +61,8 @@ pub use target::{Target, TargetError};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;
+
+/// The README's Rust code blocks, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
