@@ -35,6 +35,7 @@
 //! crates behind the traits defined here.
 
 pub mod diff;
+pub mod engine;
 pub mod files;
 pub mod graph;
 pub mod id;
@@ -43,9 +44,15 @@ pub mod model;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod status;
+pub mod store;
 pub mod target;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod writeback;
 
 pub use diff::{Diff, FieldChange};
+pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, SyncReport};
 pub use files::FilesRender;
 pub use graph::{CycleError, DependencyGraph};
 pub use id::{IdError, ResourceId};
@@ -57,7 +64,10 @@ pub use model::{
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
 pub use render::{DesiredState, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
+pub use status::{Condition, ConditionKind, Status};
+pub use store::{MemoryStore, StateStore, StoreError};
 pub use target::{Target, TargetError};
+pub use writeback::{Drifted, Writeback, WritebackError};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;

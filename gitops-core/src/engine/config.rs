@@ -1,0 +1,80 @@
+//! Engine policies and their defaults.
+
+use std::time::Duration;
+
+/// Exponential backoff for transient failures, per revision; reset on success.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// First delay (default 1 s).
+    pub initial: Duration,
+    /// Growth per attempt (default 2).
+    pub factor: f32,
+    /// Largest delay (default 5 min).
+    pub max_delay: Duration,
+    /// Retries before the revision is marked failed (default 10).
+    pub max_attempts: usize,
+    /// Add a random 0–100% of each delay, so replicas do not retry in step (default on).
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max_delay: Duration::from_secs(300),
+            max_attempts: 10,
+            jitter: true,
+        }
+    }
+}
+
+/// How an engine behaves. Every field has a documented default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// The application name: the key of this engine's records in the state
+    /// store (default `default`).
+    pub name: String,
+    /// How often pull mode polls the source (default 30 s).
+    pub interval: Duration,
+    /// Random extra fraction of `interval` added to each wait, so many agents
+    /// do not poll in step (default 0.1 = up to 10%).
+    pub interval_jitter: f64,
+    /// How often pull mode observes every managed resource for drift, even
+    /// when Git is quiet (default 60 s).
+    pub drift_interval: Duration,
+    /// Resources applied at once inside a wave (default 8).
+    pub concurrency: usize,
+    /// Limit for each observe, apply, delete or health call (default 60 s).
+    pub call_timeout: Duration,
+    /// How long a wave may stay `Progressing` before it fails (default 5 min).
+    pub health_timeout: Duration,
+    /// Pause between health checks of a wave (default 2 s).
+    pub health_poll: Duration,
+    /// Backoff for transient failures.
+    pub retry: RetryPolicy,
+    /// Delete resources that left Git (default on; only inventory ids, and
+    /// only after every apply of the sync succeeded).
+    pub prune: bool,
+    /// Resources observed per batch (default 1,000); bounds the memory held
+    /// for observations.
+    pub observe_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            interval: Duration::from_secs(30),
+            interval_jitter: 0.1,
+            drift_interval: Duration::from_secs(60),
+            concurrency: 8,
+            call_timeout: Duration::from_secs(60),
+            health_timeout: Duration::from_secs(300),
+            health_poll: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+            prune: true,
+            observe_chunk: 1_000,
+        }
+    }
+}

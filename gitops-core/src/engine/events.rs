@@ -1,0 +1,135 @@
+//! Events an engine broadcasts while it works.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::diff::Diff;
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Revision};
+
+/// Why a reconcile ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The poll interval found a new revision.
+    Poll,
+    /// `EngineHandle::reconcile_now` (what a webhook receiver calls).
+    Webhook,
+    /// The drift-check interval.
+    Drift,
+    /// A scheduled retry after a transient failure.
+    Retry,
+    /// An explicit `sync_once` (push mode).
+    Manual,
+    /// A rollback to a recorded revision.
+    Rollback,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+            Trigger::Drift => "drift",
+            Trigger::Retry => "retry",
+            Trigger::Manual => "manual",
+            Trigger::Rollback => "rollback",
+        })
+    }
+}
+
+/// Something that happened; subscribe with `Engine::subscribe`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A reconcile began.
+    SyncStarted {
+        /// The revision being synced.
+        revision: Revision,
+        /// Why.
+        trigger: Trigger,
+    },
+    /// A reconcile ended.
+    SyncFinished {
+        /// The revision.
+        revision: Revision,
+        /// `converged`, `failed`, `superseded`, ...
+        result: String,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// A resource was created or updated.
+    ResourceApplied {
+        /// The resource.
+        id: ResourceId,
+        /// `create` or `update`.
+        action: &'static str,
+    },
+    /// Applying, or waiting for the health of, a resource failed.
+    ResourceFailed {
+        /// The resource.
+        id: ResourceId,
+        /// The error text.
+        error: String,
+        /// Whether a retry may help.
+        transient: bool,
+    },
+    /// A resource was not applied because a dependency failed.
+    ResourceSkipped {
+        /// The resource.
+        id: ResourceId,
+        /// The failed dependency.
+        blocked_by: ResourceId,
+    },
+    /// A resource gone from Git was deleted from the target.
+    ResourcePruned {
+        /// The resource.
+        id: ResourceId,
+    },
+    /// The target differs from what was applied from Git.
+    DriftDetected {
+        /// The resource.
+        id: ResourceId,
+        /// The policy that decides what happens next.
+        policy: DriftPolicy,
+        /// The differing fields (`None`: deleted in the target).
+        diff: Option<Diff>,
+    },
+    /// A drifted resource was re-applied from Git.
+    DriftReverted {
+        /// The resource.
+        id: ResourceId,
+    },
+    /// Drifted resources were written back to the source.
+    WrittenBack {
+        /// The resources.
+        ids: Vec<ResourceId>,
+        /// The new revision, if one was made.
+        revision: Option<Revision>,
+    },
+    /// Write-back failed; the drift stays reported.
+    WritebackFailed {
+        /// The resources.
+        ids: Vec<ResourceId>,
+        /// The error text.
+        error: String,
+    },
+    /// The engine stopped retrying until the source changes or a manual trigger.
+    Stalled {
+        /// The revision, when one was read.
+        revision: Option<Revision>,
+        /// Why.
+        reason: String,
+    },
+    /// A retry is scheduled.
+    RetryScheduled {
+        /// The revision, when one was read.
+        revision: Option<Revision>,
+        /// 1 for the first retry.
+        attempt: usize,
+        /// Delay until the retry.
+        after: Duration,
+    },
+}

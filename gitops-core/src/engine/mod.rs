@@ -1,0 +1,885 @@
+//! The convergent engine: keeps a [`Target`] equal to the release in a
+//! [`Source`], in push mode ([`Engine::sync_once`], [`Engine::plan`]) or pull
+//! mode ([`Engine::run`]) — one code path for both.
+//!
+//! The loop is level-triggered: a poll tick, a webhook
+//! ([`EngineHandle::reconcile_now`]), a drift tick or a retry only says "look
+//! again"; every reconcile reads the current revision and observes the
+//! target afresh. At most one reconcile runs per engine at a time.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use gitops_core::engine::Engine;
+//! use gitops_core::testing::{MemorySource, MemoryTarget};
+//! use gitops_core::ManifestRender;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let source = Arc::new(MemorySource::new("main"));
+//! source.commit([("app.yaml", "kind: Config\nmetadata: { name: web }\nspec: { port: 80 }\n")]);
+//! let target = Arc::new(MemoryTarget::new());
+//! let engine = Engine::builder()
+//!     .source(source.clone())
+//!     .render(Arc::new(ManifestRender::new()))
+//!     .target(target.clone())
+//!     .build()?;
+//! let report = engine.sync_once().await?;
+//! println!("{report}");
+//! assert!(report.converged());
+//! assert_eq!(target.get(&"Config/web".parse()?).unwrap()["port"], 80);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod config;
+mod events;
+mod executor;
+mod report;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::BackoffBuilder as _;
+use tokio::sync::{Mutex, Notify, broadcast, watch};
+use tokio::time::Instant;
+
+pub use config::{EngineConfig, RetryPolicy};
+pub use events::{Event, Trigger};
+pub use report::{Outcome, ResourceOutcome, SyncReport, SyncResult, Timings};
+
+use crate::model::{DriftPolicy, Inventory, Observed, Revision};
+use crate::plan::{Change, Plan, PlanError, Planner};
+use crate::render::{DesiredState, Render, RenderError};
+use crate::source::{Source, SourceError};
+use crate::status::{ConditionKind, RetryInfo, Status};
+use crate::store::{MemoryStore, StateStore, StoreError};
+use crate::target::{Target, TargetError};
+use crate::writeback::Writeback;
+
+/// Why a reconcile could not run at all (per-resource failures are in the
+/// [`SyncReport`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Polling or reading the source failed.
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// The revision could not be rendered; nothing of it was applied.
+    #[error("revision {revision} refused: {source}")]
+    Render {
+        /// The refused revision.
+        revision: Box<Revision>,
+        /// Why.
+        source: RenderError,
+    },
+    /// Observing the target failed.
+    #[error("observe: {0}")]
+    Observe(#[source] TargetError),
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(#[source] StoreError),
+    /// Planning failed.
+    #[error("plan: {0}")]
+    Plan(#[from] PlanError),
+    /// The engine is suspended; resume it first.
+    #[error("engine {0} is suspended")]
+    Suspended(String),
+    /// A second shutdown request aborted the reconcile.
+    #[error("aborted by shutdown")]
+    Aborted,
+    /// The builder was missing a part.
+    #[error("engine configuration: {0}")]
+    Config(String),
+}
+
+impl EngineError {
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Source(e) => e.is_transient(),
+            EngineError::Observe(e) => e.is_transient(),
+            EngineError::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The revision it is about, when one was read.
+    pub fn revision(&self) -> Option<&Revision> {
+        match self {
+            EngineError::Render { revision, .. } => Some(revision),
+            _ => None,
+        }
+    }
+}
+
+const RUNNING: u8 = 0;
+const GRACEFUL: u8 = 1;
+const ABORT: u8 = 2;
+
+/// A revision the engine will not retry by itself (stalled, or retries
+/// exhausted) until the source moves or someone calls `reconcile_now`.
+#[derive(Debug)]
+struct Hold {
+    /// The held revision id; `None` when no revision could be read.
+    revision: Option<String>,
+}
+
+struct Retry {
+    revision: Option<String>,
+    backoff: backon::ExponentialBackoff,
+    attempt: usize,
+    due: Instant,
+}
+
+/// What the loop remembers between reconciles; guarded by the reconcile lock.
+#[derive(Default)]
+struct LoopState {
+    hold: Option<Hold>,
+    retry: Option<Retry>,
+    last_applied: Option<String>,
+}
+
+pub(crate) struct Inner {
+    config: EngineConfig,
+    source: Arc<dyn Source>,
+    render: Arc<dyn Render>,
+    target: Arc<dyn Target>,
+    store: Arc<dyn StateStore>,
+    writeback: Option<Arc<dyn Writeback>>,
+    events: broadcast::Sender<Event>,
+    status: watch::Sender<Status>,
+    trigger: Notify,
+    shutdown: watch::Sender<u8>,
+    suspended: AtomicBool,
+    state: Mutex<LoopState>,
+}
+
+/// Builds an [`Engine`]; source, render and target are required.
+#[derive(Default)]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    source: Option<Arc<dyn Source>>,
+    render: Option<Arc<dyn Render>>,
+    target: Option<Arc<dyn Target>>,
+    store: Option<Arc<dyn StateStore>>,
+    writeback: Option<Arc<dyn Writeback>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Where releases come from.
+    pub fn source(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// How snapshots become desired state.
+    pub fn render(mut self, render: Arc<dyn Render>) -> Self {
+        self.render = Some(render);
+        self
+    }
+
+    /// The system kept equal to Git.
+    pub fn target(mut self, target: Arc<dyn Target>) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// Where the inventory lives (default: a [`MemoryStore`], lost on exit).
+    pub fn store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Where `writeback`-policy drift goes (default: none; such drift is reported only).
+    pub fn writeback(mut self, writeback: Arc<dyn Writeback>) -> Self {
+        self.writeback = Some(writeback);
+        self
+    }
+
+    /// All policies at once.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The application name (the state-store key).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Poll interval of pull mode.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.config.interval = interval;
+        self
+    }
+
+    /// Drift-check interval of pull mode.
+    pub fn drift_interval(mut self, interval: Duration) -> Self {
+        self.config.drift_interval = interval;
+        self
+    }
+
+    /// Retry policy for transient failures.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let missing = |what: &str| EngineError::Config(format!("{what} is required"));
+        if self.config.concurrency == 0 || self.config.observe_chunk == 0 {
+            return Err(EngineError::Config(
+                "concurrency and observe_chunk must be at least 1".into(),
+            ));
+        }
+        let (events, _) = broadcast::channel(1024);
+        let (status, _) = watch::channel(Status::default());
+        let (shutdown, _) = watch::channel(RUNNING);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config: self.config,
+                source: self.source.ok_or_else(|| missing("a source"))?,
+                render: self.render.ok_or_else(|| missing("a render"))?,
+                target: self.target.ok_or_else(|| missing("a target"))?,
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                writeback: self.writeback,
+                events,
+                status,
+                trigger: Notify::new(),
+                shutdown,
+                suspended: AtomicBool::new(false),
+                state: Mutex::new(LoopState::default()),
+            }),
+        })
+    }
+}
+
+/// The engine. Cheap to clone; clones share one state and one reconcile lock.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Controls a running engine from elsewhere (a webhook receiver, a signal
+/// handler, an admin endpoint).
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// Asks for a reconcile as soon as possible; calls made while one is
+    /// pending coalesce into one. Also clears a stalled or failed hold (an
+    /// explicit retry).
+    pub fn reconcile_now(&self) {
+        self.inner.trigger.notify_one();
+    }
+
+    /// Stops automatic reconciles (polls, drift checks, retries) until [`resume`](Self::resume).
+    pub fn suspend(&self) {
+        self.inner.suspended.store(true, Ordering::SeqCst);
+        self.inner.status.send_modify(|s| s.suspended = true);
+    }
+
+    /// Resumes automatic reconciles and reconciles at once.
+    pub fn resume(&self) {
+        self.inner.suspended.store(false, Ordering::SeqCst);
+        self.inner.status.send_modify(|s| s.suspended = false);
+        self.reconcile_now();
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.inner.status.subscribe()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// First call: finish the resources in flight, start nothing new, stop.
+    /// Second call: abort at once.
+    pub fn shutdown(&self) {
+        self.inner
+            .shutdown
+            .send_modify(|level| *level = (*level + 1).min(ABORT));
+    }
+}
+
+impl Engine {
+    /// A builder with the defaults of [`EngineConfig`].
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// A handle for controlling the engine while [`run`](Self::run) is going.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// The policies in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Dry run: fetch, render, observe and plan; changes nothing.
+    pub async fn plan(&self) -> Result<Plan, EngineError> {
+        let _state = self.inner.state.lock().await;
+        let revision = self.inner.source.poll().await?;
+        let snapshot = self.inner.source.snapshot(&revision).await?;
+        let desired = self.inner.render_revision(&revision, &snapshot)?;
+        let inventory = self
+            .inner
+            .store
+            .load_inventory(&self.inner.config.name)
+            .await
+            .map_err(EngineError::Store)?;
+        let (plan, _) = self
+            .inner
+            .observe_and_plan(&desired, &inventory.value)
+            .await?;
+        Ok(plan)
+    }
+
+    /// One full reconcile (push mode). Per-resource failures are in the
+    /// report; an `Err` means the reconcile could not run (source, render,
+    /// observe or store failure). Fails with [`EngineError::Suspended`] while
+    /// suspended.
+    pub async fn sync_once(&self) -> Result<SyncReport, EngineError> {
+        if self.inner.suspended.load(Ordering::SeqCst) {
+            return Err(EngineError::Suspended(self.inner.config.name.clone()));
+        }
+        let mut state = self.inner.state.lock().await;
+        state.hold = None;
+        let result = self.inner.guarded_reconcile(Trigger::Manual).await;
+        self.inner.after_sync(&mut state, &result);
+        result
+    }
+
+    /// Pull mode: polls, checks drift, retries and answers
+    /// [`EngineHandle::reconcile_now`] until [`EngineHandle::shutdown`].
+    pub async fn run(&self) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let mut shutdown = inner.shutdown.subscribe();
+        let mut next_poll = Instant::now();
+        let mut next_drift = Instant::now() + inner.config.drift_interval;
+        loop {
+            if *shutdown.borrow() >= GRACEFUL {
+                return Ok(());
+            }
+            let retry_due = inner.state.lock().await.retry.as_ref().map(|r| r.due);
+            let wake = [Some(next_poll), Some(next_drift), retry_due]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_poll);
+            let webhook = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => false,
+                _ = inner.trigger.notified() => true,
+                _ = shutdown.changed() => continue,
+            };
+            if inner.suspended.load(Ordering::SeqCst) {
+                // Due work waits for resume(), which triggers a reconcile.
+                let now = Instant::now();
+                next_poll = next_poll.max(now + inner.config.interval);
+                next_drift = next_drift.max(now + inner.config.drift_interval);
+                continue;
+            }
+            let now = Instant::now();
+            let trigger = if webhook {
+                Trigger::Webhook
+            } else if retry_due.is_some_and(|due| due <= now) {
+                Trigger::Retry
+            } else if next_drift <= now {
+                Trigger::Drift
+            } else {
+                Trigger::Poll
+            };
+            if matches!(trigger, Trigger::Poll | Trigger::Webhook) {
+                next_poll = now + inner.jittered_interval();
+            }
+            if matches!(trigger, Trigger::Drift | Trigger::Webhook) {
+                next_drift = now + inner.config.drift_interval;
+            }
+
+            let mut state = inner.state.lock().await;
+            match trigger {
+                Trigger::Webhook => state.hold = None,
+                Trigger::Poll => {
+                    // The cheap check: reconcile only for a revision not yet
+                    // applied, not already waiting for a retry, not held.
+                    match inner.source.poll().await {
+                        Ok(rev) => {
+                            let known = |id: Option<&String>| id == Some(&rev.id);
+                            if known(state.last_applied.as_ref())
+                                || known(state.retry.as_ref().and_then(|r| r.revision.as_ref()))
+                            {
+                                continue;
+                            }
+                            match &state.hold {
+                                Some(hold) if known(hold.revision.as_ref()) => continue,
+                                _ => state.hold = None,
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "poll failed");
+                            let result = Err(EngineError::Source(e));
+                            inner.after_sync(&mut state, &result);
+                            continue;
+                        }
+                    }
+                }
+                Trigger::Drift | Trigger::Retry if state.hold.is_some() => continue,
+                _ => {}
+            }
+            let result = inner.guarded_reconcile(trigger).await;
+            inner.after_sync(&mut state, &result);
+            drop(state);
+            match &result {
+                Ok(report) if report.result == SyncResult::Superseded => next_poll = Instant::now(),
+                Err(EngineError::Aborted) => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: Event) {
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow() >= GRACEFUL
+    }
+
+    async fn graceful_shutdown(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|level| *level >= GRACEFUL).await;
+    }
+
+    async fn abort(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|level| *level >= ABORT).await;
+    }
+
+    fn jittered_interval(&self) -> Duration {
+        let jitter = self.config.interval_jitter.max(0.0) * fastrand::f64();
+        self.config.interval.mul_f64(1.0 + jitter)
+    }
+
+    /// Resolves when the source reports a revision other than `current`:
+    /// checked every poll interval, and at once on `reconcile_now`.
+    fn wait_newer_revision(&self, current: String) -> executor::BoxFuture<'_, Revision> {
+        Box::pin(async move {
+            loop {
+                let tick = tokio::time::sleep(self.config.interval);
+                let webhook: executor::BoxFuture<'_, ()> = Box::pin(self.trigger.notified());
+                tokio::select! {
+                    _ = tick => {}
+                    _ = webhook => {}
+                }
+                match self.source.poll().await {
+                    Ok(rev) if rev.id != current => return rev,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "poll during health wait failed"),
+                }
+            }
+        })
+    }
+
+    fn render_revision(
+        &self,
+        revision: &Revision,
+        snapshot: &crate::model::Snapshot,
+    ) -> Result<DesiredState, EngineError> {
+        self.render
+            .render(snapshot)
+            .map_err(|source| EngineError::Render {
+                revision: Box::new(revision.clone()),
+                source,
+            })
+    }
+
+    /// Observes the desired resources in chunks and plans. Keeps the
+    /// observations of resources that may be written back.
+    async fn observe_and_plan(
+        &self,
+        desired: &DesiredState,
+        inventory: &Inventory,
+    ) -> Result<(Plan, HashMap<usize, Option<Observed>>), EngineError> {
+        let planner = Planner::with_target(&*self.target);
+        let mut builder = planner.builder(desired);
+        let mut kept = HashMap::new();
+        let resources = desired.resources();
+        for (chunk_index, chunk) in resources.chunks(self.config.observe_chunk).enumerate() {
+            let ids: Vec<_> = chunk.iter().map(|r| r.id.clone()).collect();
+            let results = self.target.observe_many(&ids).await;
+            if results.len() != ids.len() {
+                return Err(EngineError::Plan(PlanError::ObservationCount {
+                    desired: ids.len(),
+                    observed: results.len(),
+                }));
+            }
+            for (offset, result) in results.into_iter().enumerate() {
+                let position = chunk_index * self.config.observe_chunk + offset;
+                let observed = result.map_err(EngineError::Observe)?;
+                builder.observe(position, observed.as_ref());
+                if resources[position].policy.drift == DriftPolicy::Writeback {
+                    kept.insert(position, observed);
+                }
+            }
+        }
+        Ok((builder.finish(inventory)?, kept))
+    }
+
+    /// A reconcile that a second shutdown request aborts.
+    async fn guarded_reconcile(&self, trigger: Trigger) -> Result<SyncReport, EngineError> {
+        tokio::select! {
+            result = self.reconcile(trigger) => result,
+            _ = self.abort() => Err(EngineError::Aborted),
+        }
+    }
+
+    async fn reconcile(&self, trigger: Trigger) -> Result<SyncReport, EngineError> {
+        let started = Instant::now();
+        let started_at = SystemTime::now();
+        let span = tracing::info_span!(
+            "reconcile",
+            app = %self.config.name,
+            %trigger,
+            revision = tracing::field::Empty
+        );
+        let _enter = span.enter();
+        drop(_enter);
+
+        let revision = self.source.poll().await?;
+        span.record("revision", tracing::field::display(&revision));
+        self.status.send_modify(|s| {
+            s.last_attempted = Some(revision.clone());
+            s.set(
+                ConditionKind::Reconciling,
+                true,
+                "Progressing",
+                format!("reconciling {revision}"),
+            );
+        });
+        self.emit(Event::SyncStarted {
+            revision: revision.clone(),
+            trigger,
+        });
+        let snapshot = self.source.snapshot(&revision).await?;
+        let fetch = started.elapsed();
+
+        let render_started = Instant::now();
+        let desired = self.render_revision(&revision, &snapshot)?;
+        let render = render_started.elapsed();
+
+        let plan_started = Instant::now();
+        let loaded = self
+            .store
+            .load_inventory(&self.config.name)
+            .await
+            .map_err(EngineError::Store)?;
+        let mut inventory = loaded.value;
+        let mut version = loaded.version;
+        let (plan, observed) = self.observe_and_plan(&desired, &inventory).await?;
+        let plan_time = plan_started.elapsed();
+        tracing::debug!(summary = ?plan.summary, "planned");
+
+        let execution = self
+            .execute(&desired, &plan, &mut inventory, &mut version, observed)
+            .await?;
+
+        // Adopt resources that already match Git but are not yet recorded
+        // (a lost state, or a first sync onto an identical target).
+        let mut adopted = false;
+        for change in plan.waves.iter().flat_map(|w| &w.changes) {
+            if change.change == Change::Unchanged
+                && !inventory.contains(&change.id)
+                && let Some(r) = desired.get(&change.id)
+            {
+                inventory.record(r);
+                adopted = true;
+            }
+        }
+        if adopted {
+            self.store
+                .save_inventory(&self.config.name, &inventory, version)
+                .await
+                .map_err(EngineError::Store)?;
+        }
+
+        if !execution.writeback.is_empty() {
+            let ids: Vec<_> = execution
+                .writeback
+                .iter()
+                .map(|d| d.resource.id.clone())
+                .collect();
+            match &self.writeback {
+                Some(wb) => match wb.write_back(&revision, &execution.writeback).await {
+                    Ok(new_revision) => self.emit(Event::WrittenBack {
+                        ids,
+                        revision: new_revision,
+                    }),
+                    Err(e) => self.emit(Event::WritebackFailed {
+                        ids,
+                        error: e.to_string(),
+                    }),
+                },
+                None => self.emit(Event::WritebackFailed {
+                    ids,
+                    error: "no write-back configured; drift kept and reported".into(),
+                }),
+            }
+        }
+
+        let total = started.elapsed();
+        self.status
+            .send_modify(|s| s.drift = execution.drift.clone());
+        self.emit(Event::SyncFinished {
+            revision: revision.clone(),
+            result: execution.result.to_string(),
+            duration: total,
+        });
+        Ok(SyncReport {
+            revision,
+            trigger,
+            started_at,
+            result: execution.result,
+            plan,
+            outcomes: execution.outcomes,
+            timings: Timings {
+                fetch,
+                render,
+                plan: plan_time,
+                apply: execution.apply_time,
+                prune: execution.prune_time,
+                total,
+            },
+        })
+    }
+
+    /// Updates holds, retries and status after a reconcile.
+    fn after_sync(&self, state: &mut LoopState, result: &Result<SyncReport, EngineError>) {
+        let report_revision = match result {
+            Ok(report) => Some(report.revision.clone()),
+            Err(e) => e.revision().cloned(),
+        };
+        let revision_id = report_revision.as_ref().map(|r| r.id.clone());
+        match result {
+            Ok(report) if report.result == SyncResult::Converged => {
+                state.retry = None;
+                state.hold = None;
+                state.last_applied = revision_id;
+                let message = format!("applied revision {}", report.revision);
+                self.status.send_modify(|s| {
+                    s.last_applied = Some(report.revision.clone());
+                    s.retry = None;
+                    s.set(
+                        ConditionKind::Ready,
+                        true,
+                        "ReconciliationSucceeded",
+                        message,
+                    );
+                    s.set(ConditionKind::Reconciling, false, "Idle", "");
+                    s.set(ConditionKind::Stalled, false, "None", "");
+                    s.set(ConditionKind::Failed, false, "None", "");
+                });
+            }
+            Ok(report)
+                if matches!(
+                    report.result,
+                    SyncResult::Superseded | SyncResult::Interrupted
+                ) =>
+            {
+                let reason = if report.result == SyncResult::Superseded {
+                    "Superseded"
+                } else {
+                    "Interrupted"
+                };
+                self.status.send_modify(|s| {
+                    s.set(ConditionKind::Reconciling, false, reason, "");
+                });
+            }
+            Ok(report) => {
+                let permanent = report.outcomes.iter().find_map(|o| match &o.outcome {
+                    Outcome::Failed {
+                        error,
+                        transient: false,
+                    } => Some(error.clone()),
+                    _ => None,
+                });
+                match permanent {
+                    Some(error) => self.stall(state, report_revision, "ResourceFailed", error),
+                    None => {
+                        let message = report.to_string();
+                        self.schedule_retry(state, report_revision, "ResourceFailed", message)
+                    }
+                }
+            }
+            Err(EngineError::Aborted) => {}
+            Err(e) if e.is_transient() => self.schedule_retry(
+                state,
+                report_revision,
+                "SourceOrTargetUnavailable",
+                e.to_string(),
+            ),
+            Err(e) => {
+                let reason = match e {
+                    EngineError::Render { .. } => "RenderFailed",
+                    EngineError::Source(_) => "SourceFailed",
+                    _ => "ReconciliationFailed",
+                };
+                self.stall(state, report_revision, reason, e.to_string())
+            }
+        }
+    }
+
+    fn stall(
+        &self,
+        state: &mut LoopState,
+        revision: Option<Revision>,
+        reason: &str,
+        message: String,
+    ) {
+        tracing::warn!(%reason, %message, "stalled: waiting for a new revision or reconcile_now");
+        state.retry = None;
+        state.hold = Some(Hold {
+            revision: revision.as_ref().map(|r| r.id.clone()),
+        });
+        self.status.send_modify(|s| {
+            s.retry = None;
+            s.set(ConditionKind::Ready, false, reason, message.clone());
+            s.set(ConditionKind::Reconciling, false, "Stalled", "");
+            s.set(ConditionKind::Stalled, true, reason, message.clone());
+        });
+        self.emit(Event::Stalled {
+            revision,
+            reason: message,
+        });
+    }
+
+    fn schedule_retry(
+        &self,
+        state: &mut LoopState,
+        revision: Option<Revision>,
+        reason: &str,
+        message: String,
+    ) {
+        let id = revision.as_ref().map(|r| r.id.clone());
+        let policy = &self.config.retry;
+        let retry = match state.retry.take() {
+            Some(r) if r.revision == id => r,
+            _ => {
+                let mut builder = backon::ExponentialBuilder::new()
+                    .with_min_delay(policy.initial)
+                    .with_factor(policy.factor)
+                    .with_max_delay(policy.max_delay)
+                    .with_max_times(policy.max_attempts);
+                if policy.jitter {
+                    builder = builder.with_jitter();
+                }
+                Retry {
+                    revision: id.clone(),
+                    backoff: builder.build(),
+                    attempt: 0,
+                    due: Instant::now(),
+                }
+            }
+        };
+        let mut retry = retry;
+        match retry.backoff.next() {
+            Some(delay) => {
+                retry.attempt += 1;
+                retry.due = Instant::now() + delay;
+                let info = RetryInfo {
+                    attempt: retry.attempt,
+                    after: delay,
+                };
+                tracing::info!(attempt = retry.attempt, ?delay, %message, "retry scheduled");
+                self.status.send_modify(|s| {
+                    s.retry = Some(info);
+                    s.set(ConditionKind::Ready, false, reason, message.clone());
+                    s.set(ConditionKind::Reconciling, false, "RetryScheduled", "");
+                });
+                self.emit(Event::RetryScheduled {
+                    revision,
+                    attempt: retry.attempt,
+                    after: delay,
+                });
+                state.retry = Some(retry);
+            }
+            None => {
+                let message = format!("gave up after {} retries: {message}", retry.attempt);
+                tracing::warn!(%message, "revision failed");
+                state.hold = Some(Hold { revision: id });
+                self.status.send_modify(|s| {
+                    s.retry = None;
+                    s.set(
+                        ConditionKind::Ready,
+                        false,
+                        "RetriesExhausted",
+                        message.clone(),
+                    );
+                    s.set(ConditionKind::Reconciling, false, "Failed", "");
+                    s.set(
+                        ConditionKind::Failed,
+                        true,
+                        "RetriesExhausted",
+                        message.clone(),
+                    );
+                });
+                self.emit(Event::Stalled {
+                    revision,
+                    reason: message,
+                });
+            }
+        }
+    }
+}

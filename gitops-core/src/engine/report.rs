@@ -1,0 +1,181 @@
+//! [`SyncReport`]: what one reconcile did, for people (`Display`) and tools (`Serialize`).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::id::ResourceId;
+use crate::model::Revision;
+use crate::plan::Plan;
+
+use super::events::Trigger;
+
+/// What happened to one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Created.
+    Created,
+    /// Updated.
+    Updated,
+    /// Already as desired.
+    Unchanged,
+    /// Deleted because it left Git.
+    Pruned,
+    /// Drifted and left alone by policy (`ignore`), or handed to write-back.
+    DriftKept,
+    /// Apply, delete or health failed.
+    Failed {
+        /// The error text.
+        error: String,
+        /// Whether a retry may help.
+        transient: bool,
+    },
+    /// Not attempted because a dependency did not succeed.
+    Skipped {
+        /// The dependency that blocked it.
+        blocked_by: ResourceId,
+    },
+    /// Not attempted: shutdown or a newer revision interrupted the sync.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Whether the resource ended as Git wants it.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Created
+                | Outcome::Updated
+                | Outcome::Unchanged
+                | Outcome::Pruned
+                | Outcome::DriftKept
+        )
+    }
+}
+
+/// One resource's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceOutcome {
+    /// The resource.
+    pub id: ResourceId,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// How the reconcile ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncResult {
+    /// Every resource is as desired and healthy.
+    Converged,
+    /// Some resources failed; see the outcomes.
+    Failed,
+    /// A newer revision arrived while waiting; the engine moves to it.
+    Superseded,
+    /// Shutdown interrupted the sync.
+    Interrupted,
+    /// A plan only (dry run); nothing was changed.
+    Planned,
+}
+
+impl fmt::Display for SyncResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncResult::Converged => "converged",
+            SyncResult::Failed => "failed",
+            SyncResult::Superseded => "superseded",
+            SyncResult::Interrupted => "interrupted",
+            SyncResult::Planned => "planned",
+        })
+    }
+}
+
+/// Time spent in each phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Timings {
+    /// Poll and snapshot.
+    pub fetch: Duration,
+    /// Render.
+    pub render: Duration,
+    /// Observe and plan.
+    pub plan: Duration,
+    /// Apply waves, including health waits.
+    pub apply: Duration,
+    /// Deletes.
+    pub prune: Duration,
+    /// The whole reconcile.
+    pub total: Duration,
+}
+
+/// The result of one reconcile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncReport {
+    /// The revision synced.
+    pub revision: Revision,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// How it ended.
+    pub result: SyncResult,
+    /// The plan it executed.
+    pub plan: Plan,
+    /// Per-resource results, in execution order; resources not touched
+    /// (unchanged) are included.
+    pub outcomes: Vec<ResourceOutcome>,
+    /// Time per phase.
+    pub timings: Timings,
+}
+
+impl SyncReport {
+    /// Whether the target now matches the revision.
+    pub fn converged(&self) -> bool {
+        self.result == SyncResult::Converged
+    }
+
+    /// Counts of created, updated, pruned, unchanged, failed, skipped resources.
+    pub fn counts(&self) -> [usize; 6] {
+        let mut c = [0; 6];
+        for o in &self.outcomes {
+            let i = match o.outcome {
+                Outcome::Created => 0,
+                Outcome::Updated => 1,
+                Outcome::Pruned => 2,
+                Outcome::Unchanged | Outcome::DriftKept => 3,
+                Outcome::Failed { .. } => 4,
+                Outcome::Skipped { .. } | Outcome::Cancelled => 5,
+            };
+            c[i] += 1;
+        }
+        c
+    }
+}
+
+impl fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [created, updated, pruned, unchanged, failed, skipped] = self.counts();
+        write!(
+            f,
+            "{} {} ({}): {created} created, {updated} updated, {pruned} deleted, {unchanged} unchanged",
+            self.revision, self.result, self.trigger
+        )?;
+        if failed + skipped > 0 {
+            write!(f, ", {failed} failed, {skipped} skipped")?;
+        }
+        write!(f, " in {:.1?}", self.timings.total)?;
+        for o in &self.outcomes {
+            match &o.outcome {
+                // Errors already name their resource.
+                Outcome::Failed { error, .. } => write!(f, "\n  ✗ {error}")?,
+                Outcome::Skipped { blocked_by } => {
+                    write!(f, "\n  - {}: skipped, blocked by {blocked_by}", o.id)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

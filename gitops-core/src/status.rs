@@ -1,0 +1,155 @@
+//! Engine status in the style of Flux's conditions.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::diff::Diff;
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Revision};
+
+/// The kinds of condition, always all present in [`Status::conditions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum ConditionKind {
+    /// The target matches the last attempted revision and is healthy.
+    Ready,
+    /// A reconcile is in progress.
+    Reconciling,
+    /// Retrying will not help until the source changes or someone asks
+    /// (render error, permanent target error, verification failure).
+    Stalled,
+    /// The retry budget of the revision ran out.
+    Failed,
+}
+
+/// One condition: whether it holds, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// Which condition.
+    pub kind: ConditionKind,
+    /// Whether it holds.
+    pub status: bool,
+    /// A CamelCase reason, e.g. `ReconciliationSucceeded`.
+    pub reason: String,
+    /// A human message.
+    pub message: String,
+    /// When `status` last changed.
+    pub since: SystemTime,
+}
+
+/// A resource found drifted by the last reconcile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftEntry {
+    /// The resource.
+    pub id: ResourceId,
+    /// Its policy.
+    pub policy: DriftPolicy,
+    /// The differing fields; `None` when it was deleted in the target.
+    pub diff: Option<Diff>,
+    /// Whether the engine resolved it (reverted or written back).
+    pub resolved: bool,
+}
+
+/// A scheduled retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryInfo {
+    /// 1 for the first retry.
+    pub attempt: usize,
+    /// Delay from the failure to the retry.
+    pub after: Duration,
+}
+
+/// What an engine is doing and what it last did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// `Ready`, `Reconciling`, `Stalled`, `Failed`, in that order.
+    pub conditions: Vec<Condition>,
+    /// The last revision fully applied and healthy.
+    pub last_applied: Option<Revision>,
+    /// The last revision a reconcile started on.
+    pub last_attempted: Option<Revision>,
+    /// Drift found by the last reconcile.
+    pub drift: Vec<DriftEntry>,
+    /// Whether automatic reconciles are suspended.
+    pub suspended: bool,
+    /// The next retry, if one is scheduled.
+    pub retry: Option<RetryInfo>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        let now = SystemTime::now();
+        let condition = |kind, reason: &str| Condition {
+            kind,
+            status: false,
+            reason: reason.to_owned(),
+            message: String::new(),
+            since: now,
+        };
+        Self {
+            conditions: vec![
+                condition(ConditionKind::Ready, "Initializing"),
+                condition(ConditionKind::Reconciling, "Idle"),
+                condition(ConditionKind::Stalled, "None"),
+                condition(ConditionKind::Failed, "None"),
+            ],
+            last_applied: None,
+            last_attempted: None,
+            drift: Vec::new(),
+            suspended: false,
+            retry: None,
+        }
+    }
+}
+
+impl Status {
+    /// One condition.
+    pub fn condition(&self, kind: ConditionKind) -> &Condition {
+        // All four kinds are always present (see Default); fall back to the first.
+        self.conditions
+            .iter()
+            .find(|c| c.kind == kind)
+            .unwrap_or(&self.conditions[0])
+    }
+
+    /// Whether a condition holds.
+    pub fn is(&self, kind: ConditionKind) -> bool {
+        self.condition(kind).status
+    }
+
+    /// Sets a condition; `since` moves only when the status flips.
+    pub fn set(
+        &mut self,
+        kind: ConditionKind,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        if let Some(c) = self.conditions.iter_mut().find(|c| c.kind == kind) {
+            if c.status != status {
+                c.since = SystemTime::now();
+            }
+            c.status = status;
+            c.reason = reason.to_owned();
+            c.message = message.into();
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let holding: Vec<&Condition> = self.conditions.iter().filter(|c| c.status).collect();
+        match holding.first() {
+            Some(c) => write!(f, "{:?}: {} ({})", c.kind, c.message, c.reason)?,
+            None => {
+                let ready = self.condition(ConditionKind::Ready);
+                write!(f, "not ready: {} ({})", ready.message, ready.reason)?
+            }
+        }
+        if self.suspended {
+            f.write_str(" [suspended]")?;
+        }
+        Ok(())
+    }
+}

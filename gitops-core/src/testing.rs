@@ -1,0 +1,432 @@
+//! In-memory [`Source`], [`Target`] and [`Writeback`] with fault injection,
+//! for fast engine tests — ours and yours (cargo feature `testing`).
+//!
+//! ```
+//! use gitops_core::testing::{Call, MemorySource, MemoryTarget};
+//! use gitops_core::{Source, Target, Resource, ResourceId};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let source = MemorySource::new("main");
+//! let rev = source.commit([("a.yaml", "kind: A\nmetadata: { name: a }\n")]);
+//! assert_eq!(source.poll().await?, rev);
+//!
+//! let target = MemoryTarget::new();
+//! let id: ResourceId = "A/a".parse()?;
+//! target.fail_next(&id, 1, true); // the next apply fails, transiently
+//! let r = Resource::new(id.clone(), serde_json::json!({}));
+//! assert!(target.apply(&r).await.unwrap_err().is_transient());
+//! target.apply(&r).await?;
+//! assert_eq!(target.calls(), [Call::Apply(id.clone()), Call::Apply(id)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+
+use crate::id::ResourceId;
+use crate::model::{Health, Observed, Resource, Revision, Snapshot};
+use crate::source::{Source, SourceError};
+use crate::target::{Target, TargetError};
+use crate::writeback::{Drifted, Writeback, WritebackError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the state from the others.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+struct SourceState {
+    commits: Vec<Snapshot>,
+    head: Option<usize>,
+    poll_faults: VecDeque<bool>,
+    polls: usize,
+}
+
+/// A source whose commits a test makes: each [`commit`](Self::commit) replaces
+/// the whole tree and moves the reference to it.
+pub struct MemorySource {
+    reference: String,
+    state: Mutex<SourceState>,
+}
+
+impl std::fmt::Debug for MemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySource")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemorySource {
+    /// An empty source tracking `reference` (e.g. `main`).
+    pub fn new(reference: impl Into<String>) -> Self {
+        Self {
+            reference: reference.into(),
+            state: Mutex::new(SourceState::default()),
+        }
+    }
+
+    /// Commits a new tree of `(path, content)` and moves the reference to it.
+    ///
+    /// # Panics
+    /// On an invalid path: test input is the caller's to get right.
+    pub fn commit<P, B>(&self, files: impl IntoIterator<Item = (P, B)>) -> Revision
+    where
+        P: Into<String>,
+        B: AsRef<[u8]>,
+    {
+        let mut state = lock(&self.state);
+        let files: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .map(|(p, b)| (p.into(), b.as_ref().to_vec()))
+            .collect();
+        let mut hasher = Sha256::new();
+        hasher.update(state.commits.len().to_le_bytes());
+        for (p, b) in &files {
+            hasher.update(p.as_bytes());
+            hasher.update([0]);
+            hasher.update(b);
+        }
+        let id: String = hasher.finalize()[..20]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut revision = Revision::new(self.reference.clone(), id);
+        revision.author = "Test Author <test@example.com>".into();
+        revision.message = format!("commit {}", state.commits.len() + 1);
+        revision.committed_at = 1_700_000_000 + state.commits.len() as i64;
+        let snapshot = Snapshot::from_files(revision.clone(), files)
+            .unwrap_or_else(|e| panic!("MemorySource::commit: {e}"));
+        state.commits.push(snapshot);
+        state.head = Some(state.commits.len() - 1);
+        revision
+    }
+
+    /// The revision the reference points at.
+    pub fn head(&self) -> Option<Revision> {
+        let state = lock(&self.state);
+        state.head.map(|i| state.commits[i].revision().clone())
+    }
+
+    /// Moves the reference to an earlier commit (a force-push or revert).
+    pub fn reset(&self, revision: &Revision) -> bool {
+        let mut state = lock(&self.state);
+        match state
+            .commits
+            .iter()
+            .position(|s| s.revision().id == revision.id)
+        {
+            Some(i) => {
+                state.head = Some(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next `n` polls fail (`transient`: as an unreachable remote).
+    pub fn fail_next_polls(&self, n: usize, transient: bool) {
+        lock(&self.state)
+            .poll_faults
+            .extend(std::iter::repeat_n(transient, n));
+    }
+
+    /// How many times `poll` was called.
+    pub fn polls(&self) -> usize {
+        lock(&self.state).polls
+    }
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    async fn poll(&self) -> Result<Revision, SourceError> {
+        let mut state = lock(&self.state);
+        state.polls += 1;
+        if let Some(transient) = state.poll_faults.pop_front() {
+            return Err(if transient {
+                SourceError::Unavailable {
+                    location: "memory".into(),
+                    message: "injected poll failure".into(),
+                    source: None,
+                }
+            } else {
+                SourceError::ReferenceNotFound {
+                    reference: self.reference.clone(),
+                    message: "injected poll failure".into(),
+                }
+            });
+        }
+        match state.head {
+            Some(i) => Ok(state.commits[i].revision().clone()),
+            None => Err(SourceError::ReferenceNotFound {
+                reference: self.reference.clone(),
+                message: "no commits yet".into(),
+            }),
+        }
+    }
+
+    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
+        let state = lock(&self.state);
+        state
+            .commits
+            .iter()
+            .find(|s| s.revision().id == revision.id)
+            .cloned()
+            .ok_or_else(|| SourceError::ReferenceNotFound {
+                reference: revision.to_string(),
+                message: "unknown commit".into(),
+            })
+    }
+}
+
+/// One call the engine made on a [`MemoryTarget`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `observe` (also recorded for each id of `observe_many`).
+    Observe(ResourceId),
+    /// `apply`.
+    Apply(ResourceId),
+    /// `delete`.
+    Delete(ResourceId),
+    /// `health`.
+    Health(ResourceId),
+}
+
+#[derive(Default)]
+struct TargetState {
+    resources: BTreeMap<ResourceId, Value>,
+    faults: HashMap<ResourceId, VecDeque<bool>>,
+    health: HashMap<ResourceId, VecDeque<Health>>,
+    latency: Duration,
+    calls: Vec<(Call, Instant)>,
+}
+
+/// A target holding resources in a map, with fault injection and a call log.
+#[derive(Default)]
+pub struct MemoryTarget {
+    state: Mutex<TargetState>,
+}
+
+impl std::fmt::Debug for MemoryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTarget")
+            .field("resources", &lock(&self.state).resources.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryTarget {
+    /// An empty target.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The spec held for `id`.
+    pub fn get(&self, id: &ResourceId) -> Option<Value> {
+        lock(&self.state).resources.get(id).cloned()
+    }
+
+    /// Everything the target holds.
+    pub fn contents(&self) -> BTreeMap<ResourceId, Value> {
+        lock(&self.state).resources.clone()
+    }
+
+    /// An edit made behind the engine's back (drift), or a resource someone
+    /// else created.
+    pub fn edit(&self, id: &ResourceId, spec: Value) {
+        lock(&self.state).resources.insert(id.clone(), spec);
+    }
+
+    /// A delete made behind the engine's back.
+    pub fn remove(&self, id: &ResourceId) {
+        lock(&self.state).resources.remove(id);
+    }
+
+    /// Removes everything (a wiped target).
+    pub fn wipe(&self) {
+        lock(&self.state).resources.clear();
+    }
+
+    /// The next `n` applies or deletes of `id` fail.
+    pub fn fail_next(&self, id: &ResourceId, n: usize, transient: bool) {
+        lock(&self.state)
+            .faults
+            .entry(id.clone())
+            .or_default()
+            .extend(std::iter::repeat_n(transient, n));
+    }
+
+    /// Every call sleeps this long first (on tokio's clock).
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.state).latency = latency;
+    }
+
+    /// Health answers for `id`, one per call; the last one repeats.
+    pub fn script_health(&self, id: &ResourceId, sequence: impl IntoIterator<Item = Health>) {
+        lock(&self.state)
+            .health
+            .insert(id.clone(), sequence.into_iter().collect());
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.state)
+            .calls
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// Every call so far with the (tokio) instant it was made.
+    pub fn timed_calls(&self) -> Vec<(Call, Instant)> {
+        lock(&self.state).calls.clone()
+    }
+
+    /// Only the applies and deletes, in order.
+    pub fn changes(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Apply(_) | Call::Delete(_)))
+            .collect()
+    }
+
+    /// Forgets the call log.
+    pub fn clear_calls(&self) {
+        lock(&self.state).calls.clear();
+    }
+
+    async fn enter(&self, call: Call) -> Option<bool> {
+        let latency = {
+            let mut state = lock(&self.state);
+            state.calls.push((call.clone(), Instant::now()));
+            state.latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let id = match &call {
+            Call::Apply(id) | Call::Delete(id) => id,
+            _ => return None,
+        };
+        lock(&self.state)
+            .faults
+            .get_mut(id)
+            .and_then(VecDeque::pop_front)
+    }
+}
+
+fn injected(id: &ResourceId, transient: bool) -> TargetError {
+    if transient {
+        TargetError::transient(id, "injected failure")
+    } else {
+        TargetError::permanent(id, "injected failure")
+    }
+}
+
+#[async_trait]
+impl Target for MemoryTarget {
+    async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
+        self.enter(Call::Observe(id.clone())).await;
+        Ok(self.get(id).map(Observed::new))
+    }
+
+    async fn observe_many(&self, ids: &[ResourceId]) -> Vec<Result<Option<Observed>, TargetError>> {
+        let latency = {
+            let mut state = lock(&self.state);
+            let now = Instant::now();
+            state
+                .calls
+                .extend(ids.iter().map(|id| (Call::Observe(id.clone()), now)));
+            state.latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let state = lock(&self.state);
+        ids.iter()
+            .map(|id| Ok(state.resources.get(id).cloned().map(Observed::new)))
+            .collect()
+    }
+
+    async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
+        if let Some(transient) = self.enter(Call::Apply(resource.id.clone())).await {
+            return Err(injected(&resource.id, transient));
+        }
+        lock(&self.state)
+            .resources
+            .insert(resource.id.clone(), resource.spec.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
+        if let Some(transient) = self.enter(Call::Delete(id.clone())).await {
+            return Err(injected(id, transient));
+        }
+        lock(&self.state).resources.remove(id);
+        Ok(())
+    }
+
+    async fn health(&self, id: &ResourceId) -> Result<Health, TargetError> {
+        self.enter(Call::Health(id.clone())).await;
+        let mut state = lock(&self.state);
+        if let Some(seq) = state.health.get_mut(id) {
+            let next = if seq.len() > 1 {
+                seq.pop_front()
+            } else {
+                seq.front().cloned()
+            };
+            if let Some(h) = next {
+                return Ok(h);
+            }
+        }
+        Ok(if state.resources.contains_key(id) {
+            Health::Healthy
+        } else {
+            Health::Missing
+        })
+    }
+}
+
+/// A [`Writeback`] that records what it was given.
+#[derive(Default)]
+pub struct MemoryWriteback {
+    calls: Mutex<Vec<(Revision, Vec<Drifted>)>>,
+}
+
+impl std::fmt::Debug for MemoryWriteback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryWriteback")
+            .field("calls", &lock(&self.calls).len())
+            .finish()
+    }
+}
+
+impl MemoryWriteback {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every write-back so far: the base revision and the drifted resources.
+    pub fn calls(&self) -> Vec<(Revision, Vec<Drifted>)> {
+        lock(&self.calls).clone()
+    }
+}
+
+#[async_trait]
+impl Writeback for MemoryWriteback {
+    async fn write_back(
+        &self,
+        revision: &Revision,
+        drifted: &[Drifted],
+    ) -> Result<Option<Revision>, WritebackError> {
+        lock(&self.calls).push((revision.clone(), drifted.to_vec()));
+        Ok(None)
+    }
+}
