@@ -107,10 +107,11 @@ pub(crate) fn read(
             .map_err(|e| objects(format!("tree {tree_id} at {dir:?}"), e))?;
         for entry in &decoded.entries {
             let raw = entry.filename;
+            let shown = printable(&raw.to_str_lossy());
             let display = if dir.is_empty() {
-                raw.to_str_lossy().into_owned()
+                shown
             } else {
-                format!("{dir}/{}", raw.to_str_lossy())
+                format!("{dir}/{shown}")
             };
             let kind = entry.mode.kind();
             let mode = matches!(kind, EntryKind::Link)
@@ -193,4 +194,17 @@ pub(crate) fn read(
         }
     }
     Ok(snapshot)
+}
+
+/// A name safe to print: control characters escaped.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
