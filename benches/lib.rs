@@ -127,3 +127,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// A renderer that returns prebuilt resources, so engine benchmarks measure
+/// the engine (validation, graph, observe, plan, apply) and not YAML parsing.
+#[derive(Debug, Clone)]
+pub struct FixtureRender {
+    resources: Vec<Resource>,
+}
+
+impl FixtureRender {
+    /// `n` resources in `waves` layers (see [`resources`]).
+    pub fn new(n: usize, waves: usize) -> Self {
+        Self {
+            resources: resources(n, waves),
+        }
+    }
+}
+
+impl gitops_core::Render for FixtureRender {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, gitops_core::RenderError> {
+        DesiredState::new(snapshot.revision().clone(), self.resources.clone())
+    }
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`.
+pub fn cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Linux reports clock ticks; USER_HZ is 100 on every mainstream configuration.
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}

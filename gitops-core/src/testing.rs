@@ -262,6 +262,11 @@ impl MemoryTarget {
             .extend(std::iter::repeat_n(transient, n));
     }
 
+    /// Forgets every injected fault.
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
     /// Every call sleeps this long first (on tokio's clock).
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.state).latency = latency;

@@ -43,6 +43,7 @@ use std::time::{Duration, SystemTime};
 use backon::BackoffBuilder as _;
 use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 pub use config::{EngineConfig, RetryPolicy};
 pub use events::{Event, Trigger};
@@ -586,18 +587,27 @@ impl Inner {
         }
     }
 
+    /// One reconcile inside a `reconcile` span carrying the app, the trigger
+    /// and (once read) the revision; resource spans nest inside it.
     async fn reconcile(&self, trigger: Trigger) -> Result<SyncReport, EngineError> {
-        let started = Instant::now();
-        let started_at = SystemTime::now();
         let span = tracing::info_span!(
             "reconcile",
             app = %self.config.name,
             %trigger,
             revision = tracing::field::Empty
         );
-        let _enter = span.enter();
-        drop(_enter);
+        self.reconcile_in(trigger, &span)
+            .instrument(span.clone())
+            .await
+    }
 
+    async fn reconcile_in(
+        &self,
+        trigger: Trigger,
+        span: &tracing::Span,
+    ) -> Result<SyncReport, EngineError> {
+        let started = Instant::now();
+        let started_at = SystemTime::now();
         let revision = self.source.poll().await?;
         span.record("revision", tracing::field::display(&revision));
         self.status.send_modify(|s| {
