@@ -593,8 +593,23 @@ fn configure(
 
 /// Maps a gix error of the network phase onto a [`SourceError`], with every
 /// secret scrubbed from the message.
-fn remote_error(inner: &Inner, err: &gix::Error, secrets: &[String]) -> SourceError {
-    let message = scrub(&chain(err), secrets);
+fn remote_error(
+    inner: &Inner,
+    err: &gix::Error,
+    secrets: &[String],
+    credentials: Option<&Credentials>,
+) -> SourceError {
+    let mut message = scrub(&chain(err), secrets);
+    if message.contains("No credentials were returned") {
+        // gix asked for basic credentials after a 401; say what really happened.
+        message = match credentials {
+            Some(Credentials::Bearer(_)) => {
+                "the bearer token was not accepted by the remote (HTTP 401)".to_owned()
+            }
+            _ => "the remote requires credentials and none are configured (or ssh was refused)"
+                .to_owned(),
+        };
+    }
     let location = inner.location.clone();
     let lower = message.to_ascii_lowercase();
     let auth = err.is_unauthenticated()
@@ -645,7 +660,7 @@ fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, 
 
     let credentials = inner.credentials.get(&inner.location);
     let secrets: Vec<String> = credentials.iter().map(|c| c.secret().to_owned()).collect();
-    let net = |e: gix::Error| remote_error(inner, &e, &secrets);
+    let net = |e: gix::Error| remote_error(inner, &e, &secrets, credentials.as_ref());
     configure(&mut repo, inner, credentials.as_ref()).map_err(net)?;
     let remote = repo
         .remote_at(inner.url.clone())

@@ -6,6 +6,7 @@ pub mod http;
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -197,6 +198,7 @@ impl GitDaemon {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("spawn git daemon");
         wait_for_port(port);
@@ -207,9 +209,17 @@ impl GitDaemon {
         format!("git://127.0.0.1:{}/{name}", self.port)
     }
 
-    pub fn stop(&mut self) {
+    /// Kills the daemon's process group (`git daemon` runs `git-daemon` as a child).
+    fn kill_group(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn stop(&mut self) {
+        self.kill_group();
         // Wait until the port refuses connections.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -222,8 +232,7 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill_group();
     }
 }
 
@@ -233,7 +242,20 @@ pub fn ssh_shim(dir: &Path) -> PathBuf {
     let path = dir.join("ssh-shim");
     let log = dir.join("ssh-shim.log");
     let script = format!(
-        "#!/bin/sh\n# ssh stand-in: the last argument is the remote command\necho \"$@\" >> '{}'\nfor last; do :; done\nexec sh -c \"$last\"\n",
+        r#"#!/bin/sh
+# ssh stand-in: skips ssh options and the host, runs the remote command locally
+echo "$@" >> '{}'
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -G) exit 0 ;;
+    -o|-i|-p|-F|-l) shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+shift
+exec sh -c "$*"
+"#,
         log.display()
     );
     std::fs::write(&path, script).expect("write shim");

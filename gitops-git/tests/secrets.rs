@@ -1,0 +1,130 @@
+//! A failing authenticated fetch never shows the secret: not in the error's
+//! `Display`, `Debug` or source chain, not in any log line (all tracing output
+//! captured at TRACE level), not in the source's `Debug`.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use gitops_core::{Source, SourceError};
+use gitops_git::{Credentials, GitSource, ReferencePolicy};
+use support::http::HttpServer;
+use support::{Fixture, runtime};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn all_text(err: &SourceError) -> String {
+    let mut text = format!("{err}\n{err:?}\n");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!("{s}\n{s:?}\n"));
+        source = s.source();
+    }
+    text
+}
+
+#[test]
+fn wrong_credentials_never_leak() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("global subscriber");
+
+    let fx = Fixture::new();
+    fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let server = HttpServer::start(&fx.root, Some(("deploy", "right-password")), None);
+    let rt = runtime();
+    let secrets = [
+        "wrong-password-XYZZY",
+        "bearer-token-PLUGH",
+        "url-password-FROTZ",
+    ];
+
+    let cases: Vec<(String, GitSource)> = vec![
+        (
+            "basic".into(),
+            GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
+                .cache_dir(fx.cache("basic"))
+                .credentials(Credentials::basic("deploy", secrets[0]))
+                .build()
+                .expect("build"),
+        ),
+        (
+            "bearer".into(),
+            GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
+                .cache_dir(fx.cache("bearer"))
+                .credentials(Credentials::bearer(secrets[1]))
+                .build()
+                .expect("build"),
+        ),
+        (
+            "url".into(),
+            GitSource::builder(
+                server
+                    .url("repo.git")
+                    .replace("http://", &format!("http://deploy:{}@", secrets[2])),
+                ReferencePolicy::branch("main"),
+            )
+            .cache_dir(fx.cache("url"))
+            .build()
+            .expect("build"),
+        ),
+    ];
+    let mut texts = String::new();
+    for (name, src) in &cases {
+        let err = rt.block_on(src.poll()).expect_err("wrong credentials");
+        assert!(
+            matches!(err, SourceError::Authentication { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(!err.is_transient(), "{name}");
+        assert!(
+            err.to_string().contains("authentication failed"),
+            "{name}: a clear error: {err}"
+        );
+        texts.push_str(&all_text(&err));
+        texts.push_str(&format!("{src:?}\n{}\n", src.location()));
+    }
+    // The server did see the secrets (so the test is meaningful).
+    let seen = server.stats.log.lock().expect("log").join("\n");
+    assert!(
+        server
+            .stats
+            .unauthorized
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 3
+    );
+    assert!(seen.contains("Bearer bearer-token-PLUGH"), "{seen}");
+
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    assert!(
+        logs.contains("git poll failed"),
+        "logs were captured: {logs}"
+    );
+    for secret in secrets {
+        assert!(
+            !texts.contains(secret),
+            "secret {secret} in errors: {texts}"
+        );
+        assert!(!logs.contains(secret), "secret {secret} in logs: {logs}");
+    }
+}

@@ -1,0 +1,193 @@
+//! Every URL kind against a real server started by the test: `git daemon`
+//! (git://), `git http-backend` over HTTP, and ssh through a shim.
+
+mod support;
+
+use gitops_core::{Source, SourceError};
+use gitops_git::{Credentials, GitSource, ReferencePolicy, SshOptions};
+use support::http::HttpServer;
+use support::{Fixture, GitDaemon, runtime};
+
+#[test]
+fn git_daemon_unreachable_then_back() {
+    let fx = Fixture::new();
+    let first = fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let mut daemon = GitDaemon::start(&fx.root);
+    let port = daemon.port;
+    let src = GitSource::builder(daemon.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("c"))
+        .build()
+        .expect("build");
+    let rt = runtime();
+    let polled = rt.block_on(src.poll_detailed()).expect("poll");
+    assert_eq!(polled.revision.id, first);
+    let noop = rt.block_on(src.poll_detailed()).expect("poll");
+    assert!(!noop.pack_received);
+    assert_eq!(noop.revision, polled.revision);
+
+    daemon.stop();
+    let err = rt.block_on(src.poll()).expect_err("daemon down");
+    assert!(matches!(err, SourceError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_transient());
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("last good revision main@sha1:{first}")),
+        "{text}"
+    );
+    // The last good revision is still readable.
+    let last = src.last_good().expect("last good");
+    let snap = rt
+        .block_on(src.snapshot(&last))
+        .expect("snapshot while down");
+    assert_eq!(snap.get("a"), Some(&b"1"[..]));
+
+    let second = fx.commit(&[("a", "2")], "two");
+    fx.push();
+    let _daemon = GitDaemon::start_on(&fx.root, port);
+    let rev = rt.block_on(src.poll()).expect("poll after restart");
+    assert_eq!(rev.id, second);
+}
+
+#[test]
+fn http_noop_poll_sends_no_fetch_and_5xx_is_transient() {
+    let fx = Fixture::new();
+    let first = fx.commit(&[("dir/a.yaml", "1")], "one");
+    fx.push();
+    let server = HttpServer::start(&fx.root, None, None);
+    let src = GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("c"))
+        .build()
+        .expect("build");
+    let rt = runtime();
+    let rev = rt.block_on(src.poll()).expect("poll");
+    assert_eq!(rev.id, first);
+    assert_eq!(
+        rt.block_on(src.snapshot(&rev))
+            .expect("snap")
+            .get("dir/a.yaml"),
+        Some(&b"1"[..])
+    );
+    let fetches = server
+        .stats
+        .fetch_commands
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(fetches >= 1);
+    let noop = rt.block_on(src.poll_detailed()).expect("poll");
+    assert!(!noop.pack_received);
+    assert_eq!(noop.revision, rev);
+    assert_eq!(
+        server
+            .stats
+            .fetch_commands
+            .load(std::sync::atomic::Ordering::SeqCst),
+        fetches,
+        "a no-op poll only lists references"
+    );
+
+    server.set_down(true);
+    let err = rt.block_on(src.poll()).expect_err("503");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("still available"), "{err}");
+    server.set_down(false);
+    let second = fx.commit(&[("dir/a.yaml", "2")], "two");
+    fx.push();
+    assert_eq!(rt.block_on(src.poll()).expect("back").id, second);
+}
+
+#[test]
+fn http_basic_bearer_and_callback_credentials() {
+    let fx = Fixture::new();
+    let first = fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let rt = runtime();
+
+    let basic = HttpServer::start(&fx.root, Some(("deploy", "s3cret-basic")), None);
+    let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("basic"))
+        .credentials(Credentials::basic("deploy", "s3cret-basic"))
+        .build()
+        .expect("build");
+    assert_eq!(rt.block_on(src.poll()).expect("basic").id, first);
+    assert!(!format!("{src:?}").contains("s3cret-basic"));
+
+    // Credentials in the URL are moved out of it (and out of the location).
+    let url = basic
+        .url("repo.git")
+        .replace("http://", "http://deploy:s3cret-basic@");
+    let src = GitSource::builder(url, ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("in-url"))
+        .build()
+        .expect("build");
+    assert!(!src.location().contains("s3cret"));
+    assert_eq!(rt.block_on(src.poll()).expect("url credentials").id, first);
+
+    let bearer = HttpServer::start(&fx.root, None, Some("tok-123-bearer"));
+    let src = GitSource::builder(bearer.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("bearer"))
+        .credentials(Credentials::bearer("tok-123-bearer"))
+        .build()
+        .expect("build");
+    assert_eq!(rt.block_on(src.poll()).expect("bearer").id, first);
+
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("callback"))
+        .credentials_callback(std::sync::Arc::new(move |req| {
+            assert!(req.location.starts_with("http://127.0.0.1:"));
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Credentials::basic("deploy", "s3cret-basic"))
+        }))
+        .build()
+        .expect("build");
+    assert_eq!(rt.block_on(src.poll()).expect("callback").id, first);
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // No credentials at all: an authentication error, not a prompt.
+    let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("none"))
+        .build()
+        .expect("build");
+    let err = rt.block_on(src.poll()).expect_err("no credentials");
+    assert!(matches!(err, SourceError::Authentication { .. }), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+#[test]
+fn ssh_urls_through_a_shim() {
+    let fx = Fixture::new();
+    let first = fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let shim = support::ssh_shim(fx.dir.path());
+    let rt = runtime();
+    let urls = [
+        format!("ssh://git@localhost{}", fx.url_path()),
+        format!("git@localhost:{}", fx.url_path()),
+    ];
+    for (i, url) in urls.into_iter().enumerate() {
+        let src = GitSource::builder(url.clone(), ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache(&format!("ssh{i}")))
+            .ssh(SshOptions {
+                command: Some(shim.to_str().expect("utf8").to_owned()),
+                key: Some(fx.dir.path().join("id_test")),
+                known_hosts: Some(fx.dir.path().join("known_hosts")),
+            })
+            .build()
+            .expect("build");
+        let rev = rt.block_on(src.poll()).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(fx.dir.path().join("ssh-shim.log"));
+            panic!("{url}: {e}\nshim log: {log:?}")
+        });
+        assert_eq!(rev.id, first);
+        let noop = rt.block_on(src.poll_detailed()).expect("poll");
+        assert!(!noop.pack_received);
+        let snap = rt.block_on(src.snapshot(&rev)).expect("snap");
+        assert_eq!(snap.get("a"), Some(&b"1"[..]));
+    }
+    let log = std::fs::read_to_string(fx.dir.path().join("ssh-shim.log")).expect("shim log");
+    assert!(log.contains("git-upload-pack"), "{log}");
+    assert!(log.contains("BatchMode=yes"), "{log}");
+    assert!(log.contains("StrictHostKeyChecking=yes"), "{log}");
+    assert!(log.contains("id_test"), "{log}");
+}
