@@ -1,6 +1,127 @@
-//! `gitops-git`: a [`Source`](gitops_core::Source) that reads releases from Git.
+//! `gitops-git`: the Git [`Source`](gitops_core::Source) of `gitops`, on
+//! [gix](https://docs.rs/gix). It decides which commit is the release, notices
+//! a new one cheaply, and reads its files straight from the object database of
+//! a bare cache repository — never a worktree checkout.
 //!
-//! TODO docs
+//! Poll a repository and print the files of the release:
+//!
+//! ```
+//! use gitops_core::Source;
+//! use gitops_git::{GitSource, ReferencePolicy};
+//!
+//! # fn git(dir: &std::path::Path, args: &[&str]) {
+//! #     let status = std::process::Command::new("git").current_dir(dir).args(args)
+//! #         .env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1")
+//! #         .env("GIT_AUTHOR_NAME", "Alice").env("GIT_AUTHOR_EMAIL", "alice@example.com")
+//! #         .env("GIT_COMMITTER_NAME", "Alice").env("GIT_COMMITTER_EMAIL", "alice@example.com")
+//! #         .status().expect("git is installed");
+//! #     assert!(status.success());
+//! # }
+//! # let tmp = tempfile::tempdir()?;
+//! # let repo = tmp.path().join("repo");
+//! # std::fs::create_dir_all(repo.join("deploy"))?;
+//! # std::fs::write(repo.join("deploy/app.yaml"), "kind: ConfigFile\n")?;
+//! # git(&repo, &["init", "-q", "-b", "main"]);
+//! # git(&repo, &["add", "-A"]);
+//! # git(&repo, &["commit", "-q", "-m", "release 1.2.0"]);
+//! # git(&repo, &["tag", "-a", "v1.2.0", "-m", "1.2.0"]);
+//! // A repository with a `deploy/` directory and release tags `v1.2.0`, ...
+//! let url = format!("file://{}", repo.display());
+//! let source = GitSource::builder(url, ReferencePolicy::semver(">=1.0.0, <2.0.0"))
+//!     .cache_dir(tmp.path().join("cache")) // a bare repository, reused across restarts
+//!     .path("deploy")                       // only the files under deploy/
+//!     .build()?;
+//!
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let release = source.poll().await?; // cheap when nothing changed
+//!     println!("{release}: {} by {}", release.summary(), release.author);
+//!     let snapshot = source.snapshot(&release).await?;
+//!     for (path, file) in snapshot.files() {
+//!         println!("  {path} ({} bytes)", file.data.len());
+//!     }
+//!     assert_eq!(release.reference, "v1.2.0");
+//!     assert_eq!(snapshot.get("app.yaml"), Some(&b"kind: ConfigFile\n"[..]));
+//!     Ok::<_, gitops_core::SourceError>(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # URLs
+//!
+//! A plain local path and `file://` (these run `git-upload-pack`, so the `git`
+//! binary must be installed), `http://` and `https://` (in process, rustls),
+//! `ssh://` and scp-like `user@host:path` (the system `ssh`, always with
+//! `BatchMode=yes`; see [`SshOptions`]), and `git://` (in process).
+//!
+//! # Release selection
+//!
+//! [`ReferencePolicy`]: `Branch("main")`, `Tag("v1.2.0")` (annotated tags are
+//! peeled to their commit), `Semver(">=1.0.0, <2.0.0")` (highest matching tag;
+//! a `v` prefix is accepted, tags that are not semver are ignored, pre-releases
+//! only match a range that names one), `Commit(id)` (full or unique
+//! abbreviation). A revision displays as `main@sha1:<hex>` or
+//! `v1.2.0@sha1:<hex>`.
+//!
+//! Every poll lists the remote references (one round trip). If the selected
+//! reference still points at what the cache has, nothing else happens: no
+//! negotiation, no pack, the same [`Revision`](gitops_core::Revision) again
+//! ([`GitSource::poll_detailed`] tells). Force-pushed branches, moved tags and
+//! deleted tags are noticed because the selection is made from the remote's
+//! current advertisement, never from the cache. A pinned commit already in
+//! the cache needs no network at all. Fetches are shallow (depth 1) by
+//! default; `depth(None)` keeps full history for [`GitSource::history`].
+//!
+//! # Snapshots
+//!
+//! [`Source::snapshot`](gitops_core::Source::snapshot) walks the commit's tree
+//! (under the optional `path`) in the bare cache. Every path component is
+//! checked with `gix-validate` (Windows, NTFS and HFS protections on: `..`,
+//! `.git`, `GIT~1`, `.GIT`, control characters, ...) and every full path with
+//! `gitops_core::model::validate_relative_path`. [`Limits`] (one file 10 MiB,
+//! 256 MiB in total, 100,000 files by default) are checked from the object
+//! header before any content is read. Symbolic links and submodules are never
+//! followed: the revision is refused, or with [`SpecialEntries::Skip`] they
+//! are left out with a `tracing` warning.
+//!
+//! # Credentials
+//!
+//! [`Credentials::basic`] (also the usual way to pass a personal access token),
+//! [`Credentials::bearer`] (an `Authorization: Bearer` header), either fixed or
+//! from a [`CredentialsCallback`] asked on every fetch (rotated tokens). A
+//! password in the URL is moved out of it. There is never a terminal prompt.
+//! Secrets never appear in errors, `Debug`, `Display` or log lines (they are
+//! also scrubbed from gix's messages). Credentials over plain `http://` are
+//! refused by gix unless the `gix-transport/http-client-insecure-credentials`
+//! feature is enabled (the tests of this crate do).
+//! For SSH, [`SshOptions`] names the key, a known_hosts file (strict host key
+//! checking) and optionally another ssh program.
+//!
+//! # Signatures
+//!
+//! With [`GitSourceBuilder::verify`], a revision is only returned (and a
+//! snapshot only read) when its signature is valid: [`VerifyMode::Head`] (the
+//! commit), [`VerifyMode::Tag`] (the annotated tag it was selected through),
+//! or [`VerifyMode::TagAndHead`]. SSH signatures (`gpg.format=ssh`) are
+//! verified in process with the `ssh-key` crate, namespace `git`, against an
+//! [`AllowedSigners`] list (git's `allowedSignersFile` format). Ed25519 keys
+//! are supported. OpenPGP signatures are not supported (no pure-Rust verifier
+//! without a C toolchain was worth the dependency); they fail verification
+//! with a clear reason.
+//!
+//! # Errors
+//!
+//! Network trouble (connection refused, timeout, HTTP 5xx, ...) is
+//! `SourceError::Unavailable` (transient); its message names the last good
+//! revision, which stays readable from the cache ([`GitSource::last_good`]).
+//! A missing reference, a failed verification, a refused path or limit, and
+//! rejected credentials are permanent.
+//!
+//! # Threads
+//!
+//! gix is blocking: every fetch and tree walk runs in
+//! `tokio::task::spawn_blocking`. Polls of one source are serialized.
+
 mod credentials;
 mod error;
 mod policy;
