@@ -20,6 +20,8 @@
 //! # Ok(())
 //! # }
 //! ```
+pub mod command;
 pub mod fs;
 
+pub use command::{CommandConfigError, CommandTarget, CommandTargetBuilder};
 pub use fs::{Durability, FsOpenError, FsOptions, FsTarget};

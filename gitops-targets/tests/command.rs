@@ -1,0 +1,637 @@
+//! CommandTarget against real processes: small local shell scripts are the
+//! programs (the target itself never runs a shell).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gitops_core::{Health, Resource, ResourceId, Target, TargetError};
+use gitops_targets::command::{Compare, Format, Payload};
+use gitops_targets::{CommandConfigError, CommandTarget, CommandTargetBuilder};
+use serde_json::{Value, json};
+
+/// The scripts, written once before any test spawns a process (writing an
+/// executable while another thread forks can make exec fail with ETXTBSY).
+struct Scripts {
+    dir: PathBuf,
+}
+
+impl Scripts {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "store",
+        r#"key=$(printf %s "$GITOPS_ID" | sha256sum | cut -c1-16)
+f="$STATE/$key"
+case "$1" in
+  apply) cat > "$f" ;;
+  observe) [ -f "$f" ] || exit 3; cat "$f" ;;
+  delete) [ -f "$f" ] || exit 3; rm "$f" ;;
+  health) [ -f "$f" ] || exit 3 ;;
+esac"#,
+    ),
+    (
+        "record",
+        r#"for a in "$@"; do printf '%s\0' "$a"; done > "$STATE/args"
+env > "$STATE/env"
+cat > "$STATE/stdin""#,
+    ),
+    (
+        "exit",
+        r#"printf '%s' "$MESSAGE" >&2
+printf '%s' "$STDOUT"
+exit "$EXIT_CODE""#,
+    ),
+    ("selfkill", "kill -9 $$"),
+    (
+        "hang",
+        r#"sleep 300 &
+echo $! > "$STATE/child.pid"
+echo $$ > "$STATE/leader.pid"
+wait"#,
+    ),
+    (
+        "detach",
+        r#"sleep 300 &
+echo $! > "$STATE/child.pid"
+echo $$ > "$STATE/leader.pid"
+exit 0"#,
+    ),
+    ("flood_out", "head -c 104857600 /dev/zero"),
+    ("flood_err", "head -c 104857600 /dev/zero >&2\nexit 1"),
+    ("doomed", "exit 0"),
+    ("ok", "exit 0"),
+];
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS_DIR: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS_DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("gitops-targets-scripts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scripts dir");
+        for (name, body) in SCRIPTS {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod script");
+        }
+        Scripts { dir }
+    })
+}
+
+fn state() -> tempfile::TempDir {
+    tempfile::tempdir().expect("state dir")
+}
+
+fn store_target(state: &Path) -> CommandTargetBuilder {
+    let store = scripts().path("store");
+    CommandTarget::builder()
+        .apply([store.as_str(), "apply"])
+        .observe([store.as_str(), "observe"])
+        .delete([store.as_str(), "delete"])
+        .health([store.as_str(), "health"])
+        .env("STATE", state.to_str().expect("utf-8"))
+}
+
+fn exit_target(state: &Path, code: i32, message: &str) -> CommandTarget {
+    let exit = scripts().path("exit");
+    CommandTarget::builder()
+        .apply([exit.as_str()])
+        .observe([exit.as_str()])
+        .delete([exit.as_str()])
+        .health([exit.as_str()])
+        .env("STATE", state.to_str().expect("utf-8"))
+        .env("EXIT_CODE", code.to_string())
+        .env("MESSAGE", message)
+        .build()
+        .expect("config")
+}
+
+fn resource(kind: &str, ns: Option<&str>, name: &str, spec: Value) -> Resource {
+    Resource::new(
+        ResourceId::with_namespace(kind, ns, name).expect("valid id"),
+        spec,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_observe_delete_round_trip() {
+    for (payload, pointer, format) in [
+        (Payload::Spec, None, Format::Json),
+        (Payload::Manifest, Some("/spec"), Format::Json),
+        (Payload::Manifest, Some("/spec"), Format::Yaml),
+    ] {
+        let st = state();
+        let mut builder = store_target(st.path())
+            .payload(payload)
+            .input(format)
+            .output(format);
+        if let Some(p) = pointer {
+            builder = builder.observe_pointer(p);
+        }
+        let target = builder.build().expect("config");
+        let r = resource(
+            "Deployment",
+            Some("prod"),
+            "web",
+            json!({"replicas": 3, "image": "web:1.2", "ports": [80, 443]}),
+        );
+        assert!(target.observe(&r.id).await.expect("observe").is_none());
+        assert_eq!(target.health(&r.id).await.expect("health"), Health::Missing);
+        target.apply(&r).await.expect("apply");
+        let observed = target
+            .observe(&r.id)
+            .await
+            .expect("observe")
+            .expect("present");
+        assert_eq!(observed.spec, r.spec, "{payload:?} {format:?}");
+        assert!(target.differs(&r, &observed).is_none());
+        assert_eq!(target.health(&r.id).await.expect("health"), Health::Healthy);
+        let mut changed = r.clone();
+        changed.spec["replicas"] = json!(5);
+        let diff = target.differs(&changed, &observed).expect("drift");
+        assert_eq!(diff.changes[0].path, "spec.replicas");
+        target.delete(&r.id).await.expect("delete");
+        assert!(target.observe(&r.id).await.expect("observe").is_none());
+        target
+            .delete(&r.id)
+            .await
+            .expect("deleting a missing resource succeeds");
+    }
+}
+
+fn read_args(state: &Path) -> Vec<String> {
+    let raw = std::fs::read(state.join("args")).expect("args recorded");
+    raw.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).expect("utf-8"))
+        .collect()
+}
+
+fn read_env(state: &Path) -> Vec<String> {
+    std::fs::read_to_string(state.join("env"))
+        .expect("env recorded")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_reach_the_program_as_plain_data() {
+    let record = scripts().path("record");
+    for name in [
+        "; rm -rf /",
+        "$(touch CANARY)",
+        "`touch CANARY`",
+        "--force",
+        "-rf",
+        "a  b",
+        "*",
+        "'\"\\",
+        "x && touch CANARY",
+        "../../etc/passwd",
+    ] {
+        let st = state();
+        let target = CommandTarget::builder()
+            .apply([
+                record.as_str(),
+                "apply",
+                "{kind}",
+                "--namespace={namespace}",
+                "--",
+                "{name}",
+            ])
+            .observe([record.as_str()])
+            .delete([record.as_str(), "delete", "--", "{name}"])
+            .env("STATE", st.path().to_str().expect("utf-8"))
+            .working_dir(st.path())
+            .build()
+            .expect("config");
+        let r = resource("ConfigMap", None, name, json!({"k": "v"}));
+        target.apply(&r).await.expect("apply");
+        assert_eq!(
+            read_args(st.path()),
+            ["apply", "ConfigMap", "--", name],
+            "no namespace: the --namespace argument is left out"
+        );
+        let env = read_env(st.path());
+        assert!(env.contains(&format!("GITOPS_NAME={name}")), "{env:?}");
+        assert!(env.contains(&"GITOPS_KIND=ConfigMap".to_owned()));
+        assert!(!env.iter().any(|l| l.starts_with("GITOPS_NAMESPACE=")));
+        let namespaced = resource("ConfigMap", Some("$(id)"), name, json!({}));
+        target.apply(&namespaced).await.expect("apply");
+        assert_eq!(
+            read_args(st.path()),
+            ["apply", "ConfigMap", "--namespace=$(id)", "--", name]
+        );
+        target.delete(&r.id).await.expect("delete");
+        assert_eq!(read_args(st.path()), ["delete", "--", name]);
+        assert!(!st.path().join("CANARY").exists(), "{name}: a shell ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_documents_and_kind_validation() {
+    let record = scripts().path("record");
+    let st = state();
+    let builder = CommandTarget::builder()
+        .apply([record.as_str()])
+        .observe([record.as_str()])
+        .delete([record.as_str()])
+        .env("STATE", st.path().to_str().expect("utf-8"))
+        .kinds(["Deployment"]);
+    let mut r = resource("Deployment", Some("prod"), "web", json!({"replicas": 2}));
+    r.api_version = Some("apps/v1".into());
+    r.labels.insert("app".into(), "web".into());
+    let json_target = builder.clone().build().expect("config");
+    json_target.apply(&r).await.expect("apply");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(st.path().join("stdin")).expect("stdin"))
+            .expect("json on stdin");
+    assert_eq!(
+        doc,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "prod", "labels": {"app": "web"}},
+               "spec": {"replicas": 2}})
+    );
+    let yaml_target = builder.clone().input(Format::Yaml).build().expect("config");
+    yaml_target.apply(&r).await.expect("apply");
+    let text = std::fs::read_to_string(st.path().join("stdin")).expect("stdin");
+    let parsed: Value = serde_saphyr::from_str(&text).expect("yaml on stdin");
+    assert_eq!(parsed, doc);
+    let spec_target = builder.payload(Payload::Spec).build().expect("config");
+    spec_target.apply(&r).await.expect("apply");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(st.path().join("stdin")).expect("stdin"))
+            .expect("json");
+    assert_eq!(doc, json!({"replicas": 2}));
+
+    // A kind outside the allowlist is refused before anything runs.
+    std::fs::remove_file(st.path().join("args")).expect("rm");
+    let other = resource("Secret", None, "x", json!({}));
+    let err = json_target.apply(&other).await.expect_err("kind");
+    assert!(matches!(err, TargetError::InvalidSpec { .. }), "{err}");
+    assert!(!st.path().join("args").exists(), "the program did not run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_starts_empty_plus_the_allowlist() {
+    let record = scripts().path("record");
+    let st = state();
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+        "cargo sets CARGO_MANIFEST_DIR for test processes; this test relies on it"
+    );
+    let builder = CommandTarget::builder()
+        .apply([record.as_str()])
+        .observe([record.as_str()])
+        .delete([record.as_str()])
+        .env("STATE", st.path().to_str().expect("utf-8"));
+    let r = resource("Thing", None, "x", json!({}));
+    builder
+        .clone()
+        .build()
+        .expect("config")
+        .apply(&r)
+        .await
+        .expect("apply");
+    let env = read_env(st.path());
+    assert!(env.iter().any(|l| l.starts_with("PATH=")), "{env:?}");
+    assert!(!env.iter().any(|l| l.starts_with("CARGO_")), "{env:?}");
+    builder
+        .clone()
+        .allow_env(["CARGO_MANIFEST_DIR"])
+        .build()
+        .expect("config")
+        .apply(&r)
+        .await
+        .expect("apply");
+    assert!(
+        read_env(st.path())
+            .iter()
+            .any(|l| l.starts_with("CARGO_MANIFEST_DIR="))
+    );
+    builder
+        .env_allowlist(Vec::<String>::new())
+        .build()
+        .expect("config")
+        .apply(&r)
+        .await
+        .expect("apply");
+    let env = read_env(st.path());
+    assert!(!env.iter().any(|l| l.starts_with("HOME=")), "{env:?}");
+    assert!(
+        matches!(
+            CommandTarget::builder()
+                .env("A=B", "x")
+                .apply(["x"])
+                .build(),
+            Err(CommandConfigError::EnvName { .. })
+        ),
+        "bad variable name refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_code_contract() {
+    let st = state();
+    let r = resource("Thing", None, "x", json!({}));
+
+    let target = exit_target(st.path(), 1, "boom: quota exceeded");
+    let err = target.apply(&r).await.expect_err("exit 1");
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("exited with 1") && text.contains("boom: quota exceeded"),
+        "{text}"
+    );
+    assert!(text.contains("Thing/x"), "{text}");
+    assert!(target.observe(&r.id).await.is_err());
+    assert!(target.delete(&r.id).await.is_err());
+    assert_eq!(
+        target.health(&r.id).await.expect("health"),
+        Health::Degraded {
+            reason: "boom: quota exceeded".into()
+        }
+    );
+
+    let target = exit_target(st.path(), 75, "try later");
+    assert!(target.apply(&r).await.expect_err("75").is_transient());
+    assert!(target.health(&r.id).await.expect_err("75").is_transient());
+
+    let target = exit_target(st.path(), 3, "");
+    assert!(target.observe(&r.id).await.expect("not found").is_none());
+    target
+        .delete(&r.id)
+        .await
+        .expect("not found is a successful delete");
+    assert_eq!(target.health(&r.id).await.expect("health"), Health::Missing);
+    assert!(target.apply(&r).await.is_err(), "3 is no success for apply");
+
+    let target = exit_target(st.path(), 4, "");
+    assert_eq!(
+        target.health(&r.id).await.expect("health"),
+        Health::Progressing
+    );
+
+    let target = exit_target(st.path(), 0, "");
+    let err = target.observe(&r.id).await.expect_err("empty stdout");
+    assert!(err.to_string().contains("printed nothing"), "{err}");
+
+    let exit = scripts().path("exit");
+    let target = CommandTarget::builder()
+        .apply([exit.as_str()])
+        .observe([exit.as_str()])
+        .delete([exit.as_str()])
+        .env("EXIT_CODE", "0")
+        .env("STDOUT", "{not json")
+        .build()
+        .expect("config");
+    let err = target.observe(&r.id).await.expect_err("bad json");
+    assert!(err.to_string().contains("bad document"), "{err}");
+    let target = CommandTarget::builder()
+        .apply([exit.as_str()])
+        .observe([exit.as_str()])
+        .delete([exit.as_str()])
+        .env("EXIT_CODE", "0")
+        .empty_stdout_is_not_found(true)
+        .build()
+        .expect("config");
+    assert!(target.observe(&r.id).await.expect("observe").is_none());
+
+    let selfkill = scripts().path("selfkill");
+    let target = CommandTarget::builder()
+        .apply([selfkill.as_str()])
+        .observe([selfkill.as_str()])
+        .delete([selfkill.as_str()])
+        .build()
+        .expect("config");
+    let err = target.apply(&r).await.expect_err("killed");
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("killed by signal 9"), "{err}");
+}
+
+/// `None` when the process is gone, `Some('Z')` for a zombie, else its state.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesized command name.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
+async fn read_pid(state: &Path, file: &str) -> u32 {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(state.join(file))
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{file} was never written");
+}
+
+async fn assert_gone(pid: u32, what: &str) {
+    for _ in 0..300 {
+        match process_state(pid) {
+            None => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    panic!(
+        "{what} (pid {pid}) still exists in state {:?}: killed but not reaped",
+        process_state(pid)
+    );
+}
+
+/// The timeout kills the whole process group and leaves no zombie: the
+/// leader is reaped by the target, the orphaned grandchild too (as child
+/// subreaper; PID 1 on this kind of machine does not reap orphans).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_command_is_killed_with_its_group_and_reaped() {
+    for script in ["hang", "detach"] {
+        let st = state();
+        let program = scripts().path(script);
+        let target = CommandTarget::builder()
+            .apply([program.as_str()])
+            .observe([program.as_str()])
+            .delete([program.as_str()])
+            .env("STATE", st.path().to_str().expect("utf-8"))
+            .timeout(Duration::from_millis(700))
+            .reap_orphans(true)
+            .build()
+            .expect("config");
+        let r = resource("Thing", None, "x", json!({}));
+        let started = Instant::now();
+        let err = target.apply(&r).await.expect_err("timeout");
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(err, TargetError::Timeout { after, .. } if after == Duration::from_millis(700)),
+            "{script}: {err}"
+        );
+        assert!(err.is_transient());
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "{script}: took {elapsed:?}"
+        );
+        let leader = read_pid(st.path(), "leader.pid").await;
+        let child = read_pid(st.path(), "child.pid").await;
+        assert_gone(leader, "the leader").await;
+        assert_gone(child, "the background grandchild").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabytes_of_output_are_capped() {
+    let r = resource("Thing", None, "x", json!({}));
+    let flood_out = scripts().path("flood_out");
+    let target = CommandTarget::builder()
+        .apply([flood_out.as_str()])
+        .observe([flood_out.as_str()])
+        .delete([flood_out.as_str()])
+        .output_limit(1 << 20)
+        .build()
+        .expect("config");
+    let started = Instant::now();
+    let err = target.observe(&r.id).await.expect_err("stdout flood");
+    assert!(
+        err.to_string()
+            .contains("more than 1048576 bytes on stdout"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let flood_err = scripts().path("flood_err");
+    let target = CommandTarget::builder()
+        .apply([flood_err.as_str()])
+        .observe([flood_err.as_str()])
+        .delete([flood_err.as_str()])
+        .output_limit(64 << 10)
+        .build()
+        .expect("config");
+    let err = target.apply(&r).await.expect_err("stderr flood, exit 1");
+    let text = err.to_string();
+    assert!(
+        text.len() < (64 << 10) + 1024,
+        "message capped: {} bytes",
+        text.len()
+    );
+    assert!(
+        text.contains("more bytes of stderr dropped"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+    assert!(text.contains("exited with 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_binary_is_a_clear_error() {
+    let err = CommandTarget::builder()
+        .apply(["/nonexistent/gitops-tool", "apply"])
+        .observe(["/bin/true"])
+        .delete(["/bin/true"])
+        .build()
+        .expect_err("missing");
+    assert!(
+        matches!(err, CommandConfigError::ProgramNotFound { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("/nonexistent/gitops-tool"),
+        "{err}"
+    );
+    let err = CommandTarget::builder()
+        .apply(["true"])
+        .observe(["no-such-gitops-tool"])
+        .delete(["true"])
+        .build()
+        .expect_err("missing on PATH");
+    let text = err.to_string();
+    assert!(
+        text.contains("no-such-gitops-tool") && text.contains("PATH="),
+        "{text}"
+    );
+    assert!(matches!(
+        CommandTarget::builder()
+            .apply(["true"])
+            .delete(["true"])
+            .build(),
+        Err(CommandConfigError::Missing { .. })
+    ));
+    assert!(matches!(
+        CommandTarget::builder().apply(Vec::<String>::new()).build(),
+        Err(CommandConfigError::Empty { .. })
+    ));
+    let st = state();
+    let not_exec = st.path().join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").expect("write");
+    let err = CommandTarget::builder()
+        .apply([not_exec.to_str().expect("utf-8")])
+        .observe(["true"])
+        .delete(["true"])
+        .build()
+        .expect_err("not executable");
+    assert!(
+        matches!(err, CommandConfigError::NotExecutable { .. }),
+        "{err}"
+    );
+
+    // A program removed after the target was built.
+    let doomed = scripts().path("doomed");
+    let target = CommandTarget::builder()
+        .apply([doomed.as_str()])
+        .observe([doomed.as_str()])
+        .delete([doomed.as_str()])
+        .build()
+        .expect("config");
+    std::fs::remove_file(&doomed).expect("remove");
+    let r = resource("Thing", None, "x", json!({}));
+    let err = target.apply(&r).await.expect_err("gone");
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(
+        text.contains("not found") && text.contains("doomed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_fields_comparison_ignores_what_the_system_adds() {
+    let ok = scripts().path("ok");
+    let target = CommandTarget::builder()
+        .apply([ok.as_str()])
+        .observe([ok.as_str()])
+        .delete([ok.as_str()])
+        .compare(Compare::DesiredFields)
+        .build()
+        .expect("config");
+    let desired = resource(
+        "Deployment",
+        Some("prod"),
+        "web",
+        json!({"replicas": 3, "template": {"containers": [{"name": "web", "image": "web:1"}]}}),
+    );
+    let observed = gitops_core::Observed::new(json!({
+        "replicas": 3,
+        "revisionHistoryLimit": 10,
+        "template": {"containers": [{"name": "web", "image": "web:1", "imagePullPolicy": "IfNotPresent"}]}
+    }));
+    assert!(target.differs(&desired, &observed).is_none());
+    let drifted = gitops_core::Observed::new(json!({
+        "replicas": 1,
+        "template": {"containers": [{"name": "web", "image": "web:1"}, {"name": "sidecar"}]}
+    }));
+    let diff = target.differs(&desired, &drifted).expect("drift");
+    let paths: Vec<_> = diff.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["spec.replicas", "spec.template.containers[1]"]);
+}
