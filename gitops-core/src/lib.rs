@@ -42,6 +42,7 @@ pub mod id;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod redb_store;
 pub mod render;
 pub mod source;
 pub mod status;
@@ -62,10 +63,14 @@ pub use model::{
     Snapshot, SnapshotFile, SnapshotPathError,
 };
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
+pub use redb_store::RedbStore;
 pub use render::{DesiredState, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
 pub use status::{Condition, ConditionKind, Status};
-pub use store::{MemoryStore, StateStore, StoreError};
+pub use store::{
+    AuditAction, AuditQuery, AuditRecord, EngineRecord, HistoryEntry, MemoryStore, StateStore,
+    StoreError,
+};
 pub use target::{Target, TargetError};
 pub use writeback::{Drifted, Writeback, WritebackError};
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diff::Diff;
 use crate::graph::DependencyGraph;
@@ -48,7 +48,7 @@ pub struct Wave {
 }
 
 /// Counts of each kind of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Resources to create.
     pub create: usize,

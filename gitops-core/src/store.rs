@@ -1,17 +1,28 @@
-//! The [`StateStore`] trait: what an engine remembers between syncs.
+//! The [`StateStore`] trait: what an engine remembers between syncs and
+//! across restarts — inventory, history, audit log and engine record.
 //!
 //! Records are keyed by an application name, so one store holds many
-//! engines' state, and every write is a compare-and-swap on the record's
-//! version: a writer that lost track of the current version is refused
-//! instead of silently overwriting (the etcd store relies on this).
+//! engines' state. The inventory and the engine record are written with
+//! compare-and-swap on a version: a writer that lost track of the current
+//! version is refused instead of silently overwriting (the etcd store relies
+//! on this for fencing). Audit records are appended in the same atomic write
+//! as the inventory change they describe.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::model::Inventory;
+use crate::engine::{ResourceOutcome, SyncResult, Trigger};
+use crate::id::ResourceId;
+use crate::model::{Inventory, Revision};
+use crate::plan::Summary;
 use crate::source::BoxError;
+
+/// The record format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// A record and the version it was read at (0: never written).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,23 +48,37 @@ pub enum StoreError {
         found: u64,
     },
     /// The store could not be reached or written; may succeed later.
-    #[error("state of {app}: store unavailable: {message}")]
+    #[error("state store {location}: unavailable: {message}")]
     Unavailable {
-        /// The application.
-        app: String,
+        /// The store (a directory, an endpoint).
+        location: String,
         /// What went wrong.
         message: String,
         /// The underlying error.
         #[source]
         source: Option<BoxError>,
     },
-    /// The stored data is unreadable or of an unknown format version.
-    #[error("state of {app}: {message}")]
+    /// The stored data is unreadable.
+    #[error("state store {location}: {message}")]
     Corrupt {
-        /// The application.
-        app: String,
+        /// The store and record.
+        location: String,
         /// What is wrong.
         message: String,
+    },
+    /// The store was written by a newer or unknown format; it is left untouched.
+    #[error(
+        "state store {location}: record set {record} has format version {found}, this build reads {supported}; refusing to open it (no rewrite)"
+    )]
+    UnsupportedFormat {
+        /// The store.
+        location: String,
+        /// The record set.
+        record: String,
+        /// The version found.
+        found: u32,
+        /// The version supported.
+        supported: u32,
     },
 }
 
@@ -64,27 +89,171 @@ impl StoreError {
     }
 }
 
-/// Durable engine state with compare-and-swap writes.
+/// One entry of the sync history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The revision: id, reference, author, committer time, message.
+    pub revision: Revision,
+    /// Why the sync ran.
+    pub trigger: Trigger,
+    /// How it ended.
+    pub result: SyncResult,
+    /// Why it could not run, when it failed before applying anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Plan counts.
+    pub summary: Summary,
+    /// Outcomes of the resources that changed, failed or were skipped
+    /// (unchanged ones are only counted, to keep entries small).
+    pub outcomes: Vec<ResourceOutcome>,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// When it ended.
+    pub finished_at: SystemTime,
+}
+
+/// What an audited change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditAction {
+    /// Created in the target.
+    Create,
+    /// Updated in the target.
+    Update,
+    /// Deleted from the target.
+    Delete,
+    /// Drift recorded in Git instead of reverted.
+    Writeback,
+}
+
+/// One change applied to the target: who, why, what, when, from which revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When the change was made.
+    pub at: SystemTime,
+    /// The resource.
+    pub id: ResourceId,
+    /// What was done.
+    pub action: AuditAction,
+    /// Digest of what was applied before (`None` for a create).
+    pub digest_before: Option<String>,
+    /// Digest of what is applied now (`None` for a delete).
+    pub digest_after: Option<String>,
+    /// The commit id it came from.
+    pub revision: String,
+    /// The reference (branch, tag) it was selected through.
+    pub reference: String,
+    /// Who: the commit author.
+    pub author: String,
+    /// Why: the first line of the commit message.
+    pub message: String,
+    /// What triggered the sync.
+    pub trigger: Trigger,
+}
+
+/// Which audit records to return; all filters are optional and combine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this resource.
+    pub id: Option<ResourceId>,
+    /// Only records at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only records before this time.
+    pub until: Option<SystemTime>,
+    /// At most this many (the oldest first).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Whether `record` passes the id and time filters.
+    pub fn matches(&self, record: &AuditRecord) -> bool {
+        self.id.as_ref().is_none_or(|id| *id == record.id)
+            && self.since.is_none_or(|t| record.at >= t)
+            && self.until.is_none_or(|t| record.at < t)
+    }
+}
+
+/// What the engine must remember about revisions across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EngineRecord {
+    /// The last revision fully applied.
+    pub last_applied: Option<Revision>,
+    /// The last revision applied and healthy (the automatic rollback target).
+    pub last_healthy: Option<Revision>,
+    /// A revision pinned by a rollback: automatic advance stops until resume.
+    pub pinned: Option<Revision>,
+    /// With a pin: the head it was rolled back from. When set, a commit
+    /// other than this one (and the pinned one) ends the pin by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpin_after: Option<String>,
+    /// Revisions that failed and are not retried until a newer commit (ids).
+    pub bad: Vec<String>,
+}
+
+/// Durable engine state.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// The inventory of `app` (empty at version 0 when never written).
     async fn load_inventory(&self, app: &str) -> Result<Versioned<Inventory>, StoreError>;
 
-    /// Writes the inventory if the stored version is still `expected`;
-    /// returns the new version.
+    /// Writes the inventory if the stored version is still `expected`, and
+    /// appends `audit` in the same atomic write; returns the new version.
     async fn save_inventory(
         &self,
         app: &str,
         inventory: &Inventory,
         expected: u64,
+        audit: &[AuditRecord],
     ) -> Result<u64, StoreError>;
+
+    /// Appends a history entry, keeping at most `retain` entries for `app`.
+    async fn append_history(
+        &self,
+        app: &str,
+        entry: &HistoryEntry,
+        retain: usize,
+    ) -> Result<(), StoreError>;
+
+    /// The newest `limit` history entries, newest first.
+    async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Audit records matching `query`, oldest first.
+    async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The engine record of `app` (default at version 0 when never written).
+    async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError>;
+
+    /// Writes the engine record if the stored version is still `expected`.
+    async fn save_record(
+        &self,
+        app: &str,
+        record: &EngineRecord,
+        expected: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Every application with state in this store.
+    async fn apps(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// A [`StateStore`] in memory: the default until a durable store is given,
+#[derive(Default)]
+struct AppState {
+    inventory: Versioned<Inventory>,
+    record: Versioned<EngineRecord>,
+    history: VecDeque<HistoryEntry>,
+    audit: Vec<AuditRecord>,
+}
+
+/// A [`StateStore`] in memory: the default when no durable store is given,
 /// and handy in tests. Forgets everything when dropped.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
-    inventories: Mutex<HashMap<String, Versioned<Inventory>>>,
+    apps: Mutex<HashMap<String, AppState>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
 }
 
 impl MemoryStore {
@@ -92,13 +261,29 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn with<T>(&self, app: &str, f: impl FnOnce(&mut AppState) -> T) -> T {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        f(apps.entry(app.to_owned()).or_default())
+    }
+}
+
+fn check_version(app: &str, expected: u64, found: u64) -> Result<(), StoreError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            app: app.to_owned(),
+            expected,
+            found,
+        })
+    }
 }
 
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn load_inventory(&self, app: &str) -> Result<Versioned<Inventory>, StoreError> {
-        let map = self.inventories.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map.get(app).cloned().unwrap_or_default())
+        Ok(self.with(app, |s| s.inventory.clone()))
     }
 
     async fn save_inventory(
@@ -106,19 +291,72 @@ impl StateStore for MemoryStore {
         app: &str,
         inventory: &Inventory,
         expected: u64,
+        audit: &[AuditRecord],
     ) -> Result<u64, StoreError> {
-        let mut map = self.inventories.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = map.entry(app.to_owned()).or_default();
-        if slot.version != expected {
-            return Err(StoreError::Conflict {
-                app: app.to_owned(),
-                expected,
-                found: slot.version,
-            });
-        }
-        slot.version += 1;
-        slot.value = inventory.clone();
-        Ok(slot.version)
+        self.with(app, |s| {
+            check_version(app, expected, s.inventory.version)?;
+            s.inventory.version += 1;
+            s.inventory.value = inventory.clone();
+            s.audit.extend_from_slice(audit);
+            Ok(s.inventory.version)
+        })
+    }
+
+    async fn append_history(
+        &self,
+        app: &str,
+        entry: &HistoryEntry,
+        retain: usize,
+    ) -> Result<(), StoreError> {
+        self.with(app, |s| {
+            s.history.push_back(entry.clone());
+            while s.history.len() > retain {
+                s.history.pop_front();
+            }
+        });
+        Ok(())
+    }
+
+    async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        Ok(self.with(app, |s| {
+            s.history.iter().rev().take(limit).cloned().collect()
+        }))
+    }
+
+    async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.with(app, |s| {
+            s.audit
+                .iter()
+                .filter(|r| query.matches(r))
+                .take(query.limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError> {
+        Ok(self.with(app, |s| s.record.clone()))
+    }
+
+    async fn save_record(
+        &self,
+        app: &str,
+        record: &EngineRecord,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        self.with(app, |s| {
+            check_version(app, expected, s.record.version)?;
+            s.record.version += 1;
+            s.record.value = record.clone();
+            Ok(s.record.version)
+        })
+    }
+
+    async fn apps(&self) -> Result<Vec<String>, StoreError> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = apps.keys().cloned().collect();
+        names.sort();
+        Ok(names)
     }
 }
 
@@ -132,12 +370,12 @@ mod tests {
         let first = store.load_inventory("web").await.unwrap();
         assert_eq!(first.version, 0);
         let v1 = store
-            .save_inventory("web", &Inventory::new(), 0)
+            .save_inventory("web", &Inventory::new(), 0, &[])
             .await
             .unwrap();
         assert_eq!(v1, 1);
         let err = store
-            .save_inventory("web", &Inventory::new(), 0)
+            .save_inventory("web", &Inventory::new(), 0, &[])
             .await
             .unwrap_err();
         assert!(

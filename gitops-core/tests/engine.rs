@@ -719,7 +719,7 @@ async fn degraded_fails_at_once_and_progressing_times_out() {
         .outcomes
         .iter()
         .filter_map(|o| match &o.outcome {
-            Outcome::Failed { error, .. } => Some(error.clone()),
+            Outcome::Unhealthy { reason } => Some(reason.clone()),
             _ => None,
         })
         .collect();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
-use gitops_core::{Engine, ManifestRender, ResourceId};
+use gitops_core::{Engine, EngineConfig, ManifestRender, ResourceId};
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use serde_json::json;
@@ -129,6 +129,11 @@ impl StateMachineTest for EngineModel {
             .source(source.clone())
             .render(Arc::new(ManifestRender::new()))
             .target(target.clone())
+            // The model explores deleting everything; the guard has its own test.
+            .config(EngineConfig {
+                allow_empty: true,
+                ..EngineConfig::default()
+            })
             .build()
             .expect("builds");
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -59,6 +59,19 @@ pub struct EngineConfig {
     /// Resources observed per batch (default 1,000); bounds the memory held
     /// for observations.
     pub observe_chunk: usize,
+    /// History entries kept per application (default 100).
+    pub history_limit: usize,
+    /// Accept a revision that would delete every managed resource (default
+    /// off: a directory deleted in Git must not wipe production by accident).
+    pub allow_empty: bool,
+    /// When a revision fails (retries exhausted, or not healthy in time),
+    /// redeploy the last healthy revision and mark the failed one bad until
+    /// a newer commit arrives (default off).
+    pub auto_rollback: bool,
+    /// After a manual rollback, advance again by itself once a commit newer
+    /// than the one rolled back from appears (default off: stay pinned until
+    /// `resume()`).
+    pub unpin_on_new_commit: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +88,10 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             prune: true,
             observe_chunk: 1_000,
+            history_limit: 100,
+            allow_empty: false,
+            auto_rollback: false,
+            unpin_on_new_commit: false,
         }
     }
 }

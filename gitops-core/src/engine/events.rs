@@ -3,14 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Revision};
 
 /// Why a reconcile ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     /// The poll interval found a new revision.

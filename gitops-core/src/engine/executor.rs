@@ -11,16 +11,19 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument as _;
 
 use crate::id::ResourceId;
-use crate::model::{DriftPolicy, Health, Inventory, InventoryEntry, Observed, Resource};
+use std::time::SystemTime;
+
+use crate::model::{DriftPolicy, Health, Inventory, InventoryEntry, Observed, Resource, Revision};
 use crate::plan::{Change, Plan};
 use crate::render::DesiredState;
 use crate::status::DriftEntry;
+use crate::store::{AuditAction, AuditRecord};
 use crate::target::TargetError;
 use crate::writeback::Drifted;
 
-use super::Inner;
-use super::events::Event;
+use super::events::{Event, Trigger};
 use super::report::{Outcome, ResourceOutcome, SyncResult};
+use super::{Inner, Prepared};
 
 /// A boxed future; boxing with an explicit `Send` bound at each call site
 /// keeps the engine's futures `Send` (closures returning borrowing async
@@ -76,6 +79,14 @@ struct Run<'a> {
 impl Run<'_> {
     fn outcome(&mut self, id: &ResourceId, outcome: Outcome) {
         match &outcome {
+            Outcome::Unhealthy { reason } => {
+                tracing::warn!(%id, %reason, "resource unhealthy");
+                self.inner.emit(Event::ResourceFailed {
+                    id: id.clone(),
+                    error: reason.clone(),
+                    transient: true,
+                });
+            }
             Outcome::Failed { error, transient } => {
                 tracing::warn!(%id, %error, "resource failed");
                 self.inner.emit(Event::ResourceFailed {
@@ -105,6 +116,12 @@ impl Run<'_> {
         });
     }
 
+    fn unhealthy(&mut self, pos: usize, reason: String) {
+        self.ok[pos] = false;
+        let id = self.desired.resources()[pos].id.clone();
+        self.outcome(&id, Outcome::Unhealthy { reason });
+    }
+
     fn fail(&mut self, pos: usize, error: &TargetError) {
         self.ok[pos] = false;
         let id = &self.desired.resources()[pos].id;
@@ -120,10 +137,47 @@ impl Run<'_> {
 
 /// Whether the target's difference from `resource` is drift (the target
 /// changed after we applied this exact spec) rather than a change in Git.
-fn is_drift(inventory: &Inventory, resource: &Resource) -> bool {
+fn is_drift(inventory: &Inventory, resource: &Resource, digest: &str) -> bool {
     inventory
         .get(&resource.id)
-        .is_some_and(|entry| entry.digest == resource.digest())
+        .is_some_and(|entry| entry.digest == digest)
+}
+
+/// Who and why, for the audit records of one sync.
+pub(super) struct AuditContext<'a> {
+    pub revision: &'a Revision,
+    pub trigger: Trigger,
+}
+
+impl AuditContext<'_> {
+    pub(super) fn record(
+        &self,
+        id: &ResourceId,
+        action: AuditAction,
+        digest_before: Option<String>,
+        digest_after: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: SystemTime::now(),
+            id: id.clone(),
+            action,
+            digest_before,
+            digest_after,
+            revision: self.revision.id.clone(),
+            reference: self.revision.reference.clone(),
+            author: self.revision.author.clone(),
+            message: self.revision.summary().to_owned(),
+            trigger: self.trigger,
+        }
+    }
+}
+
+/// The digest recorded for `id`, unless it is a pending create.
+fn recorded_digest(inventory: &Inventory, id: &ResourceId) -> Option<String> {
+    inventory
+        .get(id)
+        .map(|e| e.digest.clone())
+        .filter(|d| !d.is_empty())
 }
 
 impl Inner {
@@ -133,12 +187,15 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute(
         &self,
-        desired: &DesiredState,
+        prepared: &Prepared,
+        audit: &AuditContext<'_>,
         plan: &Plan,
         inventory: &mut Inventory,
         inventory_version: &mut u64,
         mut observed: HashMap<usize, Option<Observed>>,
     ) -> Result<Execution, super::EngineError> {
+        let desired = &prepared.desired;
+        let digests = &prepared.digests;
         let resources = desired.resources();
         let mut run = Run {
             inner: self,
@@ -177,7 +234,7 @@ impl Inner {
                     run.outcome(&resource.id, Outcome::Skipped { blocked_by });
                     continue;
                 }
-                let drift = is_drift(inventory, resource);
+                let drift = is_drift(inventory, resource, &digests[pos]);
                 if drift {
                     let policy = resource.policy.drift;
                     self.emit(Event::DriftDetected {
@@ -234,7 +291,7 @@ impl Inner {
             if intent {
                 *inventory_version = self
                     .store
-                    .save_inventory(&self.config.name, inventory, *inventory_version)
+                    .save_inventory(&self.config.name, inventory, *inventory_version, &[])
                     .await
                     .map_err(super::EngineError::Store)?;
             }
@@ -260,6 +317,7 @@ impl Inner {
             let results = bounded(calls, self.config.concurrency).await;
 
             let mut applied = Vec::new();
+            let mut records = Vec::new();
             let mut cancelled = false;
             for (pos, drift, res) in results {
                 let r = &resources[pos];
@@ -271,7 +329,26 @@ impl Inner {
                     }
                     Some(Err(e)) => run.fail(pos, &e),
                     Some(Ok(())) => {
-                        inventory.record(r);
+                        let before = recorded_digest(inventory, &r.id);
+                        let action = if run.creating[pos] {
+                            AuditAction::Create
+                        } else {
+                            AuditAction::Update
+                        };
+                        records.push(audit.record(
+                            &r.id,
+                            action,
+                            before,
+                            Some(digests[pos].clone()),
+                        ));
+                        inventory.insert(
+                            r.id.clone(),
+                            InventoryEntry {
+                                digest: digests[pos].clone(),
+                                depends_on: r.depends_on.clone(),
+                                prune: r.policy.prune,
+                            },
+                        );
                         if drift {
                             self.emit(Event::DriftReverted { id: r.id.clone() });
                         }
@@ -291,9 +368,10 @@ impl Inner {
                     break 'waves;
                 }
             }
+            // The changes of this wave and their audit records, in one write.
             *inventory_version = self
                 .store
-                .save_inventory(&self.config.name, inventory, *inventory_version)
+                .save_inventory(&self.config.name, inventory, *inventory_version, &records)
                 .await
                 .map_err(super::EngineError::Store)?;
             if cancelled || self.shutting_down() {
@@ -306,7 +384,7 @@ impl Inner {
         let prune_started = Instant::now();
         if result == SyncResult::Converged {
             let failed = run.ok.iter().any(|ok| !ok);
-            self.prune(plan, inventory, inventory_version, &mut run, failed)
+            self.prune(plan, audit, inventory, inventory_version, &mut run, failed)
                 .await?;
         }
         let prune_time = prune_started.elapsed();
@@ -330,6 +408,7 @@ impl Inner {
     async fn prune(
         &self,
         plan: &Plan,
+        audit: &AuditContext<'_>,
         inventory: &mut Inventory,
         inventory_version: &mut u64,
         run: &mut Run<'_>,
@@ -354,7 +433,7 @@ impl Inner {
             }
             return Ok(());
         }
-        let mut changed = false;
+        let mut records = Vec::new();
         for wave in &plan.prune {
             if self.shutting_down() {
                 break;
@@ -375,8 +454,9 @@ impl Inner {
             for (id, res) in results {
                 match res {
                     Ok(()) => {
+                        let before = recorded_digest(inventory, id);
                         inventory.remove(id);
-                        changed = true;
+                        records.push(audit.record(id, AuditAction::Delete, before, None));
                         run.outcome(id, Outcome::Pruned);
                     }
                     Err(e) => {
@@ -396,10 +476,10 @@ impl Inner {
                 break;
             }
         }
-        if changed {
+        if !records.is_empty() {
             *inventory_version = self
                 .store
-                .save_inventory(&self.config.name, inventory, *inventory_version)
+                .save_inventory(&self.config.name, inventory, *inventory_version, &records)
                 .await
                 .map_err(super::EngineError::Store)?;
         }
@@ -444,10 +524,7 @@ impl Inner {
                         run.outcome(id, outcome);
                     }
                     Ok(Health::Degraded { reason }) => {
-                        run.fail(
-                            pos,
-                            &TargetError::transient(id, format!("degraded: {reason}")),
-                        );
+                        run.unhealthy(pos, format!("{id}: degraded: {reason}"));
                     }
                     Ok(Health::Progressing | Health::Missing) => still.push(pos),
                     Err(e) => run.fail(pos, &e),
@@ -460,8 +537,8 @@ impl Inner {
             if Instant::now() >= deadline {
                 for pos in still {
                     let id = &resources[pos].id;
-                    let msg = format!("not healthy after {:?}", self.config.health_timeout);
-                    run.fail(pos, &TargetError::transient(id, msg));
+                    let msg = format!("{id}: not healthy after {:?}", self.config.health_timeout);
+                    run.unhealthy(pos, msg);
                 }
                 return HealthResult::Done;
             }

@@ -54,7 +54,10 @@ use crate::plan::{Change, Plan, PlanError, Planner};
 use crate::render::{DesiredState, Render, RenderError};
 use crate::source::{Source, SourceError};
 use crate::status::{ConditionKind, RetryInfo, Status};
-use crate::store::{MemoryStore, StateStore, StoreError};
+use crate::store::{
+    AuditAction, AuditQuery, AuditRecord, EngineRecord, HistoryEntry, MemoryStore, StateStore,
+    StoreError, Versioned,
+};
 use crate::target::{Target, TargetError};
 use crate::writeback::Writeback;
 
@@ -88,6 +91,25 @@ pub enum EngineError {
     /// A second shutdown request aborted the reconcile.
     #[error("aborted by shutdown")]
     Aborted,
+    /// The revision would delete every managed resource and
+    /// `EngineConfig::allow_empty` is off.
+    #[error(
+        "revision {revision} has no resources and would delete all {managed} managed ones; refused (set allow_empty to permit)"
+    )]
+    EmptyRevision {
+        /// The refused revision.
+        revision: Box<Revision>,
+        /// How many resources the engine manages.
+        managed: usize,
+    },
+    /// A rollback named a revision the source cannot provide.
+    #[error("rollback to {revision}: {source}")]
+    Rollback {
+        /// The requested revision.
+        revision: Box<Revision>,
+        /// Why it could not be read.
+        source: SourceError,
+    },
     /// The builder was missing a part.
     #[error("engine configuration: {0}")]
     Config(String),
@@ -107,7 +129,9 @@ impl EngineError {
     /// The revision it is about, when one was read.
     pub fn revision(&self) -> Option<&Revision> {
         match self {
-            EngineError::Render { revision, .. } => Some(revision),
+            EngineError::Render { revision, .. }
+            | EngineError::EmptyRevision { revision, .. }
+            | EngineError::Rollback { revision, .. } => Some(revision),
             _ => None,
         }
     }
@@ -132,12 +156,23 @@ struct Retry {
     due: Instant,
 }
 
+/// A rendered revision with the digest of every resource, cached while the
+/// revision stays the same (drift checks and retries skip fetch and render).
+pub(crate) struct Prepared {
+    desired: DesiredState,
+    digests: Vec<String>,
+}
+
 /// What the loop remembers between reconciles; guarded by the reconcile lock.
 #[derive(Default)]
 struct LoopState {
     hold: Option<Hold>,
     retry: Option<Retry>,
     last_applied: Option<String>,
+    /// The durable record (pins, bad revisions, last healthy), loaded once.
+    record: Option<Versioned<EngineRecord>>,
+    /// An automatic rollback is waiting to run.
+    rollback_due: bool,
 }
 
 pub(crate) struct Inner {
@@ -153,6 +188,11 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<u8>,
     suspended: AtomicBool,
     state: Mutex<LoopState>,
+    cache: std::sync::Mutex<Option<(String, Arc<Prepared>)>>,
+    /// A rollback asked for through the handle, taken by the run loop.
+    rollback_request: std::sync::Mutex<Option<Revision>>,
+    /// `resume()` was called: the loop clears any pin.
+    resume_request: AtomicBool,
 }
 
 /// Builds an [`Engine`]; source, render and target are required.
@@ -260,6 +300,9 @@ impl EngineBuilder {
                 shutdown,
                 suspended: AtomicBool::new(false),
                 state: Mutex::new(LoopState::default()),
+                cache: std::sync::Mutex::new(None),
+                rollback_request: std::sync::Mutex::new(None),
+                resume_request: AtomicBool::new(false),
             }),
         })
     }
@@ -308,10 +351,24 @@ impl EngineHandle {
         self.inner.status.send_modify(|s| s.suspended = true);
     }
 
-    /// Resumes automatic reconciles and reconciles at once.
+    /// Resumes automatic reconciles, ends a rollback pin, and reconciles at once.
     pub fn resume(&self) {
         self.inner.suspended.store(false, Ordering::SeqCst);
+        self.inner.resume_request.store(true, Ordering::SeqCst);
         self.inner.status.send_modify(|s| s.suspended = false);
+        self.reconcile_now();
+    }
+
+    /// Asks the running engine to deploy `revision` (e.g. from
+    /// [`Engine::history`]) and pin it: automatic advance stops until
+    /// [`resume`](Self::resume) (or, with `unpin_on_new_commit`, a newer
+    /// commit). Recorded in history with trigger `rollback`.
+    pub fn rollback(&self, revision: Revision) {
+        *self
+            .inner
+            .rollback_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(revision);
         self.reconcile_now();
     }
 
@@ -367,12 +424,82 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The newest `limit` history entries, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, EngineError> {
+        self.inner
+            .store
+            .history(&self.inner.config.name, limit)
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    /// Audit records matching `query`, oldest first.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, EngineError> {
+        self.inner
+            .store
+            .audit(&self.inner.config.name, query)
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    /// Writes the audit records matching `query` as JSON lines.
+    pub async fn export_audit(
+        &self,
+        query: &AuditQuery,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<usize, EngineError> {
+        let records = self.audit(query).await?;
+        for r in &records {
+            let line = serde_json::to_string(r).map_err(|e| {
+                EngineError::Store(StoreError::Corrupt {
+                    location: self.inner.config.name.clone(),
+                    message: format!("cannot encode audit record: {e}"),
+                })
+            })?;
+            writeln!(out, "{line}").map_err(|e| {
+                EngineError::Store(StoreError::Unavailable {
+                    location: "audit export".into(),
+                    message: e.to_string(),
+                    source: Some(Box::new(e)),
+                })
+            })?;
+        }
+        Ok(records.len())
+    }
+
+    /// Push-mode rollback: deploys `revision` now and pins it (see
+    /// [`EngineHandle::rollback`]).
+    pub async fn rollback(&self, revision: &Revision) -> Result<SyncReport, EngineError> {
+        let mut state = self.inner.state.lock().await;
+        self.inner.load_record(&mut state).await?;
+        let head = self.inner.source.poll().await.ok().map(|r| r.id);
+        self.inner
+            .pin(
+                &mut state,
+                revision.clone(),
+                head.filter(|_| self.inner.config.unpin_on_new_commit),
+            )
+            .await?;
+        state.hold = None;
+        let result = self
+            .inner
+            .guarded_reconcile(Trigger::Rollback, Some(revision.clone()))
+            .await;
+        self.inner.after_sync(&mut state, &result).await;
+        result
+    }
+
     /// Dry run: fetch, render, observe and plan; changes nothing.
     pub async fn plan(&self) -> Result<Plan, EngineError> {
-        let _state = self.inner.state.lock().await;
-        let revision = self.inner.source.poll().await?;
-        let snapshot = self.inner.source.snapshot(&revision).await?;
-        let desired = self.inner.render_revision(&revision, &snapshot)?;
+        let mut state = self.inner.state.lock().await;
+        self.inner.load_record(&mut state).await?;
+        let pinned = state.record.as_ref().and_then(|r| r.value.pinned.clone());
+        let revision = match pinned {
+            Some(rev) => rev,
+            None => self.inner.source.poll().await?,
+        };
+        let prepared = self.inner.prepare(&revision).await?;
+        let desired = &prepared.desired;
         let inventory = self
             .inner
             .store
@@ -381,7 +508,7 @@ impl Engine {
             .map_err(EngineError::Store)?;
         let (plan, _) = self
             .inner
-            .observe_and_plan(&desired, &inventory.value)
+            .observe_and_plan(desired, &inventory.value)
             .await?;
         Ok(plan)
     }
@@ -395,9 +522,11 @@ impl Engine {
             return Err(EngineError::Suspended(self.inner.config.name.clone()));
         }
         let mut state = self.inner.state.lock().await;
+        self.inner.load_record(&mut state).await?;
         state.hold = None;
-        let result = self.inner.guarded_reconcile(Trigger::Manual).await;
-        self.inner.after_sync(&mut state, &result);
+        let pinned = state.record.as_ref().and_then(|r| r.value.pinned.clone());
+        let result = self.inner.guarded_reconcile(Trigger::Manual, pinned).await;
+        self.inner.after_sync(&mut state, &result).await;
         result
     }
 
@@ -405,6 +534,10 @@ impl Engine {
     /// [`EngineHandle::reconcile_now`] until [`EngineHandle::shutdown`].
     pub async fn run(&self) -> Result<(), EngineError> {
         let inner = &self.inner;
+        {
+            let mut state = inner.state.lock().await;
+            inner.load_record(&mut state).await?;
+        }
         let mut shutdown = inner.shutdown.subscribe();
         let mut next_poll = Instant::now();
         let mut next_drift = Instant::now() + inner.config.drift_interval;
@@ -412,17 +545,41 @@ impl Engine {
             if *shutdown.borrow() >= GRACEFUL {
                 return Ok(());
             }
-            let retry_due = inner.state.lock().await.retry.as_ref().map(|r| r.due);
-            let wake = [Some(next_poll), Some(next_drift), retry_due]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_poll);
+            let (retry_due, rollback_due) = {
+                let state = inner.state.lock().await;
+                (state.retry.as_ref().map(|r| r.due), state.rollback_due)
+            };
+            let wake = if rollback_due {
+                Instant::now()
+            } else {
+                [Some(next_poll), Some(next_drift), retry_due]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(next_poll)
+            };
             let webhook = tokio::select! {
                 _ = tokio::time::sleep_until(wake) => false,
                 _ = inner.trigger.notified() => true,
                 _ = shutdown.changed() => continue,
             };
+            let mut state = inner.state.lock().await;
+            if inner.resume_request.swap(false, Ordering::SeqCst) {
+                inner.unpin(&mut state).await;
+            }
+            let requested = inner
+                .rollback_request
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(revision) = requested {
+                let head = inner.source.poll().await.ok().map(|r| r.id);
+                let until = head.filter(|_| inner.config.unpin_on_new_commit);
+                if let Err(e) = inner.pin(&mut state, revision, until).await {
+                    tracing::warn!(error = %e, "could not record the rollback pin");
+                }
+                state.rollback_due = true;
+            }
             if inner.suspended.load(Ordering::SeqCst) {
                 // Due work waits for resume(), which triggers a reconcile.
                 let now = Instant::now();
@@ -431,7 +588,9 @@ impl Engine {
                 continue;
             }
             let now = Instant::now();
-            let trigger = if webhook {
+            let trigger = if state.rollback_due {
+                Trigger::Rollback
+            } else if webhook {
                 Trigger::Webhook
             } else if retry_due.is_some_and(|due| due <= now) {
                 Trigger::Retry
@@ -446,17 +605,25 @@ impl Engine {
             if matches!(trigger, Trigger::Drift | Trigger::Webhook) {
                 next_drift = now + inner.config.drift_interval;
             }
+            state.rollback_due = false;
 
-            let mut state = inner.state.lock().await;
             match trigger {
                 Trigger::Webhook => state.hold = None,
                 Trigger::Poll => {
                     // The cheap check: reconcile only for a revision not yet
-                    // applied, not already waiting for a retry, not held.
+                    // applied, not awaiting a retry, not held, not bad.
                     match inner.source.poll().await {
                         Ok(rev) => {
+                            if inner.release_pin_for(&mut state, &rev).await {
+                                continue;
+                            }
                             let known = |id: Option<&String>| id == Some(&rev.id);
-                            if known(state.last_applied.as_ref())
+                            let bad = state
+                                .record
+                                .as_ref()
+                                .is_some_and(|r| r.value.bad.contains(&rev.id));
+                            if bad
+                                || known(state.last_applied.as_ref())
                                 || known(state.retry.as_ref().and_then(|r| r.revision.as_ref()))
                             {
                                 continue;
@@ -469,7 +636,7 @@ impl Engine {
                         Err(e) => {
                             tracing::warn!(error = %e, "poll failed");
                             let result = Err(EngineError::Source(e));
-                            inner.after_sync(&mut state, &result);
+                            inner.after_sync(&mut state, &result).await;
                             continue;
                         }
                     }
@@ -477,8 +644,9 @@ impl Engine {
                 Trigger::Drift | Trigger::Retry if state.hold.is_some() => continue,
                 _ => {}
             }
-            let result = inner.guarded_reconcile(trigger).await;
-            inner.after_sync(&mut state, &result);
+            let pinned = state.record.as_ref().and_then(|r| r.value.pinned.clone());
+            let result = inner.guarded_reconcile(trigger, pinned).await;
+            inner.after_sync(&mut state, &result).await;
             drop(state);
             match &result {
                 Ok(report) if report.result == SyncResult::Superseded => next_poll = Instant::now(),
@@ -534,17 +702,128 @@ impl Inner {
         })
     }
 
-    fn render_revision(
+    /// Loads the durable engine record once per engine.
+    async fn load_record(&self, state: &mut LoopState) -> Result<(), EngineError> {
+        if state.record.is_some() {
+            return Ok(());
+        }
+        let record = self
+            .store
+            .load_record(&self.config.name)
+            .await
+            .map_err(EngineError::Store)?;
+        state.last_applied = record.value.last_applied.as_ref().map(|r| r.id.clone());
+        let last_applied = record.value.last_applied.clone();
+        self.status.send_modify(|s| {
+            if s.last_applied.is_none() {
+                s.last_applied = last_applied;
+            }
+        });
+        state.record = Some(record);
+        Ok(())
+    }
+
+    /// Changes the engine record and writes it (compare-and-swap).
+    async fn update_record(
         &self,
-        revision: &Revision,
-        snapshot: &crate::model::Snapshot,
-    ) -> Result<DesiredState, EngineError> {
-        self.render
-            .render(snapshot)
+        state: &mut LoopState,
+        change: impl FnOnce(&mut EngineRecord),
+    ) -> Result<(), EngineError> {
+        self.load_record(state).await?;
+        let Some(current) = state.record.as_mut() else {
+            return Ok(());
+        };
+        let mut next = current.value.clone();
+        change(&mut next);
+        if next == current.value {
+            return Ok(());
+        }
+        let version = self
+            .store
+            .save_record(&self.config.name, &next, current.version)
+            .await
+            .map_err(EngineError::Store)?;
+        *current = Versioned {
+            version,
+            value: next,
+        };
+        Ok(())
+    }
+
+    async fn pin(
+        &self,
+        state: &mut LoopState,
+        revision: Revision,
+        unpin_after: Option<String>,
+    ) -> Result<(), EngineError> {
+        tracing::info!(%revision, "pinned by rollback");
+        self.update_record(state, |r| {
+            r.pinned = Some(revision);
+            r.unpin_after = unpin_after;
+        })
+        .await
+    }
+
+    async fn unpin(&self, state: &mut LoopState) {
+        if let Err(e) = self
+            .update_record(state, |r| {
+                r.pinned = None;
+                r.unpin_after = None;
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "could not clear the rollback pin");
+        }
+    }
+
+    /// For a poll that saw `head`: whether to skip it because a pin holds.
+    /// A pin with `unpin_after` ends when a commit other than that one (and
+    /// the pinned one) appears.
+    async fn release_pin_for(&self, state: &mut LoopState, head: &Revision) -> bool {
+        let Some(record) = state.record.as_ref().map(|r| &r.value) else {
+            return false;
+        };
+        let Some(pinned) = &record.pinned else {
+            return false;
+        };
+        let newer = record
+            .unpin_after
+            .as_ref()
+            .is_some_and(|old| *old != head.id && pinned.id != head.id);
+        if newer {
+            tracing::info!(%head, "a newer commit ends the rollback pin");
+            self.unpin(state).await;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// The rendered revision, from the cache when the revision is unchanged.
+    async fn prepare(&self, revision: &Revision) -> Result<Arc<Prepared>, EngineError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(id, _)| *id == revision.id)
+            .map(|(_, p)| p.clone());
+        if let Some(prepared) = cached {
+            return Ok(prepared);
+        }
+        let snapshot = self.source.snapshot(revision).await?;
+        let desired = self
+            .render
+            .render(&snapshot)
             .map_err(|source| EngineError::Render {
                 revision: Box::new(revision.clone()),
                 source,
-            })
+            })?;
+        let digests = desired.resources().iter().map(|r| r.digest()).collect();
+        let prepared = Arc::new(Prepared { desired, digests });
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((revision.id.clone(), prepared.clone()));
+        Ok(prepared)
     }
 
     /// Observes the desired resources in chunks and plans. Keeps the
@@ -580,23 +859,31 @@ impl Inner {
     }
 
     /// A reconcile that a second shutdown request aborts.
-    async fn guarded_reconcile(&self, trigger: Trigger) -> Result<SyncReport, EngineError> {
+    async fn guarded_reconcile(
+        &self,
+        trigger: Trigger,
+        pinned: Option<Revision>,
+    ) -> Result<SyncReport, EngineError> {
         tokio::select! {
-            result = self.reconcile(trigger) => result,
+            result = self.reconcile(trigger, pinned) => result,
             _ = self.abort() => Err(EngineError::Aborted),
         }
     }
 
     /// One reconcile inside a `reconcile` span carrying the app, the trigger
     /// and (once read) the revision; resource spans nest inside it.
-    async fn reconcile(&self, trigger: Trigger) -> Result<SyncReport, EngineError> {
+    async fn reconcile(
+        &self,
+        trigger: Trigger,
+        pinned: Option<Revision>,
+    ) -> Result<SyncReport, EngineError> {
         let span = tracing::info_span!(
             "reconcile",
             app = %self.config.name,
             %trigger,
             revision = tracing::field::Empty
         );
-        self.reconcile_in(trigger, &span)
+        self.reconcile_in(trigger, pinned, &span)
             .instrument(span.clone())
             .await
     }
@@ -604,11 +891,16 @@ impl Inner {
     async fn reconcile_in(
         &self,
         trigger: Trigger,
+        pinned: Option<Revision>,
         span: &tracing::Span,
     ) -> Result<SyncReport, EngineError> {
         let started = Instant::now();
         let started_at = SystemTime::now();
-        let revision = self.source.poll().await?;
+        // Level-triggered: the current revision, unless a rollback pins one.
+        let revision = match pinned {
+            Some(rev) => rev,
+            None => self.source.poll().await?,
+        };
         span.record("revision", tracing::field::display(&revision));
         self.status.send_modify(|s| {
             s.last_attempted = Some(revision.clone());
@@ -623,12 +915,20 @@ impl Inner {
             revision: revision.clone(),
             trigger,
         });
-        let snapshot = self.source.snapshot(&revision).await?;
-        let fetch = started.elapsed();
-
-        let render_started = Instant::now();
-        let desired = self.render_revision(&revision, &snapshot)?;
-        let render = render_started.elapsed();
+        let fetch_started = Instant::now();
+        let prepared = match self.prepare(&revision).await {
+            Ok(p) => p,
+            Err(EngineError::Source(source)) if trigger == Trigger::Rollback => {
+                return Err(EngineError::Rollback {
+                    revision: Box::new(revision),
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let desired = &prepared.desired;
+        // Snapshot and render are one cached step; both are counted as fetch.
+        let fetch = fetch_started.elapsed();
 
         let plan_started = Instant::now();
         let loaded = self
@@ -638,29 +938,63 @@ impl Inner {
             .map_err(EngineError::Store)?;
         let mut inventory = loaded.value;
         let mut version = loaded.version;
-        let (plan, observed) = self.observe_and_plan(&desired, &inventory).await?;
+        if desired.is_empty() && !inventory.is_empty() && !self.config.allow_empty {
+            return Err(EngineError::EmptyRevision {
+                managed: inventory.len(),
+                revision: Box::new(revision),
+            });
+        }
+        let (plan, observed) = self.observe_and_plan(desired, &inventory).await?;
         let plan_time = plan_started.elapsed();
         tracing::debug!(summary = ?plan.summary, "planned");
 
+        let audit = executor::AuditContext {
+            revision: &revision,
+            trigger,
+        };
         let execution = self
-            .execute(&desired, &plan, &mut inventory, &mut version, observed)
+            .execute(
+                &prepared,
+                &audit,
+                &plan,
+                &mut inventory,
+                &mut version,
+                observed,
+            )
             .await?;
 
-        // Adopt resources that already match Git but are not yet recorded
-        // (a lost state, or a first sync onto an identical target).
-        let mut adopted = false;
+        // Record what already matches Git but is not recorded, or recorded
+        // with another digest (a lost state, a first sync onto an identical
+        // target, an apply whose record a crash lost).
+        let mut refreshed = false;
         for change in plan.waves.iter().flat_map(|w| &w.changes) {
-            if change.change == Change::Unchanged
-                && !inventory.contains(&change.id)
-                && let Some(r) = desired.get(&change.id)
+            if change.change != Change::Unchanged {
+                continue;
+            }
+            let Some(pos) = desired.position(&change.id) else {
+                continue;
+            };
+            let digest = &prepared.digests[pos];
+            if inventory
+                .get(&change.id)
+                .is_none_or(|e| e.digest != *digest)
             {
-                inventory.record(r);
-                adopted = true;
+                let r = &desired.resources()[pos];
+                inventory.insert(
+                    r.id.clone(),
+                    crate::model::InventoryEntry {
+                        digest: digest.clone(),
+                        depends_on: r.depends_on.clone(),
+                        prune: r.policy.prune,
+                    },
+                );
+                refreshed = true;
             }
         }
-        if adopted {
-            self.store
-                .save_inventory(&self.config.name, &inventory, version)
+        if refreshed {
+            version = self
+                .store
+                .save_inventory(&self.config.name, &inventory, version, &[])
                 .await
                 .map_err(EngineError::Store)?;
         }
@@ -673,10 +1007,30 @@ impl Inner {
                 .collect();
             match &self.writeback {
                 Some(wb) => match wb.write_back(&revision, &execution.writeback).await {
-                    Ok(new_revision) => self.emit(Event::WrittenBack {
-                        ids,
-                        revision: new_revision,
-                    }),
+                    Ok(new_revision) => {
+                        let records: Vec<AuditRecord> = execution
+                            .writeback
+                            .iter()
+                            .map(|d| {
+                                audit.record(
+                                    &d.resource.id,
+                                    AuditAction::Writeback,
+                                    Some(d.resource.digest()),
+                                    d.observed
+                                        .as_ref()
+                                        .map(|o| crate::model::spec_digest(&o.spec)),
+                                )
+                            })
+                            .collect();
+                        self.store
+                            .save_inventory(&self.config.name, &inventory, version, &records)
+                            .await
+                            .map_err(EngineError::Store)?;
+                        self.emit(Event::WrittenBack {
+                            ids,
+                            revision: new_revision,
+                        });
+                    }
                     Err(e) => self.emit(Event::WritebackFailed {
                         ids,
                         error: e.to_string(),
@@ -706,7 +1060,7 @@ impl Inner {
             outcomes: execution.outcomes,
             timings: Timings {
                 fetch,
-                render,
+                render: Duration::ZERO,
                 plan: plan_time,
                 apply: execution.apply_time,
                 prune: execution.prune_time,
@@ -715,8 +1069,10 @@ impl Inner {
         })
     }
 
-    /// Updates holds, retries and status after a reconcile.
-    fn after_sync(&self, state: &mut LoopState, result: &Result<SyncReport, EngineError>) {
+    /// Records history, then updates holds, retries, pins and status after
+    /// a reconcile.
+    async fn after_sync(&self, state: &mut LoopState, result: &Result<SyncReport, EngineError>) {
+        self.record_history(result).await;
         let report_revision = match result {
             Ok(report) => Some(report.revision.clone()),
             Err(e) => e.revision().cloned(),
@@ -727,6 +1083,16 @@ impl Inner {
                 state.retry = None;
                 state.hold = None;
                 state.last_applied = revision_id;
+                let applied = report.revision.clone();
+                if let Err(e) = self
+                    .update_record(state, |r| {
+                        r.last_applied = Some(applied.clone());
+                        r.last_healthy = Some(applied);
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record the applied revision");
+                }
                 let message = format!("applied revision {}", report.revision);
                 self.status.send_modify(|s| {
                     s.last_applied = Some(report.revision.clone());
@@ -758,6 +1124,10 @@ impl Inner {
                 });
             }
             Ok(report) => {
+                let unhealthy = report.outcomes.iter().find_map(|o| match &o.outcome {
+                    Outcome::Unhealthy { reason } => Some(reason.clone()),
+                    _ => None,
+                });
                 let permanent = report.outcomes.iter().find_map(|o| match &o.outcome {
                     Outcome::Failed {
                         error,
@@ -765,28 +1135,158 @@ impl Inner {
                     } => Some(error.clone()),
                     _ => None,
                 });
-                match permanent {
-                    Some(error) => self.stall(state, report_revision, "ResourceFailed", error),
-                    None => {
-                        let message = report.to_string();
-                        self.schedule_retry(state, report_revision, "ResourceFailed", message)
-                    }
+                if let (true, Some(reason)) = (self.config.auto_rollback, unhealthy) {
+                    let message = format!("not healthy: {reason}");
+                    self.fail_revision(state, report_revision, message).await;
+                } else if let Some(error) = permanent {
+                    self.stall(state, report_revision, "ResourceFailed", error);
+                } else {
+                    let message = report.to_string();
+                    self.schedule_retry(state, report_revision, "ResourceFailed", message)
+                        .await;
                 }
             }
             Err(EngineError::Aborted) => {}
-            Err(e) if e.is_transient() => self.schedule_retry(
-                state,
-                report_revision,
-                "SourceOrTargetUnavailable",
-                e.to_string(),
-            ),
+            Err(e) if e.is_transient() => {
+                self.schedule_retry(
+                    state,
+                    report_revision,
+                    "SourceOrTargetUnavailable",
+                    e.to_string(),
+                )
+                .await
+            }
             Err(e) => {
                 let reason = match e {
                     EngineError::Render { .. } => "RenderFailed",
+                    EngineError::EmptyRevision { .. } => "EmptyRevisionRefused",
+                    EngineError::Rollback { .. } => "RollbackFailed",
                     EngineError::Source(_) => "SourceFailed",
                     _ => "ReconciliationFailed",
                 };
                 self.stall(state, report_revision, reason, e.to_string())
+            }
+        }
+    }
+
+    /// One history entry per reconcile that read a revision.
+    async fn record_history(&self, result: &Result<SyncReport, EngineError>) {
+        let now = SystemTime::now();
+        let entry = match result {
+            Ok(report) => HistoryEntry {
+                revision: report.revision.clone(),
+                trigger: report.trigger,
+                result: report.result,
+                error: None,
+                summary: report.plan.summary,
+                outcomes: report
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.outcome != Outcome::Unchanged)
+                    .cloned()
+                    .collect(),
+                started_at: report.started_at,
+                finished_at: now,
+            },
+            Err(e) => {
+                let Some(revision) = e.revision() else {
+                    return;
+                };
+                HistoryEntry {
+                    revision: revision.clone(),
+                    trigger: if matches!(e, EngineError::Rollback { .. }) {
+                        Trigger::Rollback
+                    } else {
+                        Trigger::Poll
+                    },
+                    result: SyncResult::Failed,
+                    error: Some(e.to_string()),
+                    summary: Default::default(),
+                    outcomes: Vec::new(),
+                    started_at: now,
+                    finished_at: now,
+                }
+            }
+        };
+        if let Err(e) = self
+            .store
+            .append_history(&self.config.name, &entry, self.config.history_limit)
+            .await
+        {
+            tracing::warn!(error = %e, "could not append to history");
+        }
+    }
+
+    /// The revision failed for good: mark it bad and, with automatic
+    /// rollback, redeploy the last healthy revision (never a bad one, so two
+    /// revisions never flip-flop).
+    async fn fail_revision(
+        &self,
+        state: &mut LoopState,
+        revision: Option<Revision>,
+        message: String,
+    ) {
+        let failed_id = revision.as_ref().map(|r| r.id.clone());
+        if let Some(id) = failed_id.clone()
+            && let Err(e) = self
+                .update_record(state, |r| {
+                    if !r.bad.contains(&id) {
+                        r.bad.push(id);
+                    }
+                })
+                .await
+        {
+            tracing::warn!(error = %e, "could not mark the revision bad");
+        }
+        let target = state.record.as_ref().and_then(|r| {
+            r.value
+                .last_healthy
+                .clone()
+                .filter(|h| Some(&h.id) != failed_id.as_ref() && !r.value.bad.contains(&h.id))
+        });
+        state.retry = None;
+        match (self.config.auto_rollback, target) {
+            (true, Some(healthy)) => {
+                tracing::warn!(failed = ?failed_id, to = %healthy, %message, "automatic rollback");
+                state.hold = None;
+                if let Err(e) = self.pin(state, healthy, failed_id).await {
+                    tracing::warn!(error = %e, "could not record the rollback pin");
+                }
+                state.rollback_due = true;
+                self.status.send_modify(|s| {
+                    s.retry = None;
+                    s.set(ConditionKind::Ready, false, "RollingBack", message.clone());
+                    s.set(ConditionKind::Failed, true, "RolledBack", message.clone());
+                });
+                self.emit(Event::Stalled {
+                    revision,
+                    reason: format!("{message}; rolling back"),
+                });
+            }
+            _ => {
+                state.hold = Some(Hold {
+                    revision: failed_id,
+                });
+                self.status.send_modify(|s| {
+                    s.retry = None;
+                    s.set(
+                        ConditionKind::Ready,
+                        false,
+                        "RetriesExhausted",
+                        message.clone(),
+                    );
+                    s.set(ConditionKind::Reconciling, false, "Failed", "");
+                    s.set(
+                        ConditionKind::Failed,
+                        true,
+                        "RetriesExhausted",
+                        message.clone(),
+                    );
+                });
+                self.emit(Event::Stalled {
+                    revision,
+                    reason: message,
+                });
             }
         }
     }
@@ -815,7 +1315,7 @@ impl Inner {
         });
     }
 
-    fn schedule_retry(
+    async fn schedule_retry(
         &self,
         state: &mut LoopState,
         revision: Option<Revision>,
@@ -868,27 +1368,7 @@ impl Inner {
             None => {
                 let message = format!("gave up after {} retries: {message}", retry.attempt);
                 tracing::warn!(%message, "revision failed");
-                state.hold = Some(Hold { revision: id });
-                self.status.send_modify(|s| {
-                    s.retry = None;
-                    s.set(
-                        ConditionKind::Ready,
-                        false,
-                        "RetriesExhausted",
-                        message.clone(),
-                    );
-                    s.set(ConditionKind::Reconciling, false, "Failed", "");
-                    s.set(
-                        ConditionKind::Failed,
-                        true,
-                        "RetriesExhausted",
-                        message.clone(),
-                    );
-                });
-                self.emit(Event::Stalled {
-                    revision,
-                    reason: message,
-                });
+                self.fail_revision(state, revision, message).await;
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::ResourceId;
 use crate::model::Revision;
@@ -12,7 +12,7 @@ use crate::plan::Plan;
 use super::events::Trigger;
 
 /// What happened to one resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// Created.
@@ -31,6 +31,12 @@ pub enum Outcome {
         error: String,
         /// Whether a retry may help.
         transient: bool,
+    },
+    /// Applied, but did not become healthy (`Degraded`, or still
+    /// `Progressing` at the health timeout).
+    Unhealthy {
+        /// Why, in the target's words.
+        reason: String,
     },
     /// Not attempted because a dependency did not succeed.
     Skipped {
@@ -56,7 +62,7 @@ impl Outcome {
 }
 
 /// One resource's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceOutcome {
     /// The resource.
     pub id: ResourceId,
@@ -66,7 +72,7 @@ pub struct ResourceOutcome {
 }
 
 /// How the reconcile ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncResult {
     /// Every resource is as desired and healthy.
@@ -145,7 +151,7 @@ impl SyncReport {
                 Outcome::Updated => 1,
                 Outcome::Pruned => 2,
                 Outcome::Unchanged | Outcome::DriftKept => 3,
-                Outcome::Failed { .. } => 4,
+                Outcome::Failed { .. } | Outcome::Unhealthy { .. } => 4,
                 Outcome::Skipped { .. } | Outcome::Cancelled => 5,
             };
             c[i] += 1;
@@ -170,6 +176,7 @@ impl fmt::Display for SyncReport {
             match &o.outcome {
                 // Errors already name their resource.
                 Outcome::Failed { error, .. } => write!(f, "\n  ✗ {error}")?,
+                Outcome::Unhealthy { reason } => write!(f, "\n  ✗ {reason}")?,
                 Outcome::Skipped { blocked_by } => {
                     write!(f, "\n  - {}: skipped, blocked by {blocked_by}", o.id)?
                 }

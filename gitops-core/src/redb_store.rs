@@ -1,0 +1,427 @@
+//! [`RedbStore`]: the embedded, crash-safe [`StateStore`] on `redb`.
+//!
+//! One file, `state.redb`, in a state directory. Every write is one ACID
+//! transaction, so a process killed at any point leaves either the old or
+//! the new records, never a mix. Values are JSON (readable with any redb
+//! tool); keys are `(app, ...)` tuples, so one store holds many engines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase as _, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::Inventory;
+use crate::store::{
+    AuditQuery, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, StateStore, StoreError,
+    Versioned,
+};
+
+/// Record-set name -> format version.
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// app -> (version, inventory JSON).
+const INVENTORY: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("inventory");
+/// app -> (version, engine record JSON).
+const RECORD: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("record");
+/// (app, sequence) -> history entry JSON.
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// (app, sequence) -> audit record JSON.
+const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
+/// (app, resource id, sequence) -> () : the per-resource audit index.
+const AUDIT_BY_ID: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("audit_by_id");
+
+const RECORD_SETS: [&str; 4] = ["inventory", "record", "history", "audit"];
+
+/// The embedded state store.
+///
+/// ```
+/// use gitops_core::store::StateStore;
+/// use gitops_core::{Inventory, RedbStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let store = RedbStore::open(dir.path())?;
+/// let v = store.save_inventory("web", &Inventory::new(), 0, &[]).await?;
+/// assert_eq!(store.load_inventory("web").await?.version, v);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn unavailable(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    StoreError::Unavailable {
+        location: path.display().to_string(),
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `dir`, creating the directory if needed.
+    ///
+    /// Fails with [`StoreError::UnsupportedFormat`] if any record set was
+    /// written by a newer or unknown format version; nothing is rewritten.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+            location: dir.display().to_string(),
+            message: format!("cannot create state directory: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| unavailable(&path, e))?;
+        let txn = db.begin_write().map_err(|e| unavailable(&path, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| unavailable(&path, e))?;
+            for set in RECORD_SETS {
+                let found = meta
+                    .get(set)
+                    .map_err(|e| unavailable(&path, e))?
+                    .map(|v| v.value());
+                match found {
+                    Some(FORMAT_VERSION) => {}
+                    Some(found) => {
+                        return Err(StoreError::UnsupportedFormat {
+                            location: path.display().to_string(),
+                            record: set.to_owned(),
+                            found,
+                            supported: FORMAT_VERSION,
+                        });
+                    }
+                    None => {
+                        meta.insert(set, FORMAT_VERSION)
+                            .map_err(|e| unavailable(&path, e))?;
+                    }
+                }
+            }
+            txn.open_table(INVENTORY)
+                .map_err(|e| unavailable(&path, e))?;
+            txn.open_table(RECORD).map_err(|e| unavailable(&path, e))?;
+            txn.open_table(HISTORY).map_err(|e| unavailable(&path, e))?;
+            txn.open_table(AUDIT).map_err(|e| unavailable(&path, e))?;
+            txn.open_table(AUDIT_BY_ID)
+                .map_err(|e| unavailable(&path, e))?;
+        }
+        txn.commit().map_err(|e| unavailable(&path, e))?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs blocking redb work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database, &Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || work(&db, &path))
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                location: self.path.display().to_string(),
+                message: format!("store task failed: {e}"),
+                source: None,
+            })?
+    }
+}
+
+fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        location: path.display().to_string(),
+        message: format!("cannot encode record: {e}"),
+    })
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        location: format!("{} ({what})", path.display()),
+        message: format!("unreadable record: {e}"),
+    })
+}
+
+fn load_versioned<T: DeserializeOwned + Default>(
+    db: &Database,
+    path: &Path,
+    table: TableDefinition<&str, (u64, &[u8])>,
+    app: &str,
+) -> Result<Versioned<T>, StoreError> {
+    let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
+    let table = txn.open_table(table).map_err(|e| unavailable(path, e))?;
+    match table.get(app).map_err(|e| unavailable(path, e))? {
+        None => Ok(Versioned::default()),
+        Some(guard) => {
+            let (version, bytes) = guard.value();
+            Ok(Versioned {
+                version,
+                value: decode(path, app, bytes)?,
+            })
+        }
+    }
+}
+
+fn stored_version(
+    table: &impl ReadableTable<&'static str, (u64, &'static [u8])>,
+    path: &Path,
+    app: &str,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(app)
+        .map_err(|e| unavailable(path, e))?
+        .map_or(0, |g| g.value().0))
+}
+
+fn next_sequence(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    path: &Path,
+    app: &str,
+) -> Result<u64, StoreError> {
+    let last = table
+        .range((app, 0)..=(app, u64::MAX))
+        .map_err(|e| unavailable(path, e))?
+        .next_back()
+        .transpose()
+        .map_err(|e| unavailable(path, e))?
+        .map(|(k, _)| k.value().1);
+    Ok(last.map_or(0, |s| s + 1))
+}
+
+#[async_trait]
+impl StateStore for RedbStore {
+    async fn load_inventory(&self, app: &str) -> Result<Versioned<Inventory>, StoreError> {
+        let app = app.to_owned();
+        self.blocking(move |db, path| load_versioned(db, path, INVENTORY, &app))
+            .await
+    }
+
+    async fn save_inventory(
+        &self,
+        app: &str,
+        inventory: &Inventory,
+        expected: u64,
+        audit: &[AuditRecord],
+    ) -> Result<u64, StoreError> {
+        let app = app.to_owned();
+        let bytes = encode(&self.path, inventory)?;
+        let audit: Vec<(String, Vec<u8>)> = audit
+            .iter()
+            .map(|r| Ok((r.id.to_string(), encode(&self.path, r)?)))
+            .collect::<Result<_, StoreError>>()?;
+        self.blocking(move |db, path| {
+            let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
+            let version = {
+                let mut table = txn
+                    .open_table(INVENTORY)
+                    .map_err(|e| unavailable(path, e))?;
+                let found = stored_version(&table, path, &app)?;
+                if found != expected {
+                    return Err(StoreError::Conflict {
+                        app,
+                        expected,
+                        found,
+                    });
+                }
+                table
+                    .insert(app.as_str(), (found + 1, bytes.as_slice()))
+                    .map_err(|e| unavailable(path, e))?;
+                found + 1
+            };
+            if !audit.is_empty() {
+                let mut records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
+                let mut by_id = txn
+                    .open_table(AUDIT_BY_ID)
+                    .map_err(|e| unavailable(path, e))?;
+                let first = next_sequence(&records, path, &app)?;
+                for (seq, (id, bytes)) in (first..).zip(&audit) {
+                    records
+                        .insert((app.as_str(), seq), bytes.as_slice())
+                        .map_err(|e| unavailable(path, e))?;
+                    by_id
+                        .insert((app.as_str(), id.as_str(), seq), ())
+                        .map_err(|e| unavailable(path, e))?;
+                }
+            }
+            txn.commit().map_err(|e| unavailable(path, e))?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn append_history(
+        &self,
+        app: &str,
+        entry: &HistoryEntry,
+        retain: usize,
+    ) -> Result<(), StoreError> {
+        let app = app.to_owned();
+        let bytes = encode(&self.path, entry)?;
+        self.blocking(move |db, path| {
+            let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
+            {
+                let mut table = txn.open_table(HISTORY).map_err(|e| unavailable(path, e))?;
+                let seq = next_sequence(&table, path, &app)?;
+                table
+                    .insert((app.as_str(), seq), bytes.as_slice())
+                    .map_err(|e| unavailable(path, e))?;
+                // Keep the newest `retain`: sequences below seq + 1 - retain go.
+                let keep_from = (seq + 1).saturating_sub(retain as u64);
+                if keep_from > 0 {
+                    table
+                        .retain_in((app.as_str(), 0)..(app.as_str(), keep_from), |_, _| false)
+                        .map_err(|e| unavailable(path, e))?;
+                }
+            }
+            txn.commit().map_err(|e| unavailable(path, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let app = app.to_owned();
+        self.blocking(move |db, path| {
+            let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
+            let table = txn.open_table(HISTORY).map_err(|e| unavailable(path, e))?;
+            let mut out = Vec::new();
+            for item in table
+                .range((app.as_str(), 0)..=(app.as_str(), u64::MAX))
+                .map_err(|e| unavailable(path, e))?
+                .rev()
+                .take(limit)
+            {
+                let (_, v) = item.map_err(|e| unavailable(path, e))?;
+                out.push(decode(path, "history", v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let app = app.to_owned();
+        let query = query.clone();
+        self.blocking(move |db, path| {
+            let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
+            let records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
+            let limit = query.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            let mut push = |bytes: &[u8]| -> Result<bool, StoreError> {
+                let record: AuditRecord = decode(path, "audit", bytes)?;
+                if query.matches(&record) {
+                    out.push(record);
+                }
+                Ok(out.len() < limit)
+            };
+            match &query.id {
+                Some(id) => {
+                    // The per-resource index: one range scan, then point reads.
+                    let id = id.to_string();
+                    let index = txn
+                        .open_table(AUDIT_BY_ID)
+                        .map_err(|e| unavailable(path, e))?;
+                    for item in index
+                        .range(
+                            (app.as_str(), id.as_str(), 0)..=(app.as_str(), id.as_str(), u64::MAX),
+                        )
+                        .map_err(|e| unavailable(path, e))?
+                    {
+                        let (k, _) = item.map_err(|e| unavailable(path, e))?;
+                        let seq = k.value().2;
+                        if let Some(v) = records
+                            .get((app.as_str(), seq))
+                            .map_err(|e| unavailable(path, e))?
+                            && !push(v.value())?
+                        {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    for item in records
+                        .range((app.as_str(), 0)..=(app.as_str(), u64::MAX))
+                        .map_err(|e| unavailable(path, e))?
+                    {
+                        let (_, v) = item.map_err(|e| unavailable(path, e))?;
+                        if !push(v.value())? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError> {
+        let app = app.to_owned();
+        self.blocking(move |db, path| load_versioned(db, path, RECORD, &app))
+            .await
+    }
+
+    async fn save_record(
+        &self,
+        app: &str,
+        record: &EngineRecord,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let app = app.to_owned();
+        let bytes = encode(&self.path, record)?;
+        self.blocking(move |db, path| {
+            let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
+            let version = {
+                let mut table = txn.open_table(RECORD).map_err(|e| unavailable(path, e))?;
+                let found = stored_version(&table, path, &app)?;
+                if found != expected {
+                    return Err(StoreError::Conflict {
+                        app,
+                        expected,
+                        found,
+                    });
+                }
+                table
+                    .insert(app.as_str(), (found + 1, bytes.as_slice()))
+                    .map_err(|e| unavailable(path, e))?;
+                found + 1
+            };
+            txn.commit().map_err(|e| unavailable(path, e))?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn apps(&self) -> Result<Vec<String>, StoreError> {
+        self.blocking(|db, path| {
+            let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
+            let mut names = std::collections::BTreeSet::new();
+            for table in [INVENTORY, RECORD] {
+                let t = txn.open_table(table).map_err(|e| unavailable(path, e))?;
+                for item in t.iter().map_err(|e| unavailable(path, e))? {
+                    let (k, _) = item.map_err(|e| unavailable(path, e))?;
+                    names.insert(k.value().to_owned());
+                }
+            }
+            Ok(names.into_iter().collect())
+        })
+        .await
+    }
+}
