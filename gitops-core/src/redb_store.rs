@@ -84,6 +84,30 @@ impl RedbStore {
         })?;
         let path = dir.join("state.redb");
         let db = Database::create(&path).map_err(|e| unavailable(&path, e))?;
+        // Check every record set's format before writing anything.
+        {
+            let txn = db.begin_read().map_err(|e| unavailable(&path, e))?;
+            match txn.open_table(META) {
+                Ok(meta) => {
+                    for set in RECORD_SETS {
+                        let found = meta
+                            .get(set)
+                            .map_err(|e| unavailable(&path, e))?
+                            .map(|v| v.value());
+                        if let Some(found) = found.filter(|v| *v != FORMAT_VERSION) {
+                            return Err(StoreError::UnsupportedFormat {
+                                location: path.display().to_string(),
+                                record: set.to_owned(),
+                                found,
+                                supported: FORMAT_VERSION,
+                            });
+                        }
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(unavailable(&path, e)),
+            }
+        }
         let txn = db.begin_write().map_err(|e| unavailable(&path, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| unavailable(&path, e))?;
