@@ -245,7 +245,8 @@ impl EngineBuilder {
         self
     }
 
-    /// All policies at once.
+    /// All policies at once. Replaces everything set before, the name
+    /// included: call [`name`](Self::name) and the other setters after it.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
         self
