@@ -1,0 +1,255 @@
+//! gitops-targets benchmarks: `FsTarget` on 10,000 files of ~200 bytes in
+//! 1,000 directories, with the floor (`rsync -a`, `rsync -a --dry-run` of the
+//! same tree on the same filesystem) measured in the same run.
+//!
+//! Run with `cargo bench -p gitops-benches --bench targets`; the goals are in
+//! issue 4 and the numbers in the crate docs of `gitops-targets`.
+//! `GITOPS_BENCH_DIR` chooses where the trees are written (default: the
+//! system temporary directory).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::StreamExt as _;
+use gitops_core::files::file_spec;
+use gitops_core::{Resource, ResourceId, Target};
+use gitops_targets::{Durability, FsOptions, FsTarget};
+
+const FILES: usize = 10_000;
+const DIRS: usize = 1_000;
+/// What the engine applies at once by default (`EngineConfig::concurrency`).
+const CONCURRENCY: usize = 8;
+
+fn content(i: usize, generation: usize) -> String {
+    // ~200 bytes, like a small config file.
+    let mut s = format!("# file {i}, generation {generation}\nname = \"service-{i}\"\n");
+    while s.len() < 200 {
+        s.push_str("option = value\n");
+    }
+    s
+}
+
+fn path(i: usize) -> String {
+    format!("app{:03}/conf{:05}.conf", i % DIRS, i)
+}
+
+fn resources(generation: usize) -> Vec<Resource> {
+    (0..FILES)
+        .map(|i| {
+            let p = path(i);
+            let id = ResourceId::new("File", p.as_str()).expect("valid id");
+            Resource::new(id, file_spec(&p, content(i, generation).as_bytes(), false))
+        })
+        .collect()
+}
+
+/// The same tree as plain files: the source rsync copies from.
+fn write_tree(dir: &Path) {
+    for i in 0..FILES {
+        let p = dir.join(path(i));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content(i, 0)).expect("write");
+    }
+}
+
+fn rsync(args: &[&str], src: &Path, dest: &Path) -> Duration {
+    let mut source = src.as_os_str().to_owned();
+    source.push("/");
+    let started = Instant::now();
+    let status = Command::new("rsync")
+        .args(args)
+        .arg(&source)
+        .arg(dest)
+        .status()
+        .expect("rsync must be installed for the floor (apt-get install rsync)");
+    let elapsed = started.elapsed();
+    assert!(status.success(), "rsync {args:?} failed: {status}");
+    elapsed
+}
+
+struct Bench {
+    base: PathBuf,
+    src: PathBuf,
+    desired: Vec<Resource>,
+    ids: Vec<ResourceId>,
+    runtime: tokio::runtime::Runtime,
+    fresh: usize,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let parent = std::env::var_os("GITOPS_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let base = parent.join(format!("gitops-targets-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let src = base.join("src");
+        write_tree(&src);
+        let desired = resources(0);
+        let ids = desired.iter().map(|r| r.id.clone()).collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Self {
+            base,
+            src,
+            desired,
+            ids,
+            runtime,
+            fresh: 0,
+        }
+    }
+
+    /// A new, empty destination directory on the same filesystem.
+    fn empty_dir(&mut self) -> PathBuf {
+        self.fresh += 1;
+        let dir = self.base.join(format!("dest{}", self.fresh));
+        std::fs::create_dir_all(&dir).expect("dest");
+        dir
+    }
+
+    fn remove(&self, dir: &Path) {
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// Applies every desired file with the engine's concurrency.
+    fn apply_all(&self, target: &FsTarget, desired: &[Resource]) {
+        self.runtime.block_on(async {
+            let results: Vec<_> = futures::stream::iter(desired.iter().map(|r| target.apply(r)))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            assert!(results.iter().all(Result::is_ok), "every apply succeeds");
+        });
+    }
+
+    /// The wave's health check (one `syncfs` with `Durability::PerWave`).
+    fn health_all(&self, target: &FsTarget) {
+        self.runtime.block_on(async {
+            let results: Vec<_> =
+                futures::stream::iter(self.ids.iter().map(|id| target.health(id)))
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+            assert!(results.iter().all(Result::is_ok), "health");
+        });
+    }
+
+    /// Observes everything, diffs, re-applies what drifted; returns how many.
+    fn repair(&self, target: &FsTarget) -> usize {
+        self.runtime.block_on(async {
+            let observed = target.observe_many(&self.ids).await;
+            let mut repaired = 0;
+            for (r, o) in self.desired.iter().zip(observed) {
+                let drifted = match o.expect("observe") {
+                    None => true,
+                    Some(o) => target.differs(r, &o).is_some(),
+                };
+                if drifted {
+                    target.apply(r).await.expect("repair");
+                    repaired += 1;
+                }
+            }
+            repaired
+        })
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn targets(c: &mut Criterion) {
+    let mut bench = Bench::new();
+    let mut group = c.benchmark_group("fs 10k files");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+
+    group.bench_function("floor: rsync -a into an empty dir", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dest = bench.empty_dir();
+                total += rsync(&["-a"], &bench.src, &dest);
+                bench.remove(&dest);
+            }
+            total
+        })
+    });
+    for (label, durability, health) in [
+        (
+            "first apply (default: PerWave, before the wave's sync)",
+            Durability::PerWave,
+            false,
+        ),
+        (
+            "first apply + wave health (one syncfs)",
+            Durability::PerWave,
+            true,
+        ),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dest = bench.empty_dir();
+                    let options = FsOptions::default().durability(durability);
+                    let started = Instant::now();
+                    let target = FsTarget::open_with(&dest, options).expect("open");
+                    bench.apply_all(&target, &bench.desired);
+                    if health {
+                        bench.health_all(&target);
+                    }
+                    total += started.elapsed();
+                    bench.remove(&dest);
+                }
+                total
+            })
+        });
+    }
+
+    // One synced tree for the no-op and one-change cases.
+    let synced = bench.empty_dir();
+    rsync(&["-a"], &bench.src, &synced);
+    let target = FsTarget::open(&synced).expect("open");
+    assert_eq!(
+        bench.repair(&target),
+        0,
+        "rsync and FsTarget write the same tree"
+    );
+
+    group.bench_function("floor: rsync -a --dry-run on the synced tree", |b| {
+        b.iter(|| rsync(&["-a", "--dry-run"], &bench.src, &synced))
+    });
+    group.bench_function("no-op observe_many of all files", |b| {
+        b.iter(|| {
+            let observed = bench.runtime.block_on(target.observe_many(&bench.ids));
+            assert_eq!(observed.len(), FILES);
+        })
+    });
+    group.bench_function("one changed file: observe all, diff, repair", |b| {
+        let mut round = 0;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let victim = synced.join(path(round * 7919 % FILES));
+                std::fs::write(&victim, format!("drift {round}\n")).expect("drift");
+                let started = Instant::now();
+                let repaired = bench.repair(&target);
+                total += started.elapsed();
+                assert_eq!(repaired, 1);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, targets);
+criterion_main!(benches);
