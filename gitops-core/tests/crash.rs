@@ -74,7 +74,9 @@ impl Target for DirTarget {
 /// dependency chain, values that change every generation.
 fn manifests(g: u32) -> String {
     let step = g % 3 + 2;
-    let names: Vec<u32> = (0..24).filter(|i| !i.is_multiple_of(step) || g.is_multiple_of(2)).collect();
+    let names: Vec<u32> = (0..24u32)
+        .filter(|i| !i.is_multiple_of(step) || g.is_multiple_of(2))
+        .collect();
     let mut out = String::new();
     let mut previous: Option<u32> = None;
     for i in names {
