@@ -226,6 +226,23 @@ fn targets(c: &mut Criterion) {
     group.bench_function("floor: rsync -a --dry-run on the synced tree", |b| {
         b.iter(|| rsync(&["-a", "--dry-run"], &bench.src, &synced))
     });
+    group.bench_function("reference: open+fstat+read+close of every file, 2 threads", |b| {
+        let paths: Vec<PathBuf> = (0..FILES).map(|i| synced.join(path(i))).collect();
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for half in paths.chunks(FILES / 2) {
+                    scope.spawn(move || {
+                        for p in half {
+                            let mut f = std::fs::File::open(p).expect("open");
+                            let _ = f.metadata().expect("fstat");
+                            let mut buf = Vec::with_capacity(256);
+                            std::io::Read::read_to_end(&mut f, &mut buf).expect("read");
+                        }
+                    });
+                }
+            })
+        })
+    });
     group.bench_function("no-op observe_many of all files", |b| {
         b.iter(|| {
             let observed = bench.runtime.block_on(target.observe_many(&bench.ids));

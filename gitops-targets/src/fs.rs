@@ -15,7 +15,7 @@ use gitops_core::model::validate_relative_path;
 use gitops_core::{
     Diff, FieldChange, Health, Observed, Resource, ResourceId, Target, TargetError, async_trait,
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 /// Prefix of the temporary files written before the atomic rename. Files with
@@ -376,24 +376,36 @@ fn mode_string(mode: u32) -> String {
 }
 
 /// The observed spec in the shape [`gitops_core::files::file_spec`] produces.
-fn observed_spec(path: &str, found: &Found) -> Value {
+fn observed_spec(path: &str, found: Found) -> Value {
+    let mut spec = Map::new();
+    spec.insert("path".to_owned(), Value::String(path.to_owned()));
     match found {
-        Found::File { bytes, mode } => match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                json!({ "path": path, "content": text, "encoding": "utf-8", "mode": mode_string(*mode) })
-            }
-            Err(_) => json!({
-                "path": path,
-                "content": base64::engine::general_purpose::STANDARD.encode(bytes),
-                "encoding": "base64",
-                "mode": mode_string(*mode),
-            }),
-        },
-        Found::TooLarge { size, mode } => {
-            json!({ "path": path, "size": size, "mode": mode_string(*mode) })
+        Found::File { bytes, mode } => {
+            // Text moves into the JSON string without a copy.
+            let (content, encoding) = match String::from_utf8(bytes) {
+                Ok(text) => (text, "utf-8"),
+                Err(e) => (
+                    base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                    "base64",
+                ),
+            };
+            spec.insert("content".to_owned(), Value::String(content));
+            spec.insert("encoding".to_owned(), Value::String(encoding.to_owned()));
+            spec.insert("mode".to_owned(), Value::String(mode_string(mode)));
         }
-        Found::Other { kind } => json!({ "path": path, "type": kind }),
+        Found::TooLarge { size, mode } => {
+            spec.insert("size".to_owned(), json!(size));
+            spec.insert("mode".to_owned(), Value::String(mode_string(mode)));
+        }
+        Found::Other { kind } => {
+            spec.insert("type".to_owned(), Value::String(kind.to_owned()));
+        }
     }
+    Value::Object(spec)
+}
+
+fn field<'v>(spec: &'v Value, key: &str) -> Option<&'v str> {
+    spec.get(key).and_then(Value::as_str)
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
@@ -406,6 +418,10 @@ fn split_parent(path: &str) -> (&str, &str) {
 fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
 }
+
+/// A parent directory opened for a batch of observes: the handle, `None`
+/// when it does not exist, or why it could not be opened.
+type OpenedParent = Result<Option<Dir>, (io::ErrorKind, String)>;
 
 /// A directory inside the root: the root itself or an opened subdirectory.
 enum DirRef<'a> {
@@ -433,12 +449,17 @@ impl Inner {
     }
 
     fn read(&self, path: &str) -> io::Result<Option<Found>> {
+        self.read_at(&self.root, path)
+    }
+
+    /// Reads `path` relative to `dir` (a directory inside the root).
+    fn read_at(&self, dir: &Dir, path: &str) -> io::Result<Option<Found>> {
         let mut options = OpenOptions::new();
         options.read(true);
         options.follow(FollowSymlinks::No);
         // Never block on a FIFO planted at a managed path.
         options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-        let file = match self.root.open_with(path, &options) {
+        let file = match dir.open_with(path, &options) {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => return Ok(None),
             // O_NOFOLLOW on a symlink: ELOOP.
@@ -457,15 +478,25 @@ impl Inner {
         }
         // Size first: a file over the limit is reported, not read.
         let size = u64::try_from(stat.st_size).unwrap_or(0);
-        if size > self.options.max_file_size {
+        let limit = self.options.max_file_size;
+        if size > limit {
             return Ok(Some(Found::TooLarge { size, mode }));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        // The file may grow while being read: never read past the limit.
-        (&file)
-            .take(self.options.max_file_size + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > self.options.max_file_size {
+        // One read of size + 1 bytes: getting exactly `size` means end of
+        // file. A file that changed size since fstat is read to its end,
+        // never past the limit.
+        let mut bytes = vec![0u8; size as usize + 1];
+        let n = loop {
+            match (&file).read(&mut bytes) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        bytes.truncate(n);
+        if n as u64 != size {
+            (&file).take(limit + 1 - n as u64).read_to_end(&mut bytes)?;
+        }
+        if bytes.len() as u64 > limit {
             return Ok(Some(Found::TooLarge {
                 size: bytes.len() as u64,
                 mode,
@@ -474,12 +505,60 @@ impl Inner {
         Ok(Some(Found::File { bytes, mode }))
     }
 
+    /// Observes `ids` (sorted by path) one directory at a time: each parent
+    /// is opened once, beneath the root, and its files relative to it.
+    fn observe_sorted(
+        &self,
+        ids: Vec<(usize, ResourceId)>,
+    ) -> Vec<(usize, Result<Option<Observed>, TargetError>)> {
+        let mut out = Vec::with_capacity(ids.len());
+        // The open parent: its path and the handle, or why it cannot be opened.
+        let mut current: Option<(String, OpenedParent)> = None;
+        for (index, id) in ids {
+            let result = (|| {
+                let path = path_of(&id)?;
+                let (parent, base) = split_parent(path);
+                if parent.is_empty() {
+                    let found = self
+                        .read(path)
+                        .map_err(|e| io_error(&id, format!("read {path}"), e))?;
+                    return Ok(found.map(|f| Observed::new(observed_spec(path, f))));
+                }
+                if current.as_ref().is_none_or(|(p, _)| p != parent) {
+                    let opened = match self.root.open_dir(parent) {
+                        Ok(d) => Ok(Some(d)),
+                        Err(e) if is_not_found(&e) => Ok(None),
+                        Err(e) => Err((e.kind(), e.to_string())),
+                    };
+                    current = Some((parent.to_owned(), opened));
+                }
+                let dir = match current.as_ref().map(|(_, d)| d) {
+                    Some(Ok(Some(dir))) => dir,
+                    Some(Err((kind, message))) => {
+                        return Err(io_error(
+                            &id,
+                            format!("open directory {parent}"),
+                            io::Error::new(*kind, message.clone()),
+                        ));
+                    }
+                    _ => return Ok(None),
+                };
+                let found = self
+                    .read_at(dir, base)
+                    .map_err(|e| io_error(&id, format!("read {path}"), e))?;
+                Ok(found.map(|f| Observed::new(observed_spec(path, f))))
+            })();
+            out.push((index, result));
+        }
+        out
+    }
+
     fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
         let path = path_of(id)?;
         let found = self
             .read(path)
             .map_err(|e| io_error(id, format!("read {path}"), e))?;
-        Ok(found.map(|f| Observed::new(observed_spec(path, &f))))
+        Ok(found.map(|f| Observed::new(observed_spec(path, f))))
     }
 
     fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
@@ -785,6 +864,19 @@ impl FsTarget {
     pub fn file_diff(desired: &Resource, observed: &Observed) -> Option<Diff> {
         let want = &desired.spec;
         let have = &observed.spec;
+        // Fast path, no allocation: same encoding, same text, same mode.
+        if have.get("type").is_none()
+            && field(want, "content").is_some()
+            && field(want, "content") == field(have, "content")
+            && field(want, "encoding").unwrap_or("utf-8")
+                == field(have, "encoding").unwrap_or("utf-8")
+            && matches!(
+                (field(want, "mode").unwrap_or("0644"), field(have, "mode")),
+                ("0644" | "644", Some("0644")) | ("0755" | "755", Some("0755"))
+            )
+        {
+            return None;
+        }
         let want_bytes = decode_content(&desired.id, want).ok();
         let have_bytes = decode_content(&desired.id, have).ok();
         let want_mode = parse_mode(&desired.id, want.get("mode")).ok();
@@ -846,34 +938,44 @@ impl Target for FsTarget {
             .unwrap_or_else(|e| Err(joined(id, e)))
     }
 
-    /// Reads the files in a few large batches, one per core, instead of one
-    /// task per file.
+    /// Reads the files in a few large batches, one per core, sorted by path
+    /// so that each directory is opened once, instead of one task per file.
     async fn observe_many(&self, ids: &[ResourceId]) -> Vec<Result<Option<Observed>, TargetError>> {
+        let mut order: Vec<(usize, ResourceId)> = ids.iter().cloned().enumerate().collect();
+        order.sort_unstable_by(|a, b| a.1.name().cmp(b.1.name()));
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let chunk = ids.len().div_ceil(workers).max(64);
+        let chunk = order.len().div_ceil(workers).max(256);
         let mut tasks = Vec::new();
-        for part in ids.chunks(chunk) {
+        while !order.is_empty() {
+            let rest = order.split_off(chunk.min(order.len()));
+            let part = std::mem::replace(&mut order, rest);
             let inner = Arc::clone(&self.inner);
-            let part = part.to_vec();
-            tasks.push(blocking(move || {
-                part.iter().map(|id| inner.observe(id)).collect::<Vec<_>>()
-            }));
+            let indices: Vec<usize> = part.iter().map(|(i, _)| *i).collect();
+            tasks.push((indices, blocking(move || inner.observe_sorted(part))));
         }
-        let mut out = Vec::with_capacity(ids.len());
-        let mut start = 0;
-        for task in tasks {
-            let end = (start + chunk).min(ids.len());
+        let mut out: Vec<Option<Result<Option<Observed>, TargetError>>> =
+            (0..ids.len()).map(|_| None).collect();
+        for (part, task) in tasks {
             match task.await {
-                Ok(results) => out.extend(results),
-                Err(e) => out.extend(
-                    ids[start..end]
-                        .iter()
-                        .map(|id| Err(joined(id, io::Error::new(e.kind(), e.to_string())))),
-                ),
+                Ok(results) => {
+                    for (index, result) in results {
+                        out[index] = Some(result);
+                    }
+                }
+                Err(e) => {
+                    for index in part {
+                        let error = io::Error::new(e.kind(), e.to_string());
+                        out[index] = Some(Err(joined(&ids[index], error)));
+                    }
+                }
             }
-            start = end;
         }
-        out
+        out.into_iter()
+            .zip(ids)
+            .map(|(result, id)| {
+                result.unwrap_or_else(|| Err(TargetError::transient(id, "not observed")))
+            })
+            .collect()
     }
 
     async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {

@@ -268,6 +268,20 @@ async fn planted_symlinks_never_lead_outside() {
             "delete through an escaping link"
         );
     }
+    // The batched observe (one open per directory) refuses the same way.
+    let batch: Vec<_> = [
+        "evil/x.conf",
+        "evil/secret",
+        "evil_rel/x.conf",
+        "slash/etc/passwd",
+        "sub/none",
+    ]
+    .iter()
+    .map(|p| id(p))
+    .collect();
+    let observed = target.observe_many(&batch).await;
+    assert!(observed[..4].iter().all(Result::is_err), "{observed:?}");
+    assert!(matches!(observed[4], Ok(None)));
     let passwd = file("slash/etc/passwd", b"pwned");
     assert!(target.observe(&passwd.id).await.is_err());
     assert!(target.apply(&passwd).await.is_err());
