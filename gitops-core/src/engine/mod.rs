@@ -486,7 +486,9 @@ impl Engine {
             .inner
             .guarded_reconcile(Trigger::Rollback, Some(revision.clone()))
             .await;
-        self.inner.after_sync(&mut state, &result).await;
+        self.inner
+            .after_sync(&mut state, Trigger::Rollback, &result)
+            .await;
         result
     }
 
@@ -527,7 +529,9 @@ impl Engine {
         state.hold = None;
         let pinned = state.record.as_ref().and_then(|r| r.value.pinned.clone());
         let result = self.inner.guarded_reconcile(Trigger::Manual, pinned).await;
-        self.inner.after_sync(&mut state, &result).await;
+        self.inner
+            .after_sync(&mut state, Trigger::Manual, &result)
+            .await;
         result
     }
 
@@ -637,7 +641,7 @@ impl Engine {
                         Err(e) => {
                             tracing::warn!(error = %e, "poll failed");
                             let result = Err(EngineError::Source(e));
-                            inner.after_sync(&mut state, &result).await;
+                            inner.after_sync(&mut state, trigger, &result).await;
                             continue;
                         }
                     }
@@ -647,7 +651,7 @@ impl Engine {
             }
             let pinned = state.record.as_ref().and_then(|r| r.value.pinned.clone());
             let result = inner.guarded_reconcile(trigger, pinned).await;
-            inner.after_sync(&mut state, &result).await;
+            inner.after_sync(&mut state, trigger, &result).await;
             drop(state);
             match &result {
                 Ok(report) if report.result == SyncResult::Superseded => next_poll = Instant::now(),
@@ -1072,8 +1076,13 @@ impl Inner {
 
     /// Records history, then updates holds, retries, pins and status after
     /// a reconcile.
-    async fn after_sync(&self, state: &mut LoopState, result: &Result<SyncReport, EngineError>) {
-        self.record_history(result).await;
+    async fn after_sync(
+        &self,
+        state: &mut LoopState,
+        trigger: Trigger,
+        result: &Result<SyncReport, EngineError>,
+    ) {
+        self.record_history(trigger, result).await;
         let report_revision = match result {
             Ok(report) => Some(report.revision.clone()),
             Err(e) => e.revision().cloned(),
@@ -1171,7 +1180,7 @@ impl Inner {
     }
 
     /// One history entry per reconcile that read a revision.
-    async fn record_history(&self, result: &Result<SyncReport, EngineError>) {
+    async fn record_history(&self, trigger: Trigger, result: &Result<SyncReport, EngineError>) {
         let now = SystemTime::now();
         let entry = match result {
             Ok(report) => HistoryEntry {
@@ -1195,11 +1204,7 @@ impl Inner {
                 };
                 HistoryEntry {
                     revision: revision.clone(),
-                    trigger: if matches!(e, EngineError::Rollback { .. }) {
-                        Trigger::Rollback
-                    } else {
-                        Trigger::Poll
-                    },
+                    trigger,
                     result: SyncResult::Failed,
                     error: Some(e.to_string()),
                     summary: Default::default(),
