@@ -163,7 +163,7 @@ impl GitSourceBuilder {
                 ssh: self.ssh,
                 verify: self.verify,
                 last_good: Mutex::new(None),
-                fetch_lock: Mutex::new(()),
+                fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -219,7 +219,7 @@ struct Inner {
     ssh: SshOptions,
     verify: Option<(VerifyMode, AllowedSigners)>,
     last_good: Mutex<Option<Revision>>,
-    fetch_lock: Mutex<()>,
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -287,21 +287,39 @@ impl GitSource {
 
     /// Like [`Source::poll`], also telling whether anything was transferred.
     pub async fn poll_detailed(&self) -> Result<PollOutcome, SourceError> {
-        let inner = self.inner.clone();
-        let interrupt = Arc::new(AtomicBool::new(false));
-        let flag = interrupt.clone();
-        let task = tokio::task::spawn_blocking(move || fetch_blocking(&inner, &flag));
-        let result = match tokio::time::timeout(self.inner.fetch_timeout, task).await {
-            Ok(joined) => joined.map_err(join)?,
-            Err(_) => {
-                interrupt.store(true, Ordering::Relaxed);
-                Err(SourceError::Unavailable {
-                    location: self.inner.location.clone(),
-                    message: format!("fetch timed out after {:?}", self.inner.fetch_timeout),
-                    source: None,
-                })
-            }
+        let deadline = tokio::time::Instant::now() + self.inner.fetch_timeout;
+        let timed_out = |what: &str| SourceError::Unavailable {
+            location: self.inner.location.clone(),
+            message: format!("{what} (fetch timeout {:?})", self.inner.fetch_timeout),
+            source: None,
         };
+        // Polls of one source are serialized; a fetch stuck in the network keeps
+        // the lock, and later polls report that instead of piling up threads.
+        let result =
+            match tokio::time::timeout_at(deadline, self.inner.fetch_lock.clone().lock_owned())
+                .await
+            {
+                Err(_) => Err(timed_out(
+                    "fetch timed out: a previous fetch of this source is still running",
+                )),
+                Ok(guard) => {
+                    let inner = self.inner.clone();
+                    let interrupt = Arc::new(AtomicBool::new(false));
+                    let flag = interrupt.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        let result = fetch_blocking(&inner, &flag);
+                        drop(guard);
+                        result
+                    });
+                    match tokio::time::timeout_at(deadline, task).await {
+                        Ok(joined) => joined.map_err(join)?,
+                        Err(_) => {
+                            interrupt.store(true, Ordering::Relaxed);
+                            Err(timed_out("fetch timed out"))
+                        }
+                    }
+                }
+            };
         match result {
             Ok(outcome) => {
                 *lock(&self.inner.last_good) = Some(outcome.revision.clone());
@@ -591,6 +609,37 @@ fn configure(
     Ok(())
 }
 
+/// HTTP transport options from the repository configuration, plus a whole-request
+/// timeout (reqwest's default has none, so a silent server would hang a fetch).
+fn http_options(
+    repo: &gix::Repository,
+    inner: &Inner,
+) -> gix::Result<Option<Box<dyn std::any::Any>>> {
+    use gix::protocol::transport::client::blocking_io::http;
+    if !matches!(
+        inner.url.scheme,
+        gix::url::Scheme::Http | gix::url::Scheme::Https
+    ) {
+        return Ok(None);
+    }
+    let url = inner.url.to_bstring();
+    let Some(options) = repo.transport_options(url.as_bstr(), None)? else {
+        return Ok(None);
+    };
+    let Ok(mut options) = options.downcast::<http::Options>() else {
+        return Ok(None);
+    };
+    let timeout = inner.fetch_timeout;
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(builder.timeout(timeout).connect_timeout(timeout))
+        })),
+        configure_request: None,
+    };
+    options.backend = Some(Arc::new(Mutex::new(backend)));
+    Ok(Some(options))
+}
+
 /// Maps a gix error of the network phase onto a [`SourceError`], with every
 /// secret scrubbed from the message.
 fn remote_error(
@@ -643,7 +692,6 @@ fn remote_error(
 }
 
 fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, SourceError> {
-    let _guard = lock(&inner.fetch_lock);
     let mut repo = inner.repo.to_thread_local();
 
     // A pinned commit never changes: no network once it is in the cache.
@@ -673,6 +721,9 @@ fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, 
         .map_err(net)?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
     let mut connection = remote.connect(gix::remote::Direction::Fetch).map_err(net)?;
+    if let Some(options) = http_options(&repo, inner).map_err(net)? {
+        connection = connection.with_transport_options(options);
+    }
     let basic = match &credentials {
         Some(Credentials::Basic { username, password }) => {
             Some((username.clone(), password.expose().to_owned()))

@@ -331,3 +331,44 @@ fn subdirectory_path_and_history() {
     let err = rt.block_on(bad.snapshot(&rev)).expect_err("no such dir");
     assert!(matches!(err, SourceError::Rejected { .. }), "{err:?}");
 }
+
+#[test]
+fn history_on_a_shallow_cache_stops_at_the_boundary() {
+    let fx = Fixture::new();
+    fx.commit(&[("f", "1")], "one");
+    let two = fx.commit(&[("f", "2")], "two");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, &fx.url_file(), ReferencePolicy::branch("main"), "c");
+    let rev = rt.block_on(src.poll()).expect("poll");
+    let history = rt.block_on(src.history(None, &rev, 10)).expect("history");
+    let ids: Vec<&str> = history.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [two.as_str()], "depth 1 keeps only the release commit");
+    let three = fx.commit(&[("f", "3")], "three");
+    fx.push();
+    let next = rt.block_on(src.poll()).expect("poll");
+    assert_eq!(next.id, three);
+    let history = rt
+        .block_on(src.history(Some(&rev), &next, 10))
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].id, three);
+}
+
+#[test]
+fn concurrent_polls_of_one_source_agree() {
+    let fx = Fixture::new();
+    let id = fx.commit(&[("f", "1")], "one");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, &fx.url_file(), ReferencePolicy::branch("main"), "c");
+    let results = rt.block_on(async {
+        let a = src.clone();
+        let b = src.clone();
+        let (x, y) = tokio::join!(a.poll(), b.poll());
+        vec![x, y]
+    });
+    for r in results {
+        assert_eq!(r.expect("poll").id, id);
+    }
+}

@@ -191,3 +191,60 @@ fn ssh_urls_through_a_shim() {
     assert!(log.contains("StrictHostKeyChecking=yes"), "{log}");
     assert!(log.contains("id_test"), "{log}");
 }
+
+#[test]
+fn a_silent_server_times_out_as_transient() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let fx = Fixture::new();
+    let rt = runtime();
+    for url in [
+        format!("http://127.0.0.1:{port}/repo.git"),
+        format!("git://127.0.0.1:{port}/repo.git"),
+    ] {
+        let src = GitSource::builder(url.clone(), ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache(if url.starts_with("http") { "h" } else { "g" }))
+            .fetch_timeout(std::time::Duration::from_millis(500))
+            .build()
+            .expect("build");
+        let err = rt.block_on(src.poll()).expect_err("timeout");
+        assert!(
+            matches!(err, SourceError::Unavailable { .. }),
+            "{url}: {err:?}"
+        );
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("timed out"), "{url}: {err}");
+        assert!(
+            err.to_string().contains("no revision has been fetched yet"),
+            "{err}"
+        );
+        // A second poll while the first fetch may still be stuck also fails as transient.
+        let err = rt
+            .block_on(src.poll())
+            .expect_err("still stuck or timed out");
+        assert!(err.is_transient(), "{err:?}");
+    }
+    // git:// has no socket timeout in gix: the stuck worker thread is left behind
+    // (a runtime drop would wait for it).
+    rt.shutdown_background();
+}
+
+#[test]
+fn a_missing_repository_is_reported() {
+    let fx = Fixture::new();
+    let server = HttpServer::start(&fx.root, None, None);
+    let rt = runtime();
+    let src = GitSource::builder(server.url("nope.git"), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("c"))
+        .build()
+        .expect("build");
+    let err = rt.block_on(src.poll()).expect_err("404");
+    assert!(err.to_string().contains("nope.git"), "{err}");
+}
