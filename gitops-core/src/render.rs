@@ -194,6 +194,12 @@ impl DesiredState {
         &self.resources
     }
 
+    /// The resources, ordered by id, giving up the graph (to adjust them and
+    /// build a new state with [`DesiredState::new`]).
+    pub fn into_resources(self) -> Vec<Resource> {
+        self.resources
+    }
+
     /// One resource by id.
     pub fn get(&self, id: &ResourceId) -> Option<&Resource> {
         self.index.get(id).map(|&i| &self.resources[i])

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Revision};
+use crate::plan::Summary;
 
 /// Why a reconcile ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,6 +60,8 @@ pub enum Event {
         result: String,
         /// How long it took.
         duration: Duration,
+        /// The plan's counts: created, updated, deleted, unchanged.
+        summary: Summary,
     },
     /// A resource was created or updated.
     ResourceApplied {

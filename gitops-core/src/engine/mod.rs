@@ -1055,6 +1055,7 @@ impl Inner {
             revision: revision.clone(),
             result: execution.result.to_string(),
             duration: total,
+            summary: plan.summary,
         });
         Ok(SyncReport {
             revision,

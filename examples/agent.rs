@@ -1,0 +1,417 @@
+//! The reference pull agent: keeps a directory equal to a Git repository.
+//!
+//! ```text
+//! cargo run --release --example agent -- --repo <path|url> [--branch B | --tag T | --semver RANGE | --commit SHA]
+//!     [--path SUBDIR] [--render files|manifests] --target-dir DIR [--state-dir DIR]
+//!     [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json]
+//!     [--verify-signers ALLOWED_SIGNERS_FILE] [--prune | --no-prune]
+//!     [--drift revert|ignore|writeback] [--listen 127.0.0.1:PORT]
+//! ```
+//!
+//! Defaults: `--branch main`, `--render files`, `--state-dir
+//! <target-dir>/../.gitops-state`, prune on, drift revert. `--once` syncs once
+//! and exits 0 when converged, 1 otherwise; `--plan` prints the plan and exits
+//! 0 when nothing would change, 2 when changes are pending, 1 on error;
+//! `--json` prints the report or plan as JSON on stdout (logs stay on stderr).
+//! Otherwise it runs until SIGINT or SIGTERM (the first finishes the
+//! resources in flight, a second aborts); SIGHUP, or any HTTP request to
+//! `--listen`, triggers a reconcile (the webhook). Logs: `RUST_LOG`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitops_core::engine::Event;
+use gitops_core::manifest::DRIFT_ANNOTATION;
+use gitops_core::{
+    DesiredState, DriftPolicy, Engine, EngineConfig, FilesRender, ManifestRender, RedbStore,
+    Render, RenderError, Snapshot,
+};
+use gitops_git::{AllowedSigners, GitSource, ReferencePolicy, VerifyMode};
+use gitops_targets::{FsOptions, FsTarget};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::signal::unix::{SignalKind, signal};
+
+const USAGE: &str = "usage: agent --repo <path|url> --target-dir DIR [--branch B | --tag T | --semver RANGE | --commit SHA] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json] [--verify-signers FILE] [--prune | --no-prune] [--drift revert|ignore|writeback] [--listen 127.0.0.1:PORT]";
+
+#[derive(Debug)]
+struct Args {
+    repo: String,
+    policy: ReferencePolicy,
+    path: Option<String>,
+    manifests: bool,
+    target_dir: PathBuf,
+    state_dir: PathBuf,
+    interval: Duration,
+    drift_interval: Duration,
+    once: bool,
+    plan: bool,
+    json: bool,
+    verify_signers: Option<PathBuf>,
+    prune: bool,
+    drift: Option<DriftPolicy>,
+    listen: Option<SocketAddr>,
+}
+
+fn duration(flag: &str, value: &str) -> Result<Duration, String> {
+    let (number, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{flag} {value:?}: expected a duration like 30s, 5m, 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "{flag} {value:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut repo, mut policy, mut path, mut manifests) = (None, None, None, false);
+    let (mut target_dir, mut state_dir, mut verify_signers, mut drift, mut listen) =
+        (None, None, None, None, None);
+    let (mut interval, mut drift_interval) = (Duration::from_secs(30), Duration::from_secs(60));
+    let (mut once, mut plan, mut json, mut prune) = (false, false, false, true);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut set_policy = |p: ReferencePolicy| match policy.replace(p) {
+            Some(_) => Err("give only one of --branch, --tag, --semver, --commit".to_owned()),
+            None => Ok(()),
+        };
+        match flag.as_str() {
+            "--repo" => repo = Some(value()?),
+            "--branch" => set_policy(ReferencePolicy::branch(value()?))?,
+            "--tag" => set_policy(ReferencePolicy::tag(value()?))?,
+            "--semver" => set_policy(ReferencePolicy::semver(value()?))?,
+            "--commit" => set_policy(ReferencePolicy::commit(value()?))?,
+            "--path" => path = Some(value()?),
+            "--render" => match value()?.as_str() {
+                "files" => manifests = false,
+                "manifests" => manifests = true,
+                other => return Err(format!("--render {other:?}: expected files or manifests")),
+            },
+            "--target-dir" => target_dir = Some(PathBuf::from(value()?)),
+            "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
+            "--interval" => interval = duration("--interval", &value()?)?,
+            "--drift-interval" => drift_interval = duration("--drift-interval", &value()?)?,
+            "--once" => once = true,
+            "--plan" => plan = true,
+            "--json" => json = true,
+            "--verify-signers" => verify_signers = Some(PathBuf::from(value()?)),
+            "--prune" => prune = true,
+            "--no-prune" => prune = false,
+            "--drift" => {
+                drift = Some(match value()?.as_str() {
+                    "revert" => DriftPolicy::Revert,
+                    "ignore" => DriftPolicy::Ignore,
+                    "writeback" => return Err("--drift writeback needs Git write-back, which this agent does not have yet; use revert or ignore".into()),
+                    other => return Err(format!("--drift {other:?}: expected revert, ignore or writeback")),
+                })
+            }
+            "--listen" => {
+                let v = value()?;
+                let addr: SocketAddr = v.parse().map_err(|_| format!("--listen {v:?}: expected an address like 127.0.0.1:8080"))?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!("--listen {addr}: only loopback addresses are allowed (put a proxy in front)"));
+                }
+                listen = Some(addr);
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
+    }
+    let repo = repo.ok_or("--repo is required")?;
+    let target_dir: PathBuf = target_dir.ok_or("--target-dir is required")?;
+    if once && plan {
+        return Err("give --once or --plan, not both".into());
+    }
+    let state_dir = state_dir.unwrap_or_else(|| {
+        let parent = target_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        parent.join(".gitops-state")
+    });
+    Ok(Args {
+        repo,
+        policy: policy.unwrap_or_else(|| ReferencePolicy::branch("main")),
+        path,
+        manifests,
+        target_dir,
+        state_dir,
+        interval,
+        drift_interval,
+        once,
+        plan,
+        json,
+        verify_signers,
+        prune,
+        drift,
+        listen,
+    })
+}
+
+/// Applies `--drift` to every resource whose manifest does not choose its own policy.
+struct DefaultDrift {
+    inner: Box<dyn Render>,
+    drift: DriftPolicy,
+}
+
+impl Render for DefaultDrift {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let desired = self.inner.render(snapshot)?;
+        let revision = desired.revision().clone();
+        let resources = desired
+            .into_resources()
+            .into_iter()
+            .map(|mut r| {
+                if !r.annotations.contains_key(DRIFT_ANNOTATION) {
+                    r.policy.drift = self.drift;
+                }
+                r
+            })
+            .collect();
+        DesiredState::new(revision, resources)
+    }
+}
+
+fn build(args: &Args) -> Result<Engine, String> {
+    let mut source = GitSource::builder(args.repo.clone(), args.policy.clone())
+        .cache_dir(args.state_dir.join("cache"));
+    if let Some(path) = &args.path {
+        source = source.path(path.clone());
+    }
+    if let Some(file) = &args.verify_signers {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--verify-signers {}: {e}", file.display()))?;
+        let signers = AllowedSigners::parse(&text)
+            .map_err(|e| format!("--verify-signers {}: {e}", file.display()))?;
+        source = source.verify(VerifyMode::Head, signers);
+    }
+    let source = source.build().map_err(|e| e.to_string())?;
+    let render: Box<dyn Render> = if args.manifests {
+        Box::new(ManifestRender::new())
+    } else {
+        Box::new(FilesRender::new())
+    };
+    let render: Arc<dyn Render> = match args.drift {
+        Some(drift) => Arc::new(DefaultDrift {
+            inner: render,
+            drift,
+        }),
+        None => Arc::from(render),
+    };
+    let target = FsTarget::open_with(&args.target_dir, FsOptions::default().create_root(true))
+        .map_err(|e| format!("--target-dir {}: {e}", args.target_dir.display()))?;
+    let store = RedbStore::open(&args.state_dir)
+        .map_err(|e| format!("--state-dir {}: {e}", args.state_dir.display()))?;
+    Engine::builder()
+        .source(Arc::new(source))
+        .render(render)
+        .target(Arc::new(target))
+        .store(Arc::new(store))
+        .config(EngineConfig {
+            interval: args.interval,
+            drift_interval: args.drift_interval,
+            prune: args.prune,
+            ..EngineConfig::default()
+        })
+        .name("agent")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}
+
+/// Prints a progress bar while a sync runs and one summary line when it ends.
+async fn narrate(engine: Engine) {
+    let mut events = engine.subscribe();
+    let mut bar: Option<ProgressBar> = None;
+    while let Ok(event) = events.recv().await {
+        match event {
+            Event::SyncStarted { .. } => {
+                let b = ProgressBar::new_spinner();
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} {pos} resources {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                b.enable_steady_tick(Duration::from_millis(120));
+                bar = Some(b);
+            }
+            Event::ResourceApplied { id, action } => {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(format!("{action} {id}"));
+                }
+            }
+            Event::ResourcePruned { id } => {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(format!("delete {id}"));
+                }
+            }
+            Event::ResourceFailed { error, .. } => eprintln!("  failed: {error}"),
+            Event::Stalled { reason, .. } => eprintln!("stalled: {reason}"),
+            Event::SyncFinished {
+                revision,
+                result,
+                duration,
+                summary,
+            } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                eprintln!(
+                    "{revision}: {result}, {} created, {} updated, {} deleted, {} unchanged in {duration:.1?}",
+                    summary.create, summary.update, summary.delete, summary.unchanged
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Any HTTP request to the listener triggers a reconcile (a webhook receiver).
+async fn webhook(addr: SocketAddr, engine: Engine) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--listen {addr}: {e}"))?;
+    tracing::info!(%addr, "webhook listening");
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = engine.handle();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+            handle.reconcile_now();
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        });
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, String> {
+    let engine = build(&args)?;
+    if args.plan {
+        let plan = engine.plan().await.map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            if args.json {
+                to_json(&plan)?
+            } else {
+                plan.to_string()
+            }
+        );
+        return Ok(if plan.has_changes() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if args.once {
+        let report = engine.sync_once().await.map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            if args.json {
+                to_json(&report)?
+            } else {
+                report.to_string()
+            }
+        );
+        return Ok(if report.converged() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    if !args.json {
+        tokio::spawn(narrate(engine.clone()));
+    }
+    if let Some(addr) = args.listen {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = webhook(addr, engine).await {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
+    let handle = engine.handle();
+    let agent = tokio::spawn(async move { engine.run().await });
+    tokio::pin!(agent);
+    loop {
+        tokio::select! {
+            result = &mut agent => {
+                return match result {
+                    Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
+            _ = interrupt.recv() => { eprintln!("shutting down (again to abort)"); handle.shutdown() }
+            _ = terminate.recv() => { eprintln!("shutting down (again to abort)"); handle.shutdown() }
+            _ = hangup.recv() => handle.reconcile_now(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One-shot runs end with one clear line; the long-lived agent logs warnings.
+    let default_filter = if args.once || args.plan {
+        "error"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
