@@ -1,1 +1,78 @@
-//! Runnable examples for the gitops library; see the `[[example]]` entries in Cargo.toml.
+//! Runnable examples for the gitops library (see the `[[example]]` entries
+//! in Cargo.toml), and the small helper they share to make a demo Git
+//! repository with the `git` command.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A Git repository in a directory, driven with the `git` command under a
+/// fixed identity and without the user's configuration.
+#[derive(Debug, Clone)]
+pub struct DemoRepo {
+    dir: PathBuf,
+}
+
+impl DemoRepo {
+    /// Creates (`git init -b main`) a repository in `dir`.
+    pub fn init(dir: impl Into<PathBuf>) -> Result<Self, String> {
+        let repo = Self { dir: dir.into() };
+        std::fs::create_dir_all(&repo.dir).map_err(|e| format!("{}: {e}", repo.dir.display()))?;
+        repo.git(&["init", "-q", "-b", "main"])?;
+        Ok(repo)
+    }
+
+    /// The repository's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A `file://` URL for it.
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    /// Writes one file (creating directories).
+    pub fn write(&self, path: &str, content: &str) -> Result<(), String> {
+        let full = self.dir.join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&full, content).map_err(|e| format!("{}: {e}", full.display()))
+    }
+
+    /// Deletes one file.
+    pub fn remove(&self, path: &str) -> Result<(), String> {
+        let full = self.dir.join(path);
+        std::fs::remove_file(&full).map_err(|e| format!("{}: {e}", full.display()))
+    }
+
+    /// Commits everything and returns the new commit id.
+    pub fn commit(&self, message: &str) -> Result<String, String> {
+        self.git(&["add", "-A"])?;
+        self.git(&["commit", "-q", "-m", message])?;
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Runs `git` in the repository; returns its trimmed standard output.
+    pub fn git(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("git")
+            .current_dir(&self.dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Ada Operator")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada Operator")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+            .output()
+            .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+}

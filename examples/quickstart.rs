@@ -11,12 +11,12 @@
 //! audit trail. Needs only `git` on the PATH.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::engine::{Event, Trigger};
 use gitops_core::{AuditQuery, Engine, EngineConfig, ManifestRender, RedbStore};
+use gitops_examples::DemoRepo;
 use gitops_git::{GitSource, ReferencePolicy};
 use gitops_targets::FsTarget;
 use tokio::sync::broadcast::Receiver;
@@ -39,41 +39,6 @@ fn file_manifest(name: &str, depends_on: &[&str], content: &str) -> String {
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     )
-}
-
-/// Runs git in `repo` with a fixed identity and no user configuration.
-fn git(repo: &Path, args: &[&str]) -> Result<(), Error> {
-    let output = Command::new("git")
-        .current_dir(repo)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Ada Operator")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada Operator")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Commits everything and returns the new commit id.
-fn commit(repo: &Path, message: &str) -> Result<String, Error> {
-    git(repo, &["add", "-A"])?;
-    git(repo, &["commit", "-q", "-m", message])?;
-    let out = Command::new("git")
-        .current_dir(repo)
-        .args(["rev-parse", "HEAD"])
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Waits until a sync of commit `id` finishes; returns its result.
@@ -161,35 +126,29 @@ async fn main() -> Result<(), Error> {
             .unwrap_or_else(|| "gitops-demo".into()),
     );
     let work = tempfile::tempdir()?;
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(repo.join("deploy"))?;
+    let repo = DemoRepo::init(work.path().join("repo"))?;
     prepare_target(&target_dir)?;
 
     say("A Git repository with three manifests: proxy.conf needs app.conf, which needs db.conf");
-    let deploy = repo.join("deploy");
-    std::fs::write(
-        deploy.join("db.yaml"),
-        file_manifest("db.conf", &[], "url = postgres://db:5432/shop"),
+    repo.write(
+        "deploy/db.yaml",
+        &file_manifest("db.conf", &[], "url = postgres://db:5432/shop"),
     )?;
-    std::fs::write(
-        deploy.join("app.yaml"),
-        file_manifest("app.conf", &["db.conf"], "workers = 4"),
+    repo.write(
+        "deploy/app.yaml",
+        &file_manifest("app.conf", &["db.conf"], "workers = 4"),
     )?;
-    std::fs::write(
-        deploy.join("proxy.yaml"),
-        file_manifest("proxy.conf", &["app.conf"], "upstream = app:8080"),
+    repo.write(
+        "deploy/proxy.yaml",
+        &file_manifest("proxy.conf", &["app.conf"], "upstream = app:8080"),
     )?;
-    git(&repo, &["init", "-q", "-b", "main"])?;
-    let initial = commit(&repo, "Initial release")?;
-    println!("    {}", repo.display());
+    let initial = repo.commit("Initial release")?;
+    println!("    {}", repo.dir().display());
 
-    let source = GitSource::builder(
-        format!("file://{}", repo.display()),
-        ReferencePolicy::branch("main"),
-    )
-    .cache_dir(work.path().join("cache"))
-    .path("deploy")
-    .build()?;
+    let source = GitSource::builder(repo.url(), ReferencePolicy::branch("main"))
+        .cache_dir(work.path().join("cache"))
+        .path("deploy")
+        .build()?;
     let engine = Engine::builder()
         .source(Arc::new(source))
         .render(Arc::new(ManifestRender::new()))
@@ -233,27 +192,27 @@ async fn main() -> Result<(), Error> {
     );
 
     say("A new commit changes app.conf; a webhook asks for a reconcile");
-    std::fs::write(
-        deploy.join("app.yaml"),
-        file_manifest("app.conf", &["db.conf"], "workers = 8"),
+    repo.write(
+        "deploy/app.yaml",
+        &file_manifest("app.conf", &["db.conf"], "workers = 8"),
     )?;
-    let scaled = commit(&repo, "Scale app workers to 8")?;
+    let scaled = repo.commit("Scale app workers to 8")?;
     handle.reconcile_now();
     synced(&mut events, &scaled).await?;
 
     say("proxy.yaml is deleted in Git: the file it made is pruned");
-    std::fs::remove_file(deploy.join("proxy.yaml"))?;
-    let retired = commit(&repo, "Retire the proxy")?;
+    repo.remove("deploy/proxy.yaml")?;
+    let retired = repo.commit("Retire the proxy")?;
     handle.reconcile_now();
     synced(&mut events, &retired).await?;
     show_dir(&target_dir)?;
 
     say("A broken commit: db.conf now depends on app.conf, a cycle");
-    std::fs::write(
-        deploy.join("db.yaml"),
-        file_manifest("db.conf", &["app.conf"], "url = postgres://db:5432/shop"),
+    repo.write(
+        "deploy/db.yaml",
+        &file_manifest("db.conf", &["app.conf"], "url = postgres://db:5432/shop"),
     )?;
-    commit(&repo, "Make db depend on app (oops)")?;
+    repo.commit("Make db depend on app (oops)")?;
     handle.reconcile_now();
     let reason = wait_for(&mut events, |e| match e {
         Event::Stalled { reason, .. } => Some(reason.clone()),
