@@ -501,7 +501,7 @@ impl Engine {
             Some(rev) => rev,
             None => self.inner.source.poll().await?,
         };
-        let prepared = self.inner.prepare(&revision).await?;
+        let (prepared, _, _) = self.inner.prepare(&revision).await?;
         let desired = &prepared.desired;
         let inventory = self
             .inner
@@ -805,7 +805,10 @@ impl Inner {
     }
 
     /// The rendered revision, from the cache when the revision is unchanged.
-    async fn prepare(&self, revision: &Revision) -> Result<Arc<Prepared>, EngineError> {
+    async fn prepare(
+        &self,
+        revision: &Revision,
+    ) -> Result<(Arc<Prepared>, Duration, Duration), EngineError> {
         let cached = self
             .cache
             .lock()
@@ -814,9 +817,12 @@ impl Inner {
             .filter(|(id, _)| *id == revision.id)
             .map(|(_, p)| p.clone());
         if let Some(prepared) = cached {
-            return Ok(prepared);
+            return Ok((prepared, Duration::ZERO, Duration::ZERO));
         }
+        let fetch_started = Instant::now();
         let snapshot = self.source.snapshot(revision).await?;
+        let fetch = fetch_started.elapsed();
+        let render_started = Instant::now();
         let desired = self
             .render
             .render(&snapshot)
@@ -825,10 +831,11 @@ impl Inner {
                 source,
             })?;
         let digests = desired.resources().iter().map(|r| r.digest()).collect();
+        let render = render_started.elapsed();
         let prepared = Arc::new(Prepared { desired, digests });
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((revision.id.clone(), prepared.clone()));
-        Ok(prepared)
+        Ok((prepared, fetch, render))
     }
 
     /// Observes the desired resources in chunks and plans. Keeps the
@@ -920,8 +927,7 @@ impl Inner {
             revision: revision.clone(),
             trigger,
         });
-        let fetch_started = Instant::now();
-        let prepared = match self.prepare(&revision).await {
+        let (prepared, fetch, render) = match self.prepare(&revision).await {
             Ok(p) => p,
             Err(EngineError::Source(source)) if trigger == Trigger::Rollback => {
                 return Err(EngineError::Rollback {
@@ -932,8 +938,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         let desired = &prepared.desired;
-        // Snapshot and render are one cached step; both are counted as fetch.
-        let fetch = fetch_started.elapsed();
+        // Both are zero when the revision was already rendered (drift checks, retries).
 
         let plan_started = Instant::now();
         let loaded = self
@@ -1066,7 +1071,7 @@ impl Inner {
             outcomes: execution.outcomes,
             timings: Timings {
                 fetch,
-                render: Duration::ZERO,
+                render,
                 plan: plan_time,
                 apply: execution.apply_time,
                 prune: execution.prune_time,

@@ -102,9 +102,9 @@ impl fmt::Display for SyncResult {
 /// Time spent in each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Timings {
-    /// Poll and snapshot.
+    /// Reading the snapshot (zero when the revision was already rendered).
     pub fetch: Duration,
-    /// Render.
+    /// Rendering it (zero when cached).
     pub render: Duration,
     /// Observe and plan.
     pub plan: Duration,
