@@ -74,10 +74,15 @@ impl Credentials {
         Credentials::Bearer(token.into())
     }
 
-    pub(crate) fn secret(&self) -> &str {
+    /// The strings that must never be shown (a user name without a password
+    /// is a token, as in `https://<token>@host/repo`).
+    pub(crate) fn secrets(&self) -> Vec<String> {
         match self {
-            Credentials::Basic { password, .. } => password.expose(),
-            Credentials::Bearer(token) => token.expose(),
+            Credentials::Basic { username, password } if password.expose().is_empty() => {
+                vec![username.clone()]
+            }
+            Credentials::Basic { password, .. } => vec![password.expose().to_owned()],
+            Credentials::Bearer(token) => vec![token.expose().to_owned()],
         }
     }
 }

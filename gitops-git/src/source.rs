@@ -186,8 +186,15 @@ fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, GitError> {
         std::fs::create_dir_all(dir).map_err(|e| cache_err(e.to_string()))?;
         gix::init_bare(dir).map_err(|e| cache_err(chain(&e)))?;
     }
-    let repo =
-        gix::open_opts(dir, gix::open::Options::isolated()).map_err(|e| cache_err(chain(&e)))?;
+    // Every fetch that brings something adds a pack; leave room for many
+    // (gix sizes its index slots once, when the repository is opened).
+    let options = gix::open::Options::isolated().object_store_slots(
+        gix::odb::store::init::Slots::AsNeededByDiskState {
+            multiplier: 2.0,
+            minimum: 1024,
+        },
+    );
+    let repo = gix::open_opts(dir, options).map_err(|e| cache_err(chain(&e)))?;
     if !repo.is_bare() {
         return Err(cache_err("not a bare repository".to_owned()));
     }
@@ -707,7 +714,7 @@ fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, 
     }
 
     let credentials = inner.credentials.get(&inner.location);
-    let secrets: Vec<String> = credentials.iter().map(|c| c.secret().to_owned()).collect();
+    let secrets: Vec<String> = credentials.iter().flat_map(Credentials::secrets).collect();
     let net = |e: gix::Error| remote_error(inner, &e, &secrets, credentials.as_ref());
     configure(&mut repo, inner, credentials.as_ref()).map_err(net)?;
     let remote = repo
@@ -803,6 +810,9 @@ fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, 
             .receive(gix::progress::Discard, interrupt)
             .map_err(net)?;
         pack_received = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+        if pack_received {
+            consolidate_packs(&inner.cache_dir);
+        }
     } else {
         drop(prepare);
     }
@@ -852,6 +862,64 @@ fn fetch_blocking(inner: &Inner, interrupt: &AtomicBool) -> Result<PollOutcome, 
         pack_received,
         contacted_remote: true,
     })
+}
+
+/// More packs than this in the cache and they are consolidated.
+const MAX_PACKS: usize = 50;
+
+/// Keeps the number of packs bounded: every fetch that brings objects adds one,
+/// and gix has no repack. When there are more than [`MAX_PACKS`], runs
+/// `git repack -a -d --keep-unreachable` in the cache (earlier revisions stay
+/// readable for rollback) (best effort: without the `git` binary the
+/// cache keeps growing by one pack per change, and a warning is logged).
+fn consolidate_packs(cache_dir: &Path) {
+    let pack_dir = cache_dir.join("objects").join("pack");
+    let Ok(entries) = std::fs::read_dir(&pack_dir) else {
+        return;
+    };
+    let packs = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+        .count();
+    if packs <= MAX_PACKS {
+        return;
+    }
+    let result = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(cache_dir)
+        .args([
+            "-c",
+            "gc.auto=0",
+            "repack",
+            "-a",
+            "-d",
+            "-q",
+            "--keep-unreachable",
+        ])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match result {
+        Ok(out) if out.status.success() => {
+            tracing::debug!(cache = %cache_dir.display(), packs, "consolidated cache packs");
+        }
+        Ok(out) => tracing::warn!(
+            cache = %cache_dir.display(),
+            packs,
+            stderr = %String::from_utf8_lossy(&out.stderr),
+            "git repack of the cache failed"
+        ),
+        Err(e) => tracing::warn!(
+            cache = %cache_dir.display(),
+            packs,
+            error = %e,
+            "cannot run git to consolidate the cache's packs"
+        ),
+    }
 }
 
 /// Verifies (per mode) and builds the revision.

@@ -372,3 +372,32 @@ fn concurrent_polls_of_one_source_agree() {
         assert_eq!(r.expect("poll").id, id);
     }
 }
+
+#[test]
+fn many_changes_keep_the_cache_usable_and_packs_bounded() {
+    let fx = Fixture::new();
+    fx.commit(&[("f", "0")], "zero");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, &fx.url_file(), ReferencePolicy::branch("main"), "c");
+    let mut first = None;
+    for i in 1..=70 {
+        let id = fx.commit(&[("f", &i.to_string())], &format!("change {i}"));
+        fx.push();
+        let rev = rt.block_on(src.poll()).expect("poll");
+        assert_eq!(rev.id, id, "poll {i}");
+        let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+        assert_eq!(snap.get("f"), Some(i.to_string().as_bytes()));
+        first.get_or_insert(rev);
+    }
+    let packs = std::fs::read_dir(src.cache_dir().join("objects/pack"))
+        .expect("pack dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+        .count();
+    assert!(packs <= 51, "{packs} packs");
+    // Earlier revisions are still readable after consolidation.
+    let first = first.expect("polled");
+    let snap = rt.block_on(src.snapshot(&first)).expect("old snapshot");
+    assert_eq!(snap.get("f"), Some(&b"1"[..]));
+}

@@ -57,6 +57,7 @@ fn wrong_credentials_never_leak() {
         "wrong-password-XYZZY",
         "bearer-token-PLUGH",
         "url-password-FROTZ",
+        "url-token-GRUE",
     ];
 
     let cases: Vec<(String, GitSource)> = vec![
@@ -85,6 +86,18 @@ fn wrong_credentials_never_leak() {
                 ReferencePolicy::branch("main"),
             )
             .cache_dir(fx.cache("url"))
+            .build()
+            .expect("build"),
+        ),
+        (
+            "token as url user".into(),
+            GitSource::builder(
+                server
+                    .url("repo.git")
+                    .replace("http://", &format!("http://{}@", secrets[3])),
+                ReferencePolicy::branch("main"),
+            )
+            .cache_dir(fx.cache("token"))
             .build()
             .expect("build"),
         ),
