@@ -203,15 +203,33 @@ fn load_versioned<T: DeserializeOwned + Default>(
     }
 }
 
-fn stored_version(
-    table: &impl ReadableTable<&'static str, (u64, &'static [u8])>,
+/// Compare-and-swap write of a versioned record inside `txn`.
+fn write_versioned(
+    txn: &redb::WriteTransaction,
     path: &Path,
+    definition: TableDefinition<&str, (u64, &[u8])>,
     app: &str,
+    expected: u64,
+    bytes: &[u8],
 ) -> Result<u64, StoreError> {
-    Ok(table
+    let mut table = txn
+        .open_table(definition)
+        .map_err(|e| unavailable(path, e))?;
+    let found = table
         .get(app)
         .map_err(|e| unavailable(path, e))?
-        .map_or(0, |g| g.value().0))
+        .map_or(0, |g| g.value().0);
+    if found != expected {
+        return Err(StoreError::Conflict {
+            app: app.to_owned(),
+            expected,
+            found,
+        });
+    }
+    table
+        .insert(app, (found + 1, bytes))
+        .map_err(|e| unavailable(path, e))?;
+    Ok(found + 1)
 }
 
 fn next_sequence(
@@ -252,23 +270,7 @@ impl StateStore for RedbStore {
             .collect::<Result<_, StoreError>>()?;
         self.blocking(move |db, path| {
             let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
-            let version = {
-                let mut table = txn
-                    .open_table(INVENTORY)
-                    .map_err(|e| unavailable(path, e))?;
-                let found = stored_version(&table, path, &app)?;
-                if found != expected {
-                    return Err(StoreError::Conflict {
-                        app,
-                        expected,
-                        found,
-                    });
-                }
-                table
-                    .insert(app.as_str(), (found + 1, bytes.as_slice()))
-                    .map_err(|e| unavailable(path, e))?;
-                found + 1
-            };
+            let version = write_versioned(&txn, path, INVENTORY, &app, expected, &bytes)?;
             if !audit.is_empty() {
                 let mut records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
                 let mut by_id = txn
@@ -412,21 +414,7 @@ impl StateStore for RedbStore {
         let bytes = encode(&self.path, record)?;
         self.blocking(move |db, path| {
             let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
-            let version = {
-                let mut table = txn.open_table(RECORD).map_err(|e| unavailable(path, e))?;
-                let found = stored_version(&table, path, &app)?;
-                if found != expected {
-                    return Err(StoreError::Conflict {
-                        app,
-                        expected,
-                        found,
-                    });
-                }
-                table
-                    .insert(app.as_str(), (found + 1, bytes.as_slice()))
-                    .map_err(|e| unavailable(path, e))?;
-                found + 1
-            };
+            let version = write_versioned(&txn, path, RECORD, &app, expected, &bytes)?;
             txn.commit().map_err(|e| unavailable(path, e))?;
             Ok(version)
         })

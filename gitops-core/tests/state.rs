@@ -351,7 +351,7 @@ async fn manual_rollback_pins_until_resume() {
         Some(json!({"v": 1})),
         "still pinned"
     );
-    // Drift on the pinned revision is still reverted to the pinned state.
+    // resume() ends the pin: the agent moves on to the newest commit.
     handle.resume();
     assert!(
         eventually(Duration::from_secs(5), || target.get(&id("App/a"))
