@@ -138,22 +138,27 @@ impl Bench {
         });
     }
 
-    /// Observes everything, diffs, re-applies what drifted; returns how many.
-    fn repair(&self, target: &FsTarget) -> usize {
+    /// Observes everything, diffs, re-applies what drifted; returns how many
+    /// and how long the observe + diff part took.
+    fn repair(&self, target: &FsTarget) -> (usize, Duration) {
         self.runtime.block_on(async {
+            let started = Instant::now();
             let observed = target.observe_many(&self.ids).await;
-            let mut repaired = 0;
-            for (r, o) in self.desired.iter().zip(observed) {
-                let drifted = match o.expect("observe") {
+            let drifted: Vec<&Resource> = self
+                .desired
+                .iter()
+                .zip(observed)
+                .filter(|(r, o)| match o.as_ref().expect("observe") {
                     None => true,
-                    Some(o) => target.differs(r, &o).is_some(),
-                };
-                if drifted {
-                    target.apply(r).await.expect("repair");
-                    repaired += 1;
-                }
+                    Some(o) => target.differs(r, o).is_some(),
+                })
+                .map(|(r, _)| r)
+                .collect();
+            let detected = started.elapsed();
+            for r in &drifted {
+                target.apply(r).await.expect("repair");
             }
-            repaired
+            (drifted.len(), detected)
         })
     }
 }
@@ -218,7 +223,7 @@ fn targets(c: &mut Criterion) {
     rsync(&["-a"], &bench.src, &synced);
     let target = FsTarget::open(&synced).expect("open");
     assert_eq!(
-        bench.repair(&target),
+        bench.repair(&target).0,
         0,
         "rsync and FsTarget write the same tree"
     );
@@ -226,29 +231,33 @@ fn targets(c: &mut Criterion) {
     group.bench_function("floor: rsync -a --dry-run on the synced tree", |b| {
         b.iter(|| rsync(&["-a", "--dry-run"], &bench.src, &synced))
     });
-    group.bench_function("reference: open+fstat+read+close of every file, 2 threads", |b| {
-        let paths: Vec<PathBuf> = (0..FILES).map(|i| synced.join(path(i))).collect();
-        b.iter(|| {
-            std::thread::scope(|scope| {
-                for half in paths.chunks(FILES / 2) {
-                    scope.spawn(move || {
-                        for p in half {
-                            let mut f = std::fs::File::open(p).expect("open");
-                            let _ = f.metadata().expect("fstat");
-                            let mut buf = Vec::with_capacity(256);
-                            std::io::Read::read_to_end(&mut f, &mut buf).expect("read");
-                        }
-                    });
-                }
+    group.bench_function(
+        "reference: open+fstat+read+close of every file, 2 threads",
+        |b| {
+            let paths: Vec<PathBuf> = (0..FILES).map(|i| synced.join(path(i))).collect();
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    for half in paths.chunks(FILES / 2) {
+                        scope.spawn(move || {
+                            for p in half {
+                                let mut f = std::fs::File::open(p).expect("open");
+                                let _ = f.metadata().expect("fstat");
+                                let mut buf = Vec::with_capacity(256);
+                                std::io::Read::read_to_end(&mut f, &mut buf).expect("read");
+                            }
+                        });
+                    }
+                })
             })
-        })
-    });
+        },
+    );
     group.bench_function("no-op observe_many of all files", |b| {
         b.iter(|| {
             let observed = bench.runtime.block_on(target.observe_many(&bench.ids));
             assert_eq!(observed.len(), FILES);
         })
     });
+    let mut detect_times = Vec::new();
     group.bench_function("one changed file: observe all, diff, repair", |b| {
         let mut round = 0;
         b.iter_custom(|iters| {
@@ -258,15 +267,70 @@ fn targets(c: &mut Criterion) {
                 let victim = synced.join(path(round * 7919 % FILES));
                 std::fs::write(&victim, format!("drift {round}\n")).expect("drift");
                 let started = Instant::now();
-                let repaired = bench.repair(&target);
+                let (repaired, detected) = bench.repair(&target);
                 total += started.elapsed();
+                detect_times.push(detected);
                 assert_eq!(repaired, 1);
             }
             total
         })
     });
     group.finish();
+    detect_times.sort();
+    if let Some(median) = detect_times.get(detect_times.len() / 2) {
+        println!(
+            "one changed file: observe + diff part, median of {} runs: {median:?} (the rest is the one apply)",
+            detect_times.len()
+        );
+    }
 }
 
-criterion_group!(benches, targets);
+/// The durability trade-off on the first 1,000 files (per-file `fsync` is
+/// too slow to sample 10,000 files ten times).
+fn durability(c: &mut Criterion) {
+    const SUBSET: usize = 1_000;
+    let mut bench = Bench::new();
+    let subset: Vec<Resource> = bench.desired[..SUBSET].to_vec();
+    let ids: Vec<ResourceId> = bench.ids[..SUBSET].to_vec();
+    let mut group = c.benchmark_group("fs durability, 1,000 files");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for (label, durability) in [
+        ("None: apply", Durability::None),
+        (
+            "PerWave (default): apply + wave health (one syncfs)",
+            Durability::PerWave,
+        ),
+        (
+            "PerFile: apply (fsync file + directory each)",
+            Durability::PerFile,
+        ),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dest = bench.empty_dir();
+                    let options = FsOptions::default().durability(durability);
+                    let started = Instant::now();
+                    let target = FsTarget::open_with(&dest, options).expect("open");
+                    bench.apply_all(&target, &subset);
+                    if durability == Durability::PerWave {
+                        bench.runtime.block_on(async {
+                            for id in &ids {
+                                target.health(id).await.expect("health");
+                            }
+                        });
+                    }
+                    total += started.elapsed();
+                    bench.remove(&dest);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, targets, durability);
 criterion_main!(benches);
