@@ -331,6 +331,8 @@ async fn symlink_swapped_in_during_a_sync_never_leads_outside() {
     let f = fixture();
     let target = FsTarget::open(&f.root).expect("open");
     std::fs::create_dir(f.root.join("d")).expect("d");
+    // An unmanaged file keeps d from being pruned when its files are deleted.
+    std::fs::write(f.root.join("d/keep"), b"unmanaged").expect("keep");
     symlink(&f.outside, f.root.join("d.link")).expect("link");
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
