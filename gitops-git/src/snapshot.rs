@@ -45,6 +45,10 @@ pub(crate) struct ReadOptions<'a> {
     pub special: SpecialEntries,
 }
 
+/// Blob contents of the previous snapshot by id: unchanged files are shared,
+/// not read again (a one-file commit reads one blob).
+pub(crate) type BlobCache = std::collections::HashMap<gix::ObjectId, std::sync::Arc<[u8]>>;
+
 fn rejected(path: impl Into<String>, reason: impl Into<String>) -> SourceError {
     SourceError::Rejected {
         path: path.into(),
@@ -65,6 +69,8 @@ pub(crate) fn read(
     revision: &Revision,
     commit_id: gix::ObjectId,
     options: &ReadOptions<'_>,
+    previous: &BlobCache,
+    next: &mut BlobCache,
 ) -> Result<Snapshot, SourceError> {
     let commit = repo
         .find_commit(commit_id)
@@ -141,10 +147,14 @@ pub(crate) fn read(
                             ),
                         ));
                     }
-                    let header = repo
-                        .find_header(id)
-                        .map_err(|e| objects(format!("blob {id} at {path}"), e))?;
-                    let size = header.size();
+                    let cached = previous.get(&id).cloned();
+                    let size = match &cached {
+                        Some(data) => data.len() as u64,
+                        None => repo
+                            .find_header(id)
+                            .map_err(|e| objects(format!("blob {id} at {path}"), e))?
+                            .size(),
+                    };
                     if size > limits.max_file_bytes {
                         return Err(rejected(
                             path,
@@ -164,10 +174,15 @@ pub(crate) fn read(
                             ),
                         ));
                     }
-                    let mut blob = repo
-                        .find_blob(id)
-                        .map_err(|e| objects(format!("blob {id} at {path}"), e))?;
-                    let data = blob.take_data();
+                    let data: std::sync::Arc<[u8]> = match cached {
+                        Some(data) => data,
+                        None => repo
+                            .find_blob(id)
+                            .map_err(|e| objects(format!("blob {id} at {path}"), e))?
+                            .take_data()
+                            .into(),
+                    };
+                    next.insert(id, data.clone());
                     snapshot
                         .insert(path, data, matches!(kind, EntryKind::BlobExecutable))
                         .map_err(|e| rejected(e.path, e.reason))?;

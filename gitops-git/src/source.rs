@@ -164,6 +164,7 @@ impl GitSourceBuilder {
                 verify: self.verify,
                 last_good: Mutex::new(None),
                 fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
+                blob_cache: Mutex::new(Default::default()),
             }),
         })
     }
@@ -227,6 +228,7 @@ struct Inner {
     verify: Option<(VerifyMode, AllowedSigners)>,
     last_good: Mutex<Option<Revision>>,
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
+    blob_cache: Mutex<crate::snapshot::BlobCache>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -452,7 +454,11 @@ fn snapshot_blocking(inner: &Inner, revision: &Revision) -> Result<Snapshot, Sou
     if let Some((VerifyMode::Head | VerifyMode::TagAndHead, signers)) = &inner.verify {
         verify_commit(&repo, id, signers)?;
     }
-    crate::snapshot::read(
+    // Blobs of the previous snapshot are reused (a concurrent snapshot just
+    // finds the cache empty and reads everything).
+    let previous = std::mem::take(&mut *lock(&inner.blob_cache));
+    let mut next = crate::snapshot::BlobCache::with_capacity(previous.len());
+    let snapshot = crate::snapshot::read(
         &repo,
         revision,
         id,
@@ -461,7 +467,11 @@ fn snapshot_blocking(inner: &Inner, revision: &Revision) -> Result<Snapshot, Sou
             limits: inner.limits,
             special: inner.special,
         },
-    )
+        &previous,
+        &mut next,
+    );
+    *lock(&inner.blob_cache) = if snapshot.is_ok() { next } else { previous };
+    snapshot
 }
 
 fn history_blocking(
