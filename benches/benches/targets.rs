@@ -17,8 +17,18 @@ use gitops_core::files::file_spec;
 use gitops_core::{Resource, ResourceId, Target};
 use gitops_targets::{Durability, FsOptions, FsTarget};
 
-const FILES: usize = 10_000;
-const DIRS: usize = 1_000;
+/// Files and directories of the tree: 10,000 in 1,000 under `cargo bench`,
+/// a tenth of that when `cargo test --all-targets` runs each benchmark once.
+fn sizes() -> (usize, usize) {
+    static SIZES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *SIZES.get_or_init(|| {
+        if std::env::args().any(|a| a == "--bench") {
+            (10_000, 1_000)
+        } else {
+            (1_000, 100)
+        }
+    })
+}
 /// What the engine applies at once by default (`EngineConfig::concurrency`).
 const CONCURRENCY: usize = 8;
 
@@ -32,11 +42,11 @@ fn content(i: usize, generation: usize) -> String {
 }
 
 fn path(i: usize) -> String {
-    format!("app{:03}/conf{:05}.conf", i % DIRS, i)
+    format!("app{:03}/conf{:05}.conf", i % sizes().1, i)
 }
 
 fn resources(generation: usize) -> Vec<Resource> {
-    (0..FILES)
+    (0..sizes().0)
         .map(|i| {
             let p = path(i);
             let id = ResourceId::new("File", p.as_str()).expect("valid id");
@@ -47,7 +57,7 @@ fn resources(generation: usize) -> Vec<Resource> {
 
 /// The same tree as plain files: the source rsync copies from.
 fn write_tree(dir: &Path) {
-    for i in 0..FILES {
+    for i in 0..sizes().0 {
         let p = dir.join(path(i));
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, content(i, 0)).expect("write");
@@ -234,10 +244,10 @@ fn targets(c: &mut Criterion) {
     group.bench_function(
         "reference: open+fstat+read+close of every file, 2 threads",
         |b| {
-            let paths: Vec<PathBuf> = (0..FILES).map(|i| synced.join(path(i))).collect();
+            let paths: Vec<PathBuf> = (0..sizes().0).map(|i| synced.join(path(i))).collect();
             b.iter(|| {
                 std::thread::scope(|scope| {
-                    for half in paths.chunks(FILES / 2) {
+                    for half in paths.chunks(sizes().0 / 2) {
                         scope.spawn(move || {
                             for p in half {
                                 let mut f = std::fs::File::open(p).expect("open");
@@ -254,7 +264,7 @@ fn targets(c: &mut Criterion) {
     group.bench_function("no-op observe_many of all files", |b| {
         b.iter(|| {
             let observed = bench.runtime.block_on(target.observe_many(&bench.ids));
-            assert_eq!(observed.len(), FILES);
+            assert_eq!(observed.len(), sizes().0);
         })
     });
     let mut detect_times = Vec::new();
@@ -264,7 +274,7 @@ fn targets(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 round += 1;
-                let victim = synced.join(path(round * 7919 % FILES));
+                let victim = synced.join(path(round * 7919 % sizes().0));
                 std::fs::write(&victim, format!("drift {round}\n")).expect("drift");
                 let started = Instant::now();
                 let (repaired, detected) = bench.repair(&target);
@@ -288,10 +298,10 @@ fn targets(c: &mut Criterion) {
 /// The durability trade-off on the first 1,000 files (per-file `fsync` is
 /// too slow to sample 10,000 files ten times).
 fn durability(c: &mut Criterion) {
-    const SUBSET: usize = 1_000;
+    let subset_len = sizes().0 / 10;
     let mut bench = Bench::new();
-    let subset: Vec<Resource> = bench.desired[..SUBSET].to_vec();
-    let ids: Vec<ResourceId> = bench.ids[..SUBSET].to_vec();
+    let subset: Vec<Resource> = bench.desired[..subset_len].to_vec();
+    let ids: Vec<ResourceId> = bench.ids[..subset_len].to_vec();
     let mut group = c.benchmark_group("fs durability, 1,000 files");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
