@@ -33,17 +33,27 @@ pub struct AllowedSignersError {
 /// One trusted key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AllowedSigner {
+    principals: Vec<String>,
+    key: PublicKey,
+}
+
+impl AllowedSigner {
     /// The principals (usually e-mail addresses) of the key.
-    pub principals: Vec<String>,
-    /// The public key.
-    pub key: PublicKey,
+    pub fn principals(&self) -> &[String] {
+        &self.principals
+    }
+
+    /// The key's SHA-256 fingerprint, as `ssh-keygen -l` prints it.
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
 }
 
 impl fmt::Debug for AllowedSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AllowedSigner")
             .field("principals", &self.principals)
-            .field("key", &self.key.fingerprint(HashAlg::Sha256).to_string())
+            .field("key", &self.fingerprint())
             .finish()
     }
 }
@@ -213,7 +223,8 @@ mod tests {
         );
         let signers = AllowedSigners::parse(&text).expect("parses");
         assert_eq!(signers.signers().len(), 1);
-        assert_eq!(signers.signers()[0].principals, ["alice@example.com"]);
+        assert_eq!(signers.signers()[0].principals(), ["alice@example.com"]);
+        assert!(signers.signers()[0].fingerprint().starts_with("SHA256:"));
         assert!(AllowedSigners::parse("alice ssh-ed25519 !!!").is_err());
         assert!(AllowedSigners::parse("alice nokey").is_err());
     }
