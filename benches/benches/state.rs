@@ -34,6 +34,7 @@ fn audit_record(i: u64, resources: u64) -> AuditRecord {
         author: "Dev <dev@example.com>".into(),
         message: "change".into(),
         trigger: Trigger::Poll,
+        detail: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn main() {
                 error: None,
                 summary: Default::default(),
                 outcomes: Vec::new(),
+                gates: Vec::new(),
                 started_at: SystemTime::now(),
                 finished_at: SystemTime::now(),
             };

@@ -37,6 +37,7 @@
 pub mod diff;
 pub mod engine;
 pub mod files;
+pub mod gate;
 pub mod graph;
 pub mod id;
 pub mod manifest;
@@ -55,6 +56,7 @@ pub mod writeback;
 pub use diff::{Diff, FieldChange};
 pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, SyncReport};
 pub use files::FilesRender;
+pub use gate::{Gate, GateInput, GateResult, GateStage, gate_fn};
 pub use graph::{CycleError, DependencyGraph};
 pub use id::{IdError, ResourceId};
 pub use manifest::ManifestRender;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{ResourceOutcome, SyncResult, Trigger};
+use crate::gate::GateResult;
 use crate::id::ResourceId;
 use crate::model::{Inventory, Revision};
 use crate::plan::Summary;
@@ -106,6 +107,9 @@ pub struct HistoryEntry {
     /// Outcomes of the resources that changed, failed or were skipped
     /// (unchanged ones are only counted, to keep entries small).
     pub outcomes: Vec<ResourceOutcome>,
+    /// Gates that ran, with their output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateResult>,
     /// When it started.
     pub started_at: SystemTime,
     /// When it ended.
@@ -124,6 +128,8 @@ pub enum AuditAction {
     Delete,
     /// Drift recorded in Git instead of reverted.
     Writeback,
+    /// A quality gate ran (the id is `Gate/<name>`; `detail` has its output).
+    Gate,
 }
 
 /// One change applied to the target: who, why, what, when, from which revision.
@@ -149,6 +155,9 @@ pub struct AuditRecord {
     pub message: String,
     /// What triggered the sync.
     pub trigger: Trigger,
+    /// Extra detail: a gate's verdict and output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Which audit records to return; all filters are optional and combine.

@@ -68,6 +68,9 @@ pub struct EngineConfig {
     /// redeploy the last healthy revision and mark the failed one bad until
     /// a newer commit arrives (default off).
     pub auto_rollback: bool,
+    /// Limit for each quality gate (default 10 min); a gate that takes
+    /// longer fails.
+    pub gate_timeout: Duration,
     /// After a manual rollback, advance again by itself once a commit newer
     /// than the one rolled back from appears (default off: stay pinned until
     /// `resume()`).
@@ -92,6 +95,7 @@ impl Default for EngineConfig {
             allow_empty: false,
             auto_rollback: false,
             unpin_on_new_commit: false,
+            gate_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -168,6 +168,7 @@ impl AuditContext<'_> {
             author: self.revision.author.clone(),
             message: self.revision.summary().to_owned(),
             trigger: self.trigger,
+            detail: None,
         }
     }
 }

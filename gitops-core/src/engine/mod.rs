@@ -49,6 +49,7 @@ pub use config::{EngineConfig, RetryPolicy};
 pub use events::{Event, Trigger};
 pub use report::{Outcome, ResourceOutcome, SyncReport, SyncResult, Timings};
 
+use crate::gate::{Gate, GateInput, GateResult, GateStage};
 use crate::model::{DriftPolicy, Inventory, Observed, Revision};
 use crate::plan::{Change, Plan, PlanError, Planner};
 use crate::render::{DesiredState, Render, RenderError};
@@ -182,6 +183,8 @@ pub(crate) struct Inner {
     target: Arc<dyn Target>,
     store: Arc<dyn StateStore>,
     writeback: Option<Arc<dyn Writeback>>,
+    pre_gates: Vec<Arc<dyn Gate>>,
+    post_gates: Vec<Arc<dyn Gate>>,
     events: broadcast::Sender<Event>,
     status: watch::Sender<Status>,
     trigger: Notify,
@@ -204,6 +207,8 @@ pub struct EngineBuilder {
     target: Option<Arc<dyn Target>>,
     store: Option<Arc<dyn StateStore>>,
     writeback: Option<Arc<dyn Writeback>>,
+    pre_gates: Vec<Arc<dyn Gate>>,
+    post_gates: Vec<Arc<dyn Gate>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -242,6 +247,19 @@ impl EngineBuilder {
     /// Where `writeback`-policy drift goes (default: none; such drift is reported only).
     pub fn writeback(mut self, writeback: Arc<dyn Writeback>) -> Self {
         self.writeback = Some(writeback);
+        self
+    }
+
+    /// A gate that must pass before a revision with changes is applied.
+    pub fn pre_sync_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.pre_gates.push(gate);
+        self
+    }
+
+    /// A gate that must pass after a revision with changes was applied and
+    /// found healthy; a failure marks the revision failed.
+    pub fn post_sync_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.post_gates.push(gate);
         self
     }
 
@@ -295,6 +313,8 @@ impl EngineBuilder {
                 target: self.target.ok_or_else(|| missing("a target"))?,
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 writeback: self.writeback,
+                pre_gates: self.pre_gates,
+                post_gates: self.post_gates,
                 events,
                 status,
                 trigger: Notify::new(),
@@ -962,6 +982,47 @@ impl Inner {
             revision: &revision,
             trigger,
         };
+        // Gates judge changes; a no-op reconcile (a drift check that finds
+        // nothing) does not run a test suite again.
+        let plan = Arc::new(plan);
+        let mut gates = Vec::new();
+        if plan.has_changes() && !self.pre_gates.is_empty() {
+            gates = self
+                .run_gates(
+                    GateStage::PreSync,
+                    &revision,
+                    &plan,
+                    &audit,
+                    &inventory,
+                    &mut version,
+                )
+                .await?;
+            if gates.iter().any(|g| !g.passed) {
+                let total = started.elapsed();
+                self.emit(Event::SyncFinished {
+                    revision: revision.clone(),
+                    result: SyncResult::GateFailed.to_string(),
+                    duration: total,
+                    summary: plan.summary,
+                });
+                return Ok(SyncReport {
+                    revision,
+                    trigger,
+                    started_at,
+                    result: SyncResult::GateFailed,
+                    plan: Arc::unwrap_or_clone(plan),
+                    outcomes: Vec::new(),
+                    gates,
+                    timings: Timings {
+                        fetch,
+                        render,
+                        plan: plan_time,
+                        total,
+                        ..Timings::default()
+                    },
+                });
+            }
+        }
         let execution = self
             .execute(
                 &prepared,
@@ -1053,12 +1114,30 @@ impl Inner {
             }
         }
 
+        let mut result = execution.result;
+        if result == SyncResult::Converged && plan.has_changes() && !self.post_gates.is_empty() {
+            let post = self
+                .run_gates(
+                    GateStage::PostSync,
+                    &revision,
+                    &plan,
+                    &audit,
+                    &inventory,
+                    &mut version,
+                )
+                .await?;
+            if post.iter().any(|g| !g.passed) {
+                result = SyncResult::Failed;
+            }
+            gates.extend(post);
+        }
+
         let total = started.elapsed();
         self.status
             .send_modify(|s| s.drift = execution.drift.clone());
         self.emit(Event::SyncFinished {
             revision: revision.clone(),
-            result: execution.result.to_string(),
+            result: result.to_string(),
             duration: total,
             summary: plan.summary,
         });
@@ -1066,9 +1145,10 @@ impl Inner {
             revision,
             trigger,
             started_at,
-            result: execution.result,
-            plan,
+            result,
+            plan: Arc::unwrap_or_clone(plan),
             outcomes: execution.outcomes,
+            gates,
             timings: Timings {
                 fetch,
                 render,
@@ -1078,6 +1158,63 @@ impl Inner {
                 total,
             },
         })
+    }
+
+    /// Runs the gates of `stage` in order (stopping at the first failure),
+    /// each under the gate timeout, and records every verdict in the audit log.
+    async fn run_gates(
+        &self,
+        stage: GateStage,
+        revision: &Revision,
+        plan: &Arc<Plan>,
+        audit: &executor::AuditContext<'_>,
+        inventory: &Inventory,
+        version: &mut u64,
+    ) -> Result<Vec<GateResult>, EngineError> {
+        let gates = match stage {
+            GateStage::PreSync => &self.pre_gates,
+            GateStage::PostSync => &self.post_gates,
+        };
+        let input = GateInput {
+            stage,
+            revision: revision.clone(),
+            plan: plan.clone(),
+        };
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for gate in gates {
+            let started = Instant::now();
+            let verdict = tokio::time::timeout(self.config.gate_timeout, gate.check(&input))
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.config.gate_timeout)));
+            let (passed, output) = match verdict {
+                Ok(out) => (true, out),
+                Err(out) => (false, out),
+            };
+            tracing::info!(gate = gate.name(), ?stage, passed, "gate");
+            if let Ok(id) = crate::id::ResourceId::new("Gate", gate.name()) {
+                let mut record = audit.record(&id, AuditAction::Gate, None, None);
+                let verdict = if passed { "passed" } else { "failed" };
+                record.detail = Some(format!("{stage:?} {verdict}: {output}"));
+                records.push(record);
+            }
+            results.push(GateResult {
+                name: gate.name().to_owned(),
+                stage,
+                passed,
+                output,
+                duration: started.elapsed(),
+            });
+            if !passed {
+                break;
+            }
+        }
+        *version = self
+            .store
+            .save_inventory(&self.config.name, inventory, *version, &records)
+            .await
+            .map_err(EngineError::Store)?;
+        Ok(results)
     }
 
     /// Records history, then updates holds, retries, pins and status after
@@ -1138,6 +1275,18 @@ impl Inner {
                 self.status.send_modify(|s| {
                     s.set(ConditionKind::Reconciling, false, reason, "");
                 });
+            }
+            Ok(report) if report.result == SyncResult::GateFailed => {
+                let message = gate_failure(report);
+                self.stall(state, report_revision, "GateFailed", message);
+            }
+            Ok(report) if report.gates.iter().any(|g| !g.passed) => {
+                let message = gate_failure(report);
+                if self.config.auto_rollback {
+                    self.fail_revision(state, report_revision, message).await;
+                } else {
+                    self.stall(state, report_revision, "PostSyncGateFailed", message);
+                }
             }
             Ok(report) => {
                 let unhealthy = report.outcomes.iter().find_map(|o| match &o.outcome {
@@ -1201,6 +1350,7 @@ impl Inner {
                     .filter(|o| o.outcome != Outcome::Unchanged)
                     .cloned()
                     .collect(),
+                gates: report.gates.clone(),
                 started_at: report.started_at,
                 finished_at: now,
             },
@@ -1215,6 +1365,7 @@ impl Inner {
                     error: Some(e.to_string()),
                     summary: Default::default(),
                     outcomes: Vec::new(),
+                    gates: Vec::new(),
                     started_at: now,
                     finished_at: now,
                 }
@@ -1384,4 +1535,15 @@ impl Inner {
             }
         }
     }
+}
+
+/// The first failed gate, as "gate <name> failed: <output>".
+fn gate_failure(report: &SyncReport) -> String {
+    report
+        .gates
+        .iter()
+        .find(|g| !g.passed)
+        .map_or_else(String::new, |g| {
+            format!("gate {} failed: {}", g.name, g.output.trim())
+        })
 }

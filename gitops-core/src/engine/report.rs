@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::gate::GateResult;
 use crate::id::ResourceId;
 use crate::model::Revision;
 use crate::plan::Plan;
@@ -85,6 +86,8 @@ pub enum SyncResult {
     Interrupted,
     /// A plan only (dry run); nothing was changed.
     Planned,
+    /// A pre-sync gate failed; nothing was applied.
+    GateFailed,
 }
 
 impl fmt::Display for SyncResult {
@@ -95,6 +98,7 @@ impl fmt::Display for SyncResult {
             SyncResult::Superseded => "superseded",
             SyncResult::Interrupted => "interrupted",
             SyncResult::Planned => "planned",
+            SyncResult::GateFailed => "blocked by a gate",
         })
     }
 }
@@ -132,6 +136,9 @@ pub struct SyncReport {
     /// Per-resource results, in execution order; resources not touched
     /// (unchanged) are included.
     pub outcomes: Vec<ResourceOutcome>,
+    /// Pre- and post-sync gates that ran, with their output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateResult>,
     /// Time per phase.
     pub timings: Timings,
 }
@@ -172,6 +179,13 @@ impl fmt::Display for SyncReport {
             write!(f, ", {failed} failed, {skipped} skipped")?;
         }
         write!(f, " in {:.1?}", self.timings.total)?;
+        for g in &self.gates {
+            let verdict = if g.passed { "passed" } else { "FAILED" };
+            write!(f, "\n  gate {} ({:?}) {verdict}", g.name, g.stage)?;
+            if !g.passed && !g.output.is_empty() {
+                write!(f, ": {}", g.output.trim())?;
+            }
+        }
         for o in &self.outcomes {
             match &o.outcome {
                 // Errors already name their resource.
