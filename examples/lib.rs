@@ -76,3 +76,9 @@ impl DemoRepo {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 }
+
+/// The README's Rust code blocks, compiled as doc tests so they stay true
+/// (here, where every crate of the workspace is a dependency).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

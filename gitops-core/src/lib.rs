@@ -78,8 +78,3 @@ pub use writeback::{Drifted, Writeback, WritebackError};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;
-
-/// The README's Rust code blocks, compiled as doc tests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
