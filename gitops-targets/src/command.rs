@@ -615,6 +615,24 @@ fn replace_placeholders(arg: &str, id: &ResourceId) -> Option<String> {
     )
 }
 
+/// Kills the process group when dropped while armed: a call whose future is
+/// dropped mid-run (the engine's own call timeout, a cancelled sync) leaves
+/// no process of the group behind. Tokio's `kill_on_drop` alone would kill
+/// only the leader.
+struct GroupGuard(Option<rustix::process::Pid>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 /// Kills every process of the group `pgid`; a group already gone is fine.
 fn kill_group(pgid: Option<rustix::process::Pid>) {
     if let Some(pgid) = pgid {
@@ -726,6 +744,7 @@ impl Config {
         let pgid = child
             .id()
             .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+        let mut guard = GroupGuard(pgid);
         let stdin_pipe = child.stdin.take();
         let stdout_pipe = child.stdout.take();
         let stderr_pipe = child.stderr.take();
@@ -760,6 +779,8 @@ impl Config {
         };
         let result = match outcome {
             Ok(Ok((status, stdout, stderr, dropped))) => {
+                // The leader was reaped: its pid may be reused, never signal it.
+                guard.disarm();
                 let mut stderr = String::from_utf8_lossy(&stderr).trim_end().to_owned();
                 if dropped > 0 {
                     stderr.push_str(&format!(" [{dropped} more bytes of stderr dropped]"));
@@ -786,6 +807,7 @@ impl Config {
         // leader (so it leaves no zombie), then any re-parented members.
         kill_group(pgid);
         let _ = child.wait().await;
+        guard.disarm();
         if self.reap_orphans {
             reap_group(pgid).await;
         }

@@ -487,6 +487,42 @@ async fn hanging_command_is_killed_with_its_group_and_reaped() {
     }
 }
 
+/// The engine cancels a call by dropping its future (its own call timeout):
+/// the whole group is killed then too, not only the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_kills_the_whole_group() {
+    let st = state();
+    let program = scripts().path("hang");
+    let target = CommandTarget::builder()
+        .apply([program.as_str()])
+        .observe([program.as_str()])
+        .delete([program.as_str()])
+        .env("STATE", st.path().to_str().expect("utf-8"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let r = resource("Thing", None, "x", json!({}));
+    let cancelled = tokio::time::timeout(Duration::from_millis(700), target.apply(&r)).await;
+    assert!(cancelled.is_err(), "the outer timeout fired first");
+    let leader = read_pid(st.path(), "leader.pid").await;
+    let child = read_pid(st.path(), "child.pid").await;
+    for (pid, what) in [(leader, "leader"), (child, "grandchild")] {
+        let mut alive = true;
+        for _ in 0..300 {
+            // Gone, or a zombie waiting for its parent: no longer running.
+            if matches!(process_state(pid), None | Some('Z')) {
+                alive = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !alive,
+            "the {what} (pid {pid}) still runs after the call was dropped"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_of_output_are_capped() {
     let r = resource("Thing", None, "x", json!({}));
