@@ -71,8 +71,18 @@ exit 0"#,
 fn scripts() -> &'static Scripts {
     static SCRIPTS_DIR: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS_DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("gitops-targets-scripts-{}", std::process::id()));
+        // Under the target directory, one folder per test process; folders
+        // of processes that are gone are removed.
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("command-scripts");
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for entry in entries.flatten() {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scripts dir");
         for (name, body) in SCRIPTS {
