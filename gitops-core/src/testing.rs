@@ -204,6 +204,7 @@ struct TargetState {
     faults: HashMap<ResourceId, VecDeque<bool>>,
     health: HashMap<ResourceId, VecDeque<Health>>,
     latency: Duration,
+    apply_latency: Duration,
     calls: Vec<(Call, Instant)>,
 }
 
@@ -265,6 +266,11 @@ impl MemoryTarget {
     /// Forgets every injected fault.
     pub fn clear_faults(&self) {
         lock(&self.state).faults.clear();
+    }
+
+    /// Applies sleep this long more than other calls (on tokio's clock).
+    pub fn set_apply_latency(&self, latency: Duration) {
+        lock(&self.state).apply_latency = latency;
     }
 
     /// Every call sleeps this long first (on tokio's clock).
@@ -360,12 +366,17 @@ impl Target for MemoryTarget {
     }
 
     async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
+        let extra = lock(&self.state).apply_latency;
+        if !extra.is_zero() {
+            tokio::time::sleep(extra).await;
+        }
         if let Some(transient) = self.enter(Call::Apply(resource.id.clone())).await {
             return Err(injected(&resource.id, transient));
         }
         lock(&self.state)
             .resources
             .insert(resource.id.clone(), resource.spec.clone());
+        tracing::trace!("memory target applied");
         Ok(())
     }
 

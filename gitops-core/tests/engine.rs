@@ -740,3 +740,29 @@ async fn plan_is_a_dry_run() {
     assert!(w.target.changes().is_empty());
     assert!(w.target.contents().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_that_outlive_their_timeout_fail_transiently() {
+    let mut cfg = config();
+    cfg.call_timeout = Duration::from_secs(5);
+    let w = world_with(cfg, &doc("App/slow", &[], json!({})));
+
+    // A hung apply: the resource fails with a transient timeout, nothing is written.
+    w.target.set_apply_latency(Duration::from_secs(60));
+    let report = w.engine.sync_once().await.expect("observe completes");
+    let outcome = &report.outcomes[0].outcome;
+    assert!(
+        matches!(outcome, Outcome::Failed { transient: true, error } if error.contains("timed out after 5s")),
+        "{report}"
+    );
+    assert!(w.target.get(&id("App/slow")).is_none());
+
+    // A hung observe: the reconcile fails transiently instead of hanging.
+    w.target.set_apply_latency(Duration::ZERO);
+    w.target.set_latency(Duration::from_secs(60));
+    let started = Instant::now();
+    let err = w.engine.sync_once().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("timed out after 5s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}

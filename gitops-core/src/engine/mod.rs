@@ -871,7 +871,17 @@ impl Inner {
         let resources = desired.resources();
         for (chunk_index, chunk) in resources.chunks(self.config.observe_chunk).enumerate() {
             let ids: Vec<_> = chunk.iter().map(|r| r.id.clone()).collect();
-            let results = self.target.observe_many(&ids).await;
+            // One batch is one call: it gets the per-call limit, so a hung
+            // target cannot stall the reconcile.
+            let Ok(results) =
+                tokio::time::timeout(self.config.call_timeout, self.target.observe_many(&ids))
+                    .await
+            else {
+                return Err(EngineError::Observe(TargetError::Timeout {
+                    id: ids[0].clone(),
+                    after: self.config.call_timeout,
+                }));
+            };
             if results.len() != ids.len() {
                 return Err(EngineError::Plan(PlanError::ObservationCount {
                     desired: ids.len(),
