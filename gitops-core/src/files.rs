@@ -5,8 +5,8 @@ use globset::GlobSet;
 use serde_json::json;
 
 use crate::id::ResourceId;
-use crate::model::{Origin, Resource, Snapshot};
-use crate::render::{DesiredState, Render, RenderError};
+use crate::model::{Observed, Origin, Resource, Snapshot, SnapshotFile};
+use crate::render::{DesiredState, FileEdit, Render, RenderError};
 
 /// The kind of the resources made by [`FilesRender`].
 pub const FILE_KIND: &str = "File";
@@ -89,5 +89,46 @@ impl Render for FilesRender {
             resources.push(r);
         }
         DesiredState::new(snapshot.revision().clone(), resources)
+    }
+
+    /// The file's bytes and mode as the target holds them; a file deleted in
+    /// the target is removed from Git.
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        let Some(observed) = observed else {
+            return Ok(FileEdit::Remove);
+        };
+        let refuse = |message: String| RenderError::Writeback {
+            id: resource.id.clone(),
+            origin: resource.origin.clone(),
+            message,
+        };
+        let spec = &observed.spec;
+        let content = spec
+            .get("content")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| refuse("the observed spec has no `content` string".to_owned()))?;
+        let data = match spec.get("encoding").and_then(serde_json::Value::as_str) {
+            None | Some("utf-8") => content.as_bytes().to_vec(),
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(content)
+                .map_err(|e| refuse(format!("observed content is not valid base64: {e}")))?,
+            Some(other) => return Err(refuse(format!("unknown encoding {other:?}"))),
+        };
+        let executable = match spec.get("mode").and_then(serde_json::Value::as_str) {
+            None => file.executable,
+            Some("0755") => true,
+            Some("0644") => false,
+            Some(other) => {
+                return Err(refuse(format!(
+                    "mode {other:?} cannot be stored in Git (only 0644 and 0755)"
+                )));
+            }
+        };
+        Ok(FileEdit::Write { data, executable })
     }
 }

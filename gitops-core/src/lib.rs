@@ -35,6 +35,7 @@
 //! crates behind the traits defined here.
 
 pub mod diff;
+mod edit;
 pub mod engine;
 pub mod files;
 pub mod gate;
@@ -66,7 +67,7 @@ pub use model::{
 };
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
 pub use redb_store::RedbStore;
-pub use render::{DesiredState, Render, RenderError};
+pub use render::{DesiredState, FileEdit, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
 pub use status::{Condition, ConditionKind, Status};
 pub use store::{
@@ -74,7 +75,7 @@ pub use store::{
     StoreError,
 };
 pub use target::{Target, TargetError};
-pub use writeback::{Drifted, Writeback, WritebackError};
+pub use writeback::{Drifted, Writeback, WritebackError, WritebackRequest, WrittenBack};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;

@@ -27,9 +27,10 @@ use std::collections::BTreeMap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
+use crate::edit;
 use crate::id::ResourceId;
-use crate::model::{DriftPolicy, Origin, Policy, Resource, Snapshot, SnapshotFile};
-use crate::render::{DesiredState, Render, RenderError};
+use crate::model::{DriftPolicy, Observed, Origin, Policy, Resource, Snapshot, SnapshotFile};
+use crate::render::{DesiredState, FileEdit, Render, RenderError};
 
 /// Annotation selecting the drift policy: `revert`, `writeback` or `ignore`.
 pub const DRIFT_ANNOTATION: &str = "gitops.rs/drift";
@@ -477,5 +478,86 @@ impl Render for ManifestRender {
             resources
         };
         DesiredState::new(snapshot.revision().clone(), resources)
+    }
+
+    /// Replaces the resource's document with one whose `spec` is the observed
+    /// state, in the file's own format. In YAML and in JSON arrays the other
+    /// documents (and the comments around the document) stay byte-identical;
+    /// comments inside the document are lost and its keys come out sorted. A
+    /// TOML or single-document JSON file is re-serialised whole. A resource
+    /// deleted in the target removes its document (or the file, when it was
+    /// the only one). The result is parsed again and refused unless it renders
+    /// exactly the intended documents.
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        let origin = &resource.origin;
+        let path = origin.path.as_str();
+        let refuse = |message: String| RenderError::Writeback {
+            id: resource.id.clone(),
+            origin: origin.clone(),
+            message,
+        };
+        let docs = self.parse_file(path, &file.data)?;
+        let Some(original) = docs.get(origin.document) else {
+            return Err(refuse(format!(
+                "the file has only {} documents",
+                docs.len()
+            )));
+        };
+        let found = resource_from_document(original.clone(), origin.clone())?;
+        if found.id != resource.id {
+            return Err(refuse(format!("that document is now {}", found.id)));
+        }
+        let replacement = observed.map(|o| {
+            let mut doc = original.clone();
+            if let Value::Object(map) = &mut doc {
+                match &o.spec {
+                    Value::Null => map.remove("spec"),
+                    spec => map.insert("spec".to_owned(), spec.clone()),
+                };
+            }
+            doc
+        });
+        let mut expected = docs.clone();
+        match &replacement {
+            Some(doc) => expected[origin.document] = doc.clone(),
+            None if docs.len() == 1 => return Ok(FileEdit::Remove),
+            None => {
+                expected.remove(origin.document);
+            }
+        }
+        // parse_file checked that the bytes are UTF-8.
+        let text = String::from_utf8_lossy(&file.data);
+        let rewritten = match (Format::of(path), &replacement) {
+            (Format::Yaml, doc) => edit::replace_yaml(&text, origin.document, doc.as_ref()),
+            (Format::Json, Some(doc)) if text.trim_start().starts_with('[') => {
+                edit::replace_json_element(&text, origin.document, doc)
+            }
+            (Format::Json, Some(doc)) => serde_json::to_string_pretty(doc)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string()),
+            (Format::Json, None) => serde_json::to_string_pretty(&expected)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string()),
+            (Format::Toml, Some(doc)) => toml::to_string_pretty(doc).map_err(|e| e.to_string()),
+            (Format::Toml, None) => Ok(String::new()),
+        }
+        .map_err(refuse)?;
+        let reparsed = self
+            .parse_file(path, rewritten.as_bytes())
+            .map_err(|e| refuse(format!("the rewritten file does not parse: {e}")))?;
+        if reparsed != expected {
+            return Err(refuse(
+                "the rewritten file would not hold exactly the intended documents".to_owned(),
+            ));
+        }
+        Ok(FileEdit::Write {
+            data: rewritten.into_bytes(),
+            executable: file.executable,
+        })
     }
 }

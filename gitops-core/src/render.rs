@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::graph::DependencyGraph;
 use crate::id::{IdError, ResourceId};
-use crate::model::{Origin, Resource, Revision, Snapshot};
+use crate::model::{Observed, Origin, Resource, Revision, Snapshot, SnapshotFile};
 
 /// Why a snapshot could not become a desired state. Never transient: the
 /// revision is refused as a whole and the last good state stays deployed.
@@ -97,6 +97,16 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
+    /// A drifted resource cannot be written back into its file.
+    #[error("cannot write {id} back to {origin}: {message}")]
+    Writeback {
+        /// The resource.
+        id: ResourceId,
+        /// The file and document it came from.
+        origin: Origin,
+        /// Why.
+        message: String,
+    },
 }
 
 struct CycleDisplay<'a>(&'a [ResourceId]);
@@ -120,10 +130,43 @@ impl RenderError {
     }
 }
 
+/// How one file changes so that it renders what the target holds (the
+/// Modify strategy, see [`Render::write_back`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileEdit {
+    /// The file's new bytes and executable bit.
+    Write {
+        /// New content.
+        data: Vec<u8>,
+        /// Executable bit.
+        executable: bool,
+    },
+    /// The file goes away (its only resource was deleted in the target).
+    Remove,
+}
+
 /// Turns a [`Snapshot`] into a [`DesiredState`]: the Desired-State step.
 pub trait Render: Send + Sync {
     /// Renders all resources of the snapshot, or refuses the revision whole.
     fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError>;
+
+    /// The inverse, for write-back: rewrites `file` (the bytes of
+    /// `resource.origin.path` at the revision `resource` was rendered from) so
+    /// that it renders `observed` (`None`: the resource was deleted in the
+    /// target). Renderers that cannot do this keep the default, which refuses.
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        let _ = (file, observed);
+        Err(RenderError::Writeback {
+            id: resource.id.clone(),
+            origin: resource.origin.clone(),
+            message: "this renderer does not support write-back".to_owned(),
+        })
+    }
 }
 
 /// The resources of one revision, validated, sorted by id, with their graph.

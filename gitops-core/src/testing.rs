@@ -21,7 +21,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,10 +30,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::id::ResourceId;
-use crate::model::{Health, Observed, Resource, Revision, Snapshot};
+use crate::model::{Health, Observed, Resource, Revision, Snapshot, SnapshotFile};
+use crate::render::{FileEdit, Render};
 use crate::source::{Source, SourceError};
 use crate::target::{Target, TargetError};
-use crate::writeback::{Drifted, Writeback, WritebackError};
+use crate::writeback::{Drifted, Writeback, WritebackError, WritebackRequest, WrittenBack};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking test thread must not hide the state from the others.
@@ -409,24 +410,44 @@ impl Target for MemoryTarget {
     }
 }
 
-/// A [`Writeback`] that records what it was given.
+/// A [`Writeback`] that records what it was given and, when made with
+/// [`committing`](Self::committing), commits the drift to a [`MemorySource`]
+/// the way `GitWriteback` does to Git: the edited files on top of the deployed
+/// revision (or on the moved head when those files did not change there),
+/// else a conflict.
 #[derive(Default)]
 pub struct MemoryWriteback {
     calls: Mutex<Vec<(Revision, Vec<Drifted>)>>,
+    commit_to: Option<(Arc<MemorySource>, Arc<dyn Render>)>,
+    faults: Mutex<VecDeque<WritebackError>>,
 }
 
 impl std::fmt::Debug for MemoryWriteback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryWriteback")
             .field("calls", &lock(&self.calls).len())
+            .field("commits", &self.commit_to.is_some())
             .finish()
     }
 }
 
 impl MemoryWriteback {
-    /// An empty recorder.
+    /// A recorder that commits nothing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A write-back that commits to `source`, rewriting files with `render`.
+    pub fn committing(source: Arc<MemorySource>, render: Arc<dyn Render>) -> Self {
+        Self {
+            commit_to: Some((source, render)),
+            ..Self::default()
+        }
+    }
+
+    /// The next call fails with `error` (queued; one per call).
+    pub fn fail_next(&self, error: WritebackError) {
+        lock(&self.faults).push_back(error);
     }
 
     /// Every write-back so far: the base revision and the drifted resources.
@@ -435,14 +456,92 @@ impl MemoryWriteback {
     }
 }
 
+fn failed(message: String) -> WritebackError {
+    WritebackError::Failed {
+        message,
+        transient: false,
+        source: None,
+    }
+}
+
 #[async_trait]
 impl Writeback for MemoryWriteback {
     async fn write_back(
         &self,
-        revision: &Revision,
-        drifted: &[Drifted],
-    ) -> Result<Option<Revision>, WritebackError> {
-        lock(&self.calls).push((revision.clone(), drifted.to_vec()));
-        Ok(None)
+        request: WritebackRequest<'_>,
+    ) -> Result<Option<WrittenBack>, WritebackError> {
+        lock(&self.calls).push((request.revision.clone(), request.drifted.to_vec()));
+        if let Some(error) = lock(&self.faults).pop_front() {
+            return Err(error);
+        }
+        let Some((source, render)) = &self.commit_to else {
+            return Ok(None);
+        };
+        let base = source
+            .snapshot(request.revision)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let head_revision = source.head().ok_or_else(|| failed("no head".into()))?;
+        let head = source
+            .snapshot(&head_revision)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut files: BTreeMap<String, Vec<u8>> = head
+            .files()
+            .iter()
+            .map(|(p, f)| (p.clone(), f.data.to_vec()))
+            .collect();
+        let mut edited: BTreeMap<String, Option<SnapshotFile>> = BTreeMap::new();
+        // Later documents first, so a removal does not shift the others.
+        let mut drifted: Vec<&Drifted> = request.drifted.iter().collect();
+        drifted.sort_by(|a, b| b.resource.origin.document.cmp(&a.resource.origin.document));
+        for d in drifted {
+            let path = &d.resource.origin.path;
+            if head.get(path) != base.get(path) {
+                return Err(WritebackError::Conflict {
+                    path: path.clone(),
+                    message: format!("{path} changed since {}", request.revision),
+                });
+            }
+            let current = match edited.get(path) {
+                Some(Some(file)) => file.clone(),
+                Some(None) => continue,
+                None => base
+                    .files()
+                    .get(path)
+                    .cloned()
+                    .ok_or_else(|| failed(format!("{path} is not in {}", request.revision)))?,
+            };
+            let edit = render
+                .write_back(&current, &d.resource, d.observed.as_ref())
+                .map_err(|e| failed(e.to_string()))?;
+            let next = match edit {
+                FileEdit::Write { data, executable } => Some(SnapshotFile {
+                    data: data.into(),
+                    executable,
+                }),
+                FileEdit::Remove => None,
+            };
+            edited.insert(path.clone(), next);
+        }
+        let mut changed = false;
+        for (path, file) in edited {
+            match file {
+                Some(file) => {
+                    changed |= files.get(&path).map(Vec::as_slice) != Some(&file.data[..]);
+                    files.insert(path, file.data.to_vec());
+                }
+                None => changed |= files.remove(&path).is_some(),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let revision = source.commit(files);
+        Ok(Some(WrittenBack {
+            published_to: revision.reference.clone(),
+            revision,
+            is_release: true,
+        }))
     }
 }

@@ -29,6 +29,19 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What an engine does when a write-back finds that the same file changed
+/// upstream since the deployed revision (nothing is ever overwritten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WritebackConflict {
+    /// Leave the target as it is and keep reporting the drift (default): a
+    /// person decides; the next revision is tried again.
+    #[default]
+    Keep,
+    /// Revert those resources to Git, as the Retry strategy would.
+    Revert,
+}
+
 /// How an engine behaves. Every field has a documented default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -75,6 +88,9 @@ pub struct EngineConfig {
     /// than the one rolled back from appears (default off: stay pinned until
     /// `resume()`).
     pub unpin_on_new_commit: bool,
+    /// What a write-back conflict falls back to (default
+    /// [`WritebackConflict::Keep`]).
+    pub writeback_conflict: WritebackConflict,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +112,7 @@ impl Default for EngineConfig {
             auto_rollback: false,
             unpin_on_new_commit: false,
             gate_timeout: Duration::from_secs(600),
+            writeback_conflict: WritebackConflict::Keep,
         }
     }
 }

@@ -109,8 +109,22 @@ pub enum Event {
     WrittenBack {
         /// The resources.
         ids: Vec<ResourceId>,
-        /// The new revision, if one was made.
+        /// The new commit, if one was made.
         revision: Option<Revision>,
+        /// The reference it was published to.
+        published_to: Option<String>,
+    },
+    /// A write-back found the same file changed upstream: nothing was
+    /// overwritten; the engine fell back to its conflict policy.
+    WritebackConflict {
+        /// The resources.
+        ids: Vec<ResourceId>,
+        /// The file that changed upstream.
+        path: String,
+        /// Detail.
+        message: String,
+        /// The fallback taken.
+        fallback: super::config::WritebackConflict,
     },
     /// Write-back failed; the drift stays reported.
     WritebackFailed {

@@ -243,6 +243,14 @@ impl Inner {
                         policy,
                         diff: diff.clone(),
                     });
+                    // A write-back conflict may have sent this one back to revert.
+                    let policy = if policy == DriftPolicy::Writeback
+                        && self.forced_revert(&audit.revision.id, &resource.id)
+                    {
+                        DriftPolicy::Revert
+                    } else {
+                        policy
+                    };
                     run.drift.push(DriftEntry {
                         id: resource.id.clone(),
                         policy,

@@ -35,7 +35,7 @@ mod events;
 mod executor;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -45,12 +45,13 @@ use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-pub use config::{EngineConfig, RetryPolicy};
+pub use config::{EngineConfig, RetryPolicy, WritebackConflict};
 pub use events::{Event, Trigger};
 pub use report::{Outcome, ResourceOutcome, SyncReport, SyncResult, Timings};
 
 use crate::gate::{Gate, GateInput, GateResult, GateStage};
-use crate::model::{DriftPolicy, Inventory, Observed, Revision};
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Inventory, Observed, Revision, spec_digest};
 use crate::plan::{Change, Plan, PlanError, Planner};
 use crate::render::{DesiredState, Render, RenderError};
 use crate::source::{Source, SourceError};
@@ -60,7 +61,7 @@ use crate::store::{
     StoreError, Versioned,
 };
 use crate::target::{Target, TargetError};
-use crate::writeback::Writeback;
+use crate::writeback::{Drifted, Writeback, WritebackError, WritebackRequest};
 
 /// Why a reconcile could not run at all (per-resource failures are in the
 /// [`SyncReport`] instead).
@@ -196,6 +197,17 @@ pub(crate) struct Inner {
     rollback_request: std::sync::Mutex<Option<Revision>>,
     /// `resume()` was called: the loop clears any pin.
     resume_request: AtomicBool,
+    /// The last drift handed to write-back: not handed again.
+    writeback_memo: std::sync::Mutex<Option<WritebackKey>>,
+    /// Resources a write-back conflict sent back to revert, at one revision.
+    force_revert: std::sync::Mutex<Option<(String, HashSet<ResourceId>)>>,
+}
+
+/// Identifies one write-back: the revision and what the target held.
+#[derive(Debug, PartialEq, Eq)]
+struct WritebackKey {
+    revision: String,
+    observed: Vec<(ResourceId, Option<String>)>,
 }
 
 /// Builds an [`Engine`]; source, render and target are required.
@@ -324,6 +336,8 @@ impl EngineBuilder {
                 cache: std::sync::Mutex::new(None),
                 rollback_request: std::sync::Mutex::new(None),
                 resume_request: AtomicBool::new(false),
+                writeback_memo: std::sync::Mutex::new(None),
+                force_revert: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -674,7 +688,12 @@ impl Engine {
             inner.after_sync(&mut state, trigger, &result).await;
             drop(state);
             match &result {
-                Ok(report) if report.result == SyncResult::Superseded => next_poll = Instant::now(),
+                // A newer revision, or our own write-back commit: deploy it now.
+                Ok(report)
+                    if report.result == SyncResult::Superseded || report.written_back.is_some() =>
+                {
+                    next_poll = Instant::now()
+                }
                 Err(EngineError::Aborted) => return Ok(()),
                 _ => {}
             }
@@ -1030,6 +1049,7 @@ impl Inner {
                         total,
                         ..Timings::default()
                     },
+                    written_back: None,
                 });
             }
         }
@@ -1080,49 +1100,15 @@ impl Inner {
                 .map_err(EngineError::Store)?;
         }
 
-        if !execution.writeback.is_empty() {
-            let ids: Vec<_> = execution
-                .writeback
-                .iter()
-                .map(|d| d.resource.id.clone())
-                .collect();
-            match &self.writeback {
-                Some(wb) => match wb.write_back(&revision, &execution.writeback).await {
-                    Ok(new_revision) => {
-                        let records: Vec<AuditRecord> = execution
-                            .writeback
-                            .iter()
-                            .map(|d| {
-                                audit.record(
-                                    &d.resource.id,
-                                    AuditAction::Writeback,
-                                    Some(d.resource.digest()),
-                                    d.observed
-                                        .as_ref()
-                                        .map(|o| crate::model::spec_digest(&o.spec)),
-                                )
-                            })
-                            .collect();
-                        self.store
-                            .save_inventory(&self.config.name, &inventory, version, &records)
-                            .await
-                            .map_err(EngineError::Store)?;
-                        self.emit(Event::WrittenBack {
-                            ids,
-                            revision: new_revision,
-                        });
-                    }
-                    Err(e) => self.emit(Event::WritebackFailed {
-                        ids,
-                        error: e.to_string(),
-                    }),
-                },
-                None => self.emit(Event::WritebackFailed {
-                    ids,
-                    error: "no write-back configured; drift kept and reported".into(),
-                }),
-            }
-        }
+        let written_back = self
+            .write_back(
+                &revision,
+                &execution.writeback,
+                &audit,
+                &inventory,
+                &mut version,
+            )
+            .await?;
 
         let mut result = execution.result;
         if result == SyncResult::Converged && plan.has_changes() && !self.post_gates.is_empty() {
@@ -1167,7 +1153,145 @@ impl Inner {
                 prune: execution.prune_time,
                 total,
             },
+            written_back,
         })
+    }
+
+    /// Hands `writeback`-policy drift to the configured write-back, once per
+    /// revision and observed state (the drift stays reported meanwhile);
+    /// returns the commit when it is the next release.
+    async fn write_back(
+        &self,
+        revision: &Revision,
+        drifted: &[Drifted],
+        audit: &executor::AuditContext<'_>,
+        inventory: &Inventory,
+        version: &mut u64,
+    ) -> Result<Option<Revision>, EngineError> {
+        if drifted.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<_> = drifted.iter().map(|d| d.resource.id.clone()).collect();
+        let key = WritebackKey {
+            revision: revision.id.clone(),
+            observed: drifted
+                .iter()
+                .map(|d| {
+                    let digest = d.observed.as_ref().map(|o| spec_digest(&o.spec));
+                    (d.resource.id.clone(), digest)
+                })
+                .collect(),
+        };
+        let remember = |key: WritebackKey| {
+            *self
+                .writeback_memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(key);
+        };
+        if self
+            .writeback_memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            == Some(&key)
+        {
+            return Ok(None);
+        }
+        let Some(writeback) = &self.writeback else {
+            remember(key);
+            self.emit(Event::WritebackFailed {
+                ids,
+                error: "no write-back configured; drift kept and reported".into(),
+            });
+            return Ok(None);
+        };
+        let request = WritebackRequest {
+            engine: &self.config.name,
+            revision,
+            drifted,
+        };
+        match writeback.write_back(request).await {
+            Ok(None) => {
+                remember(key);
+                self.emit(Event::WrittenBack {
+                    ids,
+                    revision: None,
+                    published_to: None,
+                });
+                Ok(None)
+            }
+            Ok(Some(written)) => {
+                let detail = format!(
+                    "written back as commit {} on {}",
+                    written.revision.id, written.published_to
+                );
+                let records: Vec<AuditRecord> = drifted
+                    .iter()
+                    .map(|d| {
+                        let mut record = audit.record(
+                            &d.resource.id,
+                            AuditAction::Writeback,
+                            Some(d.resource.digest()),
+                            d.observed.as_ref().map(|o| spec_digest(&o.spec)),
+                        );
+                        record.detail = Some(detail.clone());
+                        record
+                    })
+                    .collect();
+                *version = self
+                    .store
+                    .save_inventory(&self.config.name, inventory, *version, &records)
+                    .await
+                    .map_err(EngineError::Store)?;
+                remember(key);
+                tracing::info!(commit = %written.revision, to = %written.published_to, "drift written back");
+                self.emit(Event::WrittenBack {
+                    ids,
+                    revision: Some(written.revision.clone()),
+                    published_to: Some(written.published_to),
+                });
+                Ok(written.is_release.then_some(written.revision))
+            }
+            Err(WritebackError::Conflict { path, message }) => {
+                remember(key);
+                let fallback = self.config.writeback_conflict;
+                tracing::warn!(%path, %message, ?fallback, "write-back conflict");
+                if fallback == WritebackConflict::Revert {
+                    *self.force_revert.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((revision.id.clone(), ids.iter().cloned().collect()));
+                    // Pull mode reverts at once; push mode on its next sync.
+                    self.trigger.notify_one();
+                }
+                self.emit(Event::WritebackConflict {
+                    ids,
+                    path,
+                    message,
+                    fallback,
+                });
+                Ok(None)
+            }
+            Err(e) => {
+                // A transient failure is tried again at the next drift check.
+                if !e.is_transient() {
+                    remember(key);
+                }
+                tracing::warn!(error = %e, "write-back failed");
+                self.emit(Event::WritebackFailed {
+                    ids,
+                    error: e.to_string(),
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a write-back conflict made `id` fall back to revert at `revision`.
+    pub(super) fn forced_revert(&self, revision: &str, id: &ResourceId) -> bool {
+        self.force_revert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
     }
 
     /// Runs the gates of `stage` in order (stopping at the first failure),

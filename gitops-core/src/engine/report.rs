@@ -141,6 +141,10 @@ pub struct SyncReport {
     pub gates: Vec<GateResult>,
     /// Time per phase.
     pub timings: Timings,
+    /// The commit that recorded `writeback`-policy drift in Git, when one
+    /// was made on the reference the engine deploys from (the next release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_back: Option<Revision>,
 }
 
 impl SyncReport {

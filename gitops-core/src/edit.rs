@@ -1,0 +1,219 @@
+//! Rewriting one document of a manifest file in place (write-back), leaving
+//! the file's other documents byte-identical.
+
+use std::ops::Range;
+
+use serde_json::Value;
+
+/// One YAML document of a stream, as byte ranges of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct YamlDocument {
+    /// From the first content line to the end of the last content line:
+    /// leading and trailing comments stay outside.
+    pub content: Range<usize>,
+    /// The whole document, with its `---` line (removing it removes the document).
+    pub whole: Range<usize>,
+    /// The content starts on the `---` line itself (`--- {a: 1}`).
+    pub inline_marker: bool,
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// The documents of a YAML stream that hold content, in order. YAML forbids
+/// `---` and `...` at the start of a line inside content, so splitting by
+/// lines is exact; comment-only documents are skipped, as the parser does.
+pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
+    struct Open {
+        start: usize,
+        first: Option<usize>,
+        last_end: usize,
+        inline_marker: bool,
+    }
+    let mut docs = Vec::new();
+    let mut open = Open {
+        start: 0,
+        first: None,
+        last_end: 0,
+        inline_marker: false,
+    };
+    let close = |open: &Open, end: usize, docs: &mut Vec<YamlDocument>| {
+        if let Some(first) = open.first {
+            docs.push(YamlDocument {
+                content: first..open.last_end,
+                whole: open.start..end,
+                inline_marker: open.inline_marker,
+            });
+        }
+    };
+    let mut offset = 0;
+    for raw in text.split_inclusive('\n') {
+        let start = offset;
+        let end = offset + raw.len();
+        offset = end;
+        let line = raw.trim_end_matches(['\n', '\r']);
+        if is_marker(line, "---") {
+            close(&open, start, &mut docs);
+            let rest = line[3..].trim();
+            let inline = !rest.is_empty() && !rest.starts_with('#');
+            open = Open {
+                start,
+                first: inline.then_some(start),
+                last_end: end,
+                inline_marker: inline,
+            };
+            continue;
+        }
+        if is_marker(line, "...") {
+            close(&open, start, &mut docs);
+            open = Open {
+                start: end,
+                first: None,
+                last_end: end,
+                inline_marker: false,
+            };
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let blank = trimmed.is_empty() || line.starts_with('%');
+        // Before the content, any comment is a leading comment; after it, only
+        // a comment at column 0 (an indented `#` may be inside a block scalar).
+        let comment = if open.first.is_none() {
+            trimmed.starts_with('#')
+        } else {
+            line.starts_with('#')
+        };
+        if blank || comment {
+            continue;
+        }
+        if open.first.is_none() {
+            open.first = Some(start);
+        }
+        open.last_end = end;
+    }
+    close(&open, text.len(), &mut docs);
+    docs
+}
+
+/// Serialises one manifest document as YAML, ending with a newline.
+pub(crate) fn to_yaml(doc: &Value) -> Result<String, String> {
+    let mut text = serde_saphyr::to_string(doc).map_err(|e| e.to_string())?;
+    if let Some(rest) = text.strip_prefix("---\n") {
+        text = rest.to_owned();
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Replaces document `index` of a YAML stream with `doc`, or removes it.
+pub(crate) fn replace_yaml(
+    text: &str,
+    index: usize,
+    doc: Option<&Value>,
+) -> Result<String, String> {
+    let docs = yaml_documents(text);
+    let Some(target) = docs.get(index) else {
+        return Err(format!(
+            "the file has {} documents, not {}",
+            docs.len(),
+            index + 1
+        ));
+    };
+    let mut out = String::with_capacity(text.len() + 256);
+    match doc {
+        Some(doc) => {
+            let mut replacement = to_yaml(doc)?;
+            if target.inline_marker {
+                replacement.insert_str(0, "---\n");
+            }
+            if !text[..target.content.end].ends_with('\n') {
+                replacement.pop();
+            }
+            out.push_str(&text[..target.content.start]);
+            out.push_str(&replacement);
+            out.push_str(&text[target.content.end..]);
+        }
+        None => {
+            out.push_str(&text[..target.whole.start]);
+            out.push_str(&text[target.whole.end..]);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces element `index` of a JSON array with `doc` (pretty-printed at the
+/// element's indentation), leaving the other elements' bytes as they were.
+pub(crate) fn replace_json_element(
+    text: &str,
+    index: usize,
+    doc: &Value,
+) -> Result<String, String> {
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Some(element) = elements.get(index) else {
+        return Err(format!(
+            "the array has {} documents, not {}",
+            elements.len(),
+            index + 1
+        ));
+    };
+    let raw = element.get();
+    // The raw value borrows from `text`: its address gives its offset.
+    let start = raw.as_ptr() as usize - text.as_ptr() as usize;
+    let end = start + raw.len();
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = text[line_start..start]
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    let pretty = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    let replacement = pretty.replace('\n', &format!("\n{indent}"));
+    Ok(format!("{}{}{}", &text[..start], replacement, &text[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn documents_are_found_between_markers_and_comments_stay_outside() {
+        let text = "# head\na: 1\n---\n# lead\nb: 2\n# tail\n---\n# only a comment\n--- {c: 3}\n";
+        let docs = yaml_documents(text);
+        assert_eq!(docs.len(), 3);
+        assert_eq!(&text[docs[0].content.clone()], "a: 1\n");
+        assert_eq!(&text[docs[1].content.clone()], "b: 2\n");
+        assert_eq!(&text[docs[2].content.clone()], "--- {c: 3}\n");
+        assert!(docs[2].inline_marker);
+    }
+
+    #[test]
+    fn an_indented_hash_at_the_end_is_content() {
+        let text = "a: |\n  x\n  # not a comment\n---\nb: 1\n";
+        let docs = yaml_documents(text);
+        assert_eq!(
+            &text[docs[0].content.clone()],
+            "a: |\n  x\n  # not a comment\n"
+        );
+    }
+
+    #[test]
+    fn replacing_keeps_the_other_documents_byte_identical() {
+        let text = "a:   1 # keep me\n---\n# lead\nb: 2\n---\nc:    3\n";
+        let out = replace_yaml(text, 1, Some(&json!({"b": 5}))).unwrap();
+        assert_eq!(out, "a:   1 # keep me\n---\n# lead\nb: 5\n---\nc:    3\n");
+        let removed = replace_yaml(text, 1, None).unwrap();
+        assert_eq!(removed, "a:   1 # keep me\n---\nc:    3\n");
+    }
+
+    #[test]
+    fn json_elements_are_replaced_in_place() {
+        let text = "[\n  {\"a\":1},\n  {\"b\": 2}\n]\n";
+        let out = replace_json_element(text, 1, &json!({"b": 3})).unwrap();
+        assert_eq!(out, "[\n  {\"a\":1},\n  {\n    \"b\": 3\n  }\n]\n");
+    }
+}
