@@ -494,7 +494,7 @@ impl Writeback for MemoryWriteback {
         let mut edited: BTreeMap<String, Option<SnapshotFile>> = BTreeMap::new();
         // Later documents first, so a removal does not shift the others.
         let mut drifted: Vec<&Drifted> = request.drifted.iter().collect();
-        drifted.sort_by(|a, b| b.resource.origin.document.cmp(&a.resource.origin.document));
+        drifted.sort_by_key(|d| std::cmp::Reverse(d.resource.origin.document));
         for d in drifted {
             let path = &d.resource.origin.path;
             if head.get(path) != base.get(path) {

@@ -143,6 +143,7 @@ mod policy;
 mod snapshot;
 mod source;
 mod verify;
+mod writeback;
 
 pub use credentials::{CredentialRequest, Credentials, CredentialsCallback, Secret, SshOptions};
 pub use error::GitError;
@@ -150,3 +151,4 @@ pub use policy::ReferencePolicy;
 pub use snapshot::{Limits, SpecialEntries};
 pub use source::{GitSource, GitSourceBuilder, PollOutcome};
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};
+pub use writeback::{DEFAULT_MESSAGE_TEMPLATE, GitWriteback, GitWritebackBuilder, Identity};

@@ -212,23 +212,23 @@ pub struct GitSource {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    repo: gix::ThreadSafeRepository,
-    url: gix::Url,
-    location: String,
-    policy: Policy,
-    path: Option<String>,
-    cache_dir: PathBuf,
-    fetch_timeout: Duration,
-    depth: Option<NonZeroU32>,
-    limits: Limits,
-    special: SpecialEntries,
-    credentials: CredentialSource,
-    ssh: SshOptions,
-    verify: Option<(VerifyMode, AllowedSigners)>,
-    last_good: Mutex<Option<Revision>>,
-    fetch_lock: Arc<tokio::sync::Mutex<()>>,
-    blob_cache: Mutex<crate::snapshot::BlobCache>,
+pub(crate) struct Inner {
+    pub(crate) repo: gix::ThreadSafeRepository,
+    pub(crate) url: gix::Url,
+    pub(crate) location: String,
+    pub(crate) policy: Policy,
+    pub(crate) path: Option<String>,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) depth: Option<NonZeroU32>,
+    pub(crate) limits: Limits,
+    pub(crate) special: SpecialEntries,
+    pub(crate) credentials: CredentialSource,
+    pub(crate) ssh: SshOptions,
+    pub(crate) verify: Option<(VerifyMode, AllowedSigners)>,
+    pub(crate) last_good: Mutex<Option<Revision>>,
+    pub(crate) fetch_lock: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) blob_cache: Mutex<crate::snapshot::BlobCache>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -281,6 +281,11 @@ impl GitSource {
     /// The remote location, without credentials.
     pub fn location(&self) -> &str {
         &self.inner.location
+    }
+
+    /// The shared state, for the write-back in this crate.
+    pub(crate) fn shared(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// The cache directory.
@@ -430,7 +435,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn parse_id(id: &str) -> Result<gix::ObjectId, SourceError> {
+pub(crate) fn parse_id(id: &str) -> Result<gix::ObjectId, SourceError> {
     gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| SourceError::Other {
         message: format!("revision id {id:?} is not a full object id: {e}"),
         transient: false,
@@ -509,7 +514,7 @@ fn history_blocking(
 }
 
 /// Builds a [`Revision`] from a commit in the cache.
-fn revision_of(
+pub(crate) fn revision_of(
     repo: &gix::Repository,
     id: gix::ObjectId,
     reference: String,
