@@ -5,7 +5,8 @@
 //!     [--path SUBDIR] [--render files|manifests] --target-dir DIR [--state-dir DIR]
 //!     [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json]
 //!     [--verify-signers ALLOWED_SIGNERS_FILE] [--prune | --no-prune]
-//!     [--drift revert|ignore|writeback] [--listen 127.0.0.1:PORT]
+//!     [--drift revert|ignore|writeback] [--writeback-branch B] [--writeback-key FILE]
+//!     [--listen 127.0.0.1:PORT]
 //! ```
 //!
 //! Defaults: `--branch main`, `--render files`, `--state-dir
@@ -13,6 +14,9 @@
 //! and exits 0 when converged, 1 otherwise; `--plan` prints the plan and exits
 //! 0 when nothing would change, 2 when changes are pending, 1 on error;
 //! `--json` prints the report or plan as JSON on stdout (logs stay on stderr).
+//! Drift under the `writeback` policy (`--drift writeback`, or a manifest's
+//! `gitops.rs/drift: writeback`) is committed to the tracked branch, or to
+//! `--writeback-branch` for review, signed with `--writeback-key` when given.
 //! Otherwise it runs until SIGINT or SIGTERM (the first finishes the
 //! resources in flight, a second aborts); SIGHUP, or any HTTP request to
 //! `--listen`, triggers a reconcile (the webhook). Logs: `RUST_LOG`.
@@ -26,16 +30,16 @@ use std::time::Duration;
 use gitops_core::engine::Event;
 use gitops_core::manifest::DRIFT_ANNOTATION;
 use gitops_core::{
-    DesiredState, DriftPolicy, Engine, EngineConfig, FilesRender, ManifestRender, RedbStore,
-    Render, RenderError, Snapshot,
+    DesiredState, DriftPolicy, Engine, EngineConfig, FileEdit, FilesRender, ManifestRender,
+    Observed, RedbStore, Render, RenderError, Resource, Snapshot, SnapshotFile,
 };
-use gitops_git::{AllowedSigners, GitSource, ReferencePolicy, VerifyMode};
+use gitops_git::{AllowedSigners, GitSource, GitWriteback, ReferencePolicy, VerifyMode};
 use gitops_targets::{FsOptions, FsTarget};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
-const USAGE: &str = "usage: agent --repo <path|url> --target-dir DIR [--branch B | --tag T | --semver RANGE | --commit SHA] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json] [--verify-signers FILE] [--prune | --no-prune] [--drift revert|ignore|writeback] [--listen 127.0.0.1:PORT]";
+const USAGE: &str = "usage: agent --repo <path|url> --target-dir DIR [--branch B | --tag T | --semver RANGE | --commit SHA] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json] [--verify-signers FILE] [--prune | --no-prune] [--drift revert|ignore|writeback] [--writeback-branch B] [--writeback-key FILE] [--listen 127.0.0.1:PORT]";
 
 #[derive(Debug)]
 struct Args {
@@ -53,6 +57,8 @@ struct Args {
     verify_signers: Option<PathBuf>,
     prune: bool,
     drift: Option<DriftPolicy>,
+    writeback_branch: Option<String>,
+    writeback_key: Option<PathBuf>,
     listen: Option<SocketAddr>,
 }
 
@@ -82,6 +88,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         (None, None, None, None, None);
     let (mut interval, mut drift_interval) = (Duration::from_secs(30), Duration::from_secs(60));
     let (mut once, mut plan, mut json, mut prune) = (false, false, false, true);
+    let (mut writeback_branch, mut writeback_key) = (None, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let mut set_policy = |p: ReferencePolicy| match policy.replace(p) {
@@ -114,15 +121,25 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 drift = Some(match value()?.as_str() {
                     "revert" => DriftPolicy::Revert,
                     "ignore" => DriftPolicy::Ignore,
-                    "writeback" => return Err("--drift writeback needs Git write-back, which this agent does not have yet; use revert or ignore".into()),
-                    other => return Err(format!("--drift {other:?}: expected revert, ignore or writeback")),
+                    "writeback" => DriftPolicy::Writeback,
+                    other => {
+                        return Err(format!(
+                            "--drift {other:?}: expected revert, ignore or writeback"
+                        ));
+                    }
                 })
             }
+            "--writeback-branch" => writeback_branch = Some(value()?),
+            "--writeback-key" => writeback_key = Some(PathBuf::from(value()?)),
             "--listen" => {
                 let v = value()?;
-                let addr: SocketAddr = v.parse().map_err(|_| format!("--listen {v:?}: expected an address like 127.0.0.1:8080"))?;
+                let addr: SocketAddr = v.parse().map_err(|_| {
+                    format!("--listen {v:?}: expected an address like 127.0.0.1:8080")
+                })?;
                 if !addr.ip().is_loopback() {
-                    return Err(format!("--listen {addr}: only loopback addresses are allowed (put a proxy in front)"));
+                    return Err(format!(
+                        "--listen {addr}: only loopback addresses are allowed (put a proxy in front)"
+                    ));
                 }
                 listen = Some(addr);
             }
@@ -157,6 +174,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         verify_signers,
         prune,
         drift,
+        writeback_branch,
+        writeback_key,
         listen,
     })
 }
@@ -182,6 +201,15 @@ impl Render for DefaultDrift {
             })
             .collect();
         DesiredState::new(revision, resources)
+    }
+
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        self.inner.write_back(file, resource, observed)
     }
 }
 
@@ -211,15 +239,35 @@ fn build(args: &Args) -> Result<Engine, String> {
         }),
         None => Arc::from(render),
     };
+    // Write-back needs a branch to commit to: the tracked one, or a review branch.
+    let mut writeback = GitWriteback::builder(&source, render.clone());
+    if let Some(branch) = &args.writeback_branch {
+        writeback = writeback.review_branch(branch.clone());
+    }
+    if let Some(key) = &args.writeback_key {
+        writeback = writeback.signing_key(key.clone());
+    }
+    let writeback = match writeback.build() {
+        Ok(w) => Some(w),
+        Err(e) if args.drift == Some(DriftPolicy::Writeback) || args.writeback_key.is_some() => {
+            return Err(format!("--drift writeback: {e}"));
+        }
+        // Without a branch, writeback-policy drift is only reported.
+        Err(_) => None,
+    };
     let target = FsTarget::open_with(&args.target_dir, FsOptions::default().create_root(true))
         .map_err(|e| format!("--target-dir {}: {e}", args.target_dir.display()))?;
     let store = RedbStore::open(&args.state_dir)
         .map_err(|e| format!("--state-dir {}: {e}", args.state_dir.display()))?;
-    Engine::builder()
+    let mut engine = Engine::builder()
         .source(Arc::new(source))
         .render(render)
         .target(Arc::new(target))
-        .store(Arc::new(store))
+        .store(Arc::new(store));
+    if let Some(writeback) = writeback {
+        engine = engine.writeback(Arc::new(writeback));
+    }
+    engine
         .config(EngineConfig {
             interval: args.interval,
             drift_interval: args.drift_interval,
@@ -264,6 +312,20 @@ async fn narrate(engine: Engine) {
             }
             Event::ResourceFailed { error, .. } => eprintln!("  failed: {error}"),
             Event::Stalled { reason, .. } => eprintln!("stalled: {reason}"),
+            Event::WrittenBack {
+                ids,
+                revision: Some(revision),
+                published_to,
+            } => eprintln!(
+                "wrote {} drifted resource(s) back: commit {} on {}",
+                ids.len(),
+                revision.id,
+                published_to.unwrap_or_default()
+            ),
+            Event::WritebackConflict { path, message, .. } => {
+                eprintln!("write-back conflict on {path}: {message}")
+            }
+            Event::WritebackFailed { error, .. } => eprintln!("write-back failed: {error}"),
             Event::SyncFinished {
                 revision,
                 result,

@@ -5,7 +5,7 @@ use globset::GlobSet;
 use serde_json::json;
 
 use crate::id::ResourceId;
-use crate::model::{Observed, Origin, Resource, Snapshot, SnapshotFile};
+use crate::model::{DriftPolicy, Observed, Origin, Resource, Snapshot, SnapshotFile};
 use crate::render::{DesiredState, FileEdit, Render, RenderError};
 
 /// The kind of the resources made by [`FilesRender`].
@@ -30,12 +30,20 @@ pub const FILE_KIND: &str = "File";
 #[derive(Debug, Clone, Default)]
 pub struct FilesRender {
     exclude: Option<GlobSet>,
+    drift: DriftPolicy,
 }
 
 impl FilesRender {
     /// Every file.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What drift does to every file (default [`DriftPolicy::Revert`]);
+    /// [`DriftPolicy::Writeback`] records changes made in the target in Git.
+    pub fn drift_policy(mut self, policy: DriftPolicy) -> Self {
+        self.drift = policy;
+        self
     }
 
     /// Skips files matching one of `patterns` (glob syntax).
@@ -86,6 +94,7 @@ impl Render for FilesRender {
             })?;
             let mut r = Resource::new(id, file_spec(path, &file.data, file.executable));
             r.origin = origin;
+            r.policy.drift = self.drift;
             resources.push(r);
         }
         DesiredState::new(snapshot.revision().clone(), resources)

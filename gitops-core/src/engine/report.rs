@@ -183,6 +183,19 @@ impl fmt::Display for SyncReport {
             write!(f, ", {failed} failed, {skipped} skipped")?;
         }
         write!(f, " in {:.1?}", self.timings.total)?;
+        let kept = self
+            .outcomes
+            .iter()
+            .filter(|o| o.outcome == Outcome::DriftKept)
+            .count();
+        if let Some(commit) = &self.written_back {
+            write!(f, "\n  drift written back to Git as {commit}")?;
+        } else if kept > 0 {
+            write!(
+                f,
+                "\n  {kept} drifted resource(s) kept (ignore or write-back policy)"
+            )?;
+        }
         for g in &self.gates {
             let verdict = if g.passed { "passed" } else { "FAILED" };
             write!(f, "\n  gate {} ({:?}) {verdict}", g.name, g.stage)?;
