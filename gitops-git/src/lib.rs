@@ -109,6 +109,19 @@
 //! without a C toolchain was worth the dependency); they fail verification
 //! with a clear reason.
 //!
+//! # Write-back
+//!
+//! [`GitWriteback`] is the Modify strategy: drifted resources are rewritten
+//! into the files they came from (by the `Render` that read them), committed
+//! with gix on top of the deployed revision (optionally SSH-signed), and
+//! published by a compare-and-swap of the branch in a local repository or by
+//! `git push --atomic --force-with-lease` from the bare cache to a remote (gix
+//! cannot push yet; the source's credentials go to `git` through its
+//! environment). A moved branch is handled by rebuilding the commit on the new
+//! head when the written files did not change there, else by a
+//! [`WritebackError::Conflict`](gitops_core::WritebackError::Conflict); nothing
+//! is ever overwritten.
+//!
 //! # Errors
 //!
 //! Network trouble (connection refused, timeout, HTTP 5xx, ...) is
