@@ -376,9 +376,36 @@ fn a_push_rejected_by_the_server_is_a_clear_transient_error_and_is_retried() {
     });
 }
 
+/// Everything logged, at every level, by every thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
-fn credentials_never_appear_in_errors_or_debug_output() {
+fn credentials_never_appear_in_errors_debug_output_or_logs() {
     const SECRET: &str = "pa55-w0rd-never-shown";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("the only global subscriber in this test binary");
     let fx = Fixture::new();
     fx.commit(&[("app.yaml", APP)], "initial");
     fx.push();
@@ -441,6 +468,95 @@ fn credentials_never_appear_in_errors_or_debug_output() {
             !err.is_transient(),
             "authentication is not transient: {text}"
         );
+    });
+    let logs =
+        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(
+        logs.contains("drift written back"),
+        "the logs were captured"
+    );
+    assert!(!logs.contains(SECRET), "a secret in the logs:\n{logs}");
+}
+
+#[test]
+fn a_local_repository_is_updated_by_compare_and_swap_and_rebased_or_refused() {
+    let fx = Fixture::new();
+    fx.commit(
+        &[
+            ("app.yaml", APP),
+            (
+                "other.yaml",
+                "kind: App\nmetadata: { name: other }\nspec: { v: 1 }\n",
+            ),
+        ],
+        "initial",
+    );
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, fx.url_path(), "local-cas");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({"replicas": 5})),
+        )
+        .await;
+        // Another file moves upstream: rebuilt on it.
+        let upstream = fx.commit(
+            &[(
+                "other.yaml",
+                "kind: App\nmetadata: { name: other }\nspec: { v: 2 }\n",
+            )],
+            "other v2",
+        );
+        fx.push();
+        let written = write(&writeback, &deployed, std::slice::from_ref(&d))
+            .await
+            .expect("rebased")
+            .expect("a commit");
+        assert_eq!(remote_head(&fx, "main"), written.revision.id);
+        assert_eq!(
+            git(
+                &fx.remote,
+                &["rev-parse", &format!("{}^", written.revision.id)]
+            ),
+            upstream
+        );
+        // The same file moves upstream: refused, nothing overwritten.
+        let deployed = src.poll().await.expect("poll");
+        assert_eq!(deployed.id, written.revision.id);
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({"replicas": 6})),
+        )
+        .await;
+        git(
+            &fx.work,
+            &["pull", "-q", fx.remote.to_str().expect("utf8"), "main"],
+        );
+        let upstream = fx.commit(
+            &[("app.yaml", &APP.replace("replicas: 2", "replicas: 3"))],
+            "web 3",
+        );
+        fx.push();
+        let err = write(&writeback, &deployed, &[d])
+            .await
+            .expect_err("conflict");
+        assert!(
+            matches!(err, WritebackError::Conflict { ref path, .. } if path == "app.yaml"),
+            "{err:?}"
+        );
+        assert_eq!(remote_head(&fx, "main"), upstream);
     });
 }
 
