@@ -153,6 +153,8 @@
 mod credentials;
 mod error;
 mod policy;
+mod promote;
+mod push;
 mod snapshot;
 mod source;
 mod verify;
@@ -161,6 +163,7 @@ mod writeback;
 pub use credentials::{CredentialRequest, Credentials, CredentialsCallback, Secret, SshOptions};
 pub use error::GitError;
 pub use policy::ReferencePolicy;
+pub use promote::{GitPromoter, GitPromoterBuilder, PromotionRef};
 pub use snapshot::{Limits, SpecialEntries};
 pub use source::{GitSource, GitSourceBuilder, PollOutcome};
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};

@@ -3,24 +3,20 @@
 //! revision as parent, and published without overwriting anyone's work.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use gitops_core::model::SnapshotFile;
 use gitops_core::{
     Drifted, FileEdit, Render, Revision, Writeback, WritebackError, WritebackRequest, WrittenBack,
 };
 use gix::bstr::ByteSlice as _;
 
-use crate::credentials::{Credentials, scrub};
 use crate::error::chain;
 use crate::policy::Policy;
+use crate::push::{Lease, Published, Publisher, failed, local_head, local_path, work_repo};
 use crate::source::{GitSource, parse_id, revision_of};
 
 /// Default commit message; see [`GitWritebackBuilder::message_template`].
@@ -164,8 +160,7 @@ impl GitWritebackBuilder {
                 Some(key)
             }
         };
-        let local = matches!(shared.url.scheme, gix::url::Scheme::File)
-            .then(|| PathBuf::from(shared.url.path.to_os_str_lossy().into_owned()));
+        let local = local_path(&shared).is_some();
         Ok(GitWriteback {
             inner: Arc::new(WritebackInner {
                 source: self.source,
@@ -213,7 +208,7 @@ struct WritebackInner {
     branch: String,
     reference: String,
     is_release: bool,
-    local: Option<PathBuf>,
+    local: bool,
     author: Identity,
     committer: Identity,
     template: String,
@@ -257,38 +252,14 @@ impl GitWriteback {
     }
 }
 
-fn failed(message: String, transient: bool) -> WritebackError {
-    WritebackError::Failed {
-        message,
-        transient,
-        source: None,
-    }
-}
-
 /// One file's new state, by repository path.
 type Edits = BTreeMap<String, Option<(Vec<u8>, bool)>>;
-
-/// How a publish attempt ended.
-enum Published {
-    Done,
-    /// The branch is no longer at the expected commit.
-    Moved,
-}
 
 impl WritebackInner {
     fn repo_path(&self, snapshot_path: &str) -> String {
         match &self.source.shared().path {
             Some(prefix) => format!("{}/{snapshot_path}", prefix.trim_end_matches('/')),
             None => snapshot_path.to_owned(),
-        }
-    }
-
-    /// The repository commits are built in: the local remote itself, or the cache.
-    fn work_repo(&self) -> Result<gix::Repository, WritebackError> {
-        match &self.local {
-            Some(path) => gix::open_opts(path, gix::open::Options::isolated())
-                .map_err(|e| failed(format!("open {}: {}", path.display(), chain(&e)), true)),
-            None => Ok(self.source.shared().repo.to_thread_local()),
         }
     }
 
@@ -481,177 +452,13 @@ impl WritebackInner {
             .replace("{time}", &time)
     }
 
-    /// Moves the local repository's branch from `expected` to `new`, or says it moved.
-    fn publish_local(
-        &self,
-        repo: &gix::Repository,
-        expected: Option<gix::ObjectId>,
-        new: gix::ObjectId,
-    ) -> Result<Published, WritebackError> {
-        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-        let name: gix::refs::FullName = self
-            .reference
-            .as_str()
-            .try_into()
-            .map_err(|e| failed(format!("reference {}: {e}", self.reference), false))?;
-        let expected_id = expected;
-        let expected = match expected {
-            Some(id) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
-            None => PreviousValue::Any,
-        };
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: "gitops: write back drift".into(),
-                },
-                expected,
-                new: gix::refs::Target::Object(new),
-            },
-            name,
-            deref: false,
-        };
-        let committer = gix::actor::SignatureRef {
-            name: self.committer.name.as_str().into(),
-            email: self.committer.email.as_str().into(),
-            time: "0 +0000",
-        };
-        match repo.edit_references_as(Some(edit), Some(committer)) {
-            Ok(_) => Ok(Published::Done),
-            Err(e) => {
-                if self.local_head(repo)? != expected_id {
-                    return Ok(Published::Moved);
-                }
-                Err(failed(
-                    format!("update {}: {}", self.reference, chain(&e)),
-                    true,
-                ))
-            }
-        }
-    }
-
-    fn local_head(&self, repo: &gix::Repository) -> Result<Option<gix::ObjectId>, WritebackError> {
-        repo.try_find_reference(self.reference.as_str())
-            .map_err(|e| failed(format!("{}: {}", self.reference, chain(&e)), true))?
-            .map(|mut r| {
-                r.peel_to_id()
-                    .map(|id| id.detach())
-                    .map_err(|e| failed(format!("{}: {}", self.reference, chain(&e)), true))
-            })
-            .transpose()
-    }
-
-    /// `git push` of `new` to the branch, leased on `expected`.
-    fn publish_remote(
-        &self,
-        expected: Option<gix::ObjectId>,
-        new: gix::ObjectId,
-    ) -> Result<Published, WritebackError> {
-        let shared = self.source.shared();
-        let credentials = shared.credentials.get(&shared.location);
-        let secrets = credentials
-            .as_ref()
-            .map(Credentials::secrets)
-            .unwrap_or_default();
-        let mut cmd = Command::new("git");
-        cmd.env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
-            .env("GIT_DIR", &shared.cache_dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "true")
-            .env("SSH_ASKPASS", "true")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(home) = std::env::var_os("HOME") {
-            // ssh reads ~/.ssh; git itself ignores the global config above.
-            cmd.env("HOME", home);
-        }
-        if let Some(ssh) = shared.ssh.command_line() {
-            cmd.env("GIT_SSH_COMMAND", ssh);
-        } else if let Some(ssh) = std::env::var_os("GIT_SSH_COMMAND") {
-            cmd.env("GIT_SSH_COMMAND", ssh);
-        }
-        // Secrets go through the environment (readable only by this user),
-        // never through arguments (visible to everyone in /proc).
-        let header = match &credentials {
-            Some(Credentials::Bearer(token)) => {
-                Some(format!("Authorization: Bearer {}", token.expose()))
-            }
-            Some(Credentials::Basic { username, password }) => Some(format!(
-                "Authorization: Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose()))
-            )),
-            None => None,
-        };
-        if let Some(header) = header {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", header);
-        }
-        let lease = match expected {
-            Some(id) => format!("--force-with-lease={}:{id}", self.reference),
-            None => format!("--force-with-lease={}", self.reference),
-        };
-        let refspec = if self.is_release {
-            format!("{new}:{}", self.reference)
-        } else {
-            // The review branch is the engine's own: replaced each time.
-            format!("+{new}:{}", self.reference)
-        };
-        cmd.args(["push", "--porcelain", "--atomic", "--no-verify"]);
-        if self.is_release {
-            cmd.arg(&lease);
-        }
-        cmd.arg(&shared.location).arg(&refspec);
-        let output = run_with_timeout(cmd, self.push_timeout)
-            .map_err(|e| failed(scrub(&e, &secrets), true))?;
-        if output.success {
-            return Ok(Published::Done);
-        }
-        let text = scrub(
-            &format!("{}\n{}", output.stdout.trim(), output.stderr.trim()),
-            &secrets,
-        );
-        let rejected = text.lines().find(|l| l.starts_with('!'));
-        if let Some(line) = rejected
-            && (line.contains("stale info")
-                || line.contains("fetch first")
-                || line.contains("non-fast-forward"))
-        {
-            return Ok(Published::Moved);
-        }
-        let lower = text.to_ascii_lowercase();
-        let auth = lower.contains("authentication failed")
-            || lower.contains("401")
-            || lower.contains("403")
-            || lower.contains("permission denied");
-        let detail = rejected
-            .unwrap_or_else(|| text.trim())
-            .trim_start_matches('!')
-            .trim();
-        Err(failed(
-            format!("push to {} was refused: {detail}", shared.location),
-            !auth,
-        ))
-    }
-
     /// The branch head now, brought into the repository commits are built in.
     async fn fetch_head(self: &Arc<Self>) -> Result<Option<gix::ObjectId>, WritebackError> {
-        if self.local.is_some() {
+        if self.local {
             let this = self.clone();
             return blocking(move || {
-                let repo = this.work_repo()?;
-                this.local_head(&repo)
+                let repo = work_repo(this.source.shared())?;
+                local_head(&repo, &this.reference)
             })
             .await;
         }
@@ -673,7 +480,7 @@ impl WritebackInner {
         drifted: &[Drifted],
         message: &str,
     ) -> Result<Attempt, WritebackError> {
-        let repo = self.work_repo()?;
+        let repo = work_repo(self.source.shared())?;
         let edits = self.edits(&repo, deployed, drifted)?;
         if parent != deployed
             && let Some(path) =
@@ -685,11 +492,23 @@ impl WritebackInner {
             return Ok(Attempt::NothingToWrite);
         };
         // A review branch is replaced; the release branch is leased.
-        let expected = self.is_release.then_some(parent);
-        let published = match &self.local {
-            Some(_) => self.publish_local(&repo, expected, commit)?,
-            None => self.publish_remote(expected, commit)?,
+        let lease = if self.is_release {
+            Lease::Expect(parent)
+        } else {
+            Lease::Force
         };
+        let publisher = Publisher {
+            shared: self.source.shared(),
+            timeout: self.push_timeout,
+            committer: (&self.committer.name, &self.committer.email),
+        };
+        let published = publisher.publish(
+            &repo,
+            &self.reference,
+            lease,
+            commit,
+            "gitops: write back drift",
+        )?;
         Ok(match published {
             Published::Done => {
                 let revision = revision_of(&repo, commit, self.branch.clone())
@@ -706,57 +525,6 @@ enum Attempt {
     Moved,
     Conflict(String),
     NothingToWrite,
-}
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd`, killing its process group after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.take(1 << 20).read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(1 << 20).read_to_end(&mut buf);
-        }
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let pid = child.id();
-                let _ = Command::new("kill")
-                    .args(["-KILL", &format!("-{pid}")])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("git push did not finish within {timeout:?}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("waiting for git: {e}")),
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    Ok(Output {
-        success: status.success(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    })
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,0 +1,311 @@
+//! Publishing a commit (or tag) to a reference of the source's repository:
+//! a compare-and-swap in a local repository, `git push` to a remote.
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use gitops_core::WritebackError;
+
+use crate::credentials::{Credentials, scrub};
+use crate::error::chain;
+use crate::source::Inner;
+
+pub(crate) fn failed(message: String, transient: bool) -> WritebackError {
+    WritebackError::Failed {
+        message,
+        transient,
+        source: None,
+    }
+}
+
+/// What the reference must hold for the update to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// Exactly this object (a release branch: never overwrite unseen work).
+    Expect(gix::ObjectId),
+    /// Anything (a reference owned by the engine).
+    Force,
+    /// Nothing: the reference must not exist yet (a tag).
+    Absent,
+}
+
+/// How a publish ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Published {
+    Done,
+    /// The reference no longer holds what the lease expected.
+    Moved,
+}
+
+/// Where updates go, and how.
+pub(crate) struct Publisher<'a> {
+    pub(crate) shared: &'a Inner,
+    pub(crate) timeout: Duration,
+    /// Name and e-mail for the reflog of a local repository.
+    pub(crate) committer: (&'a str, &'a str),
+}
+
+/// The directory of a local repository URL (plain path or `file://`).
+pub(crate) fn local_path(shared: &Inner) -> Option<PathBuf> {
+    use gix::bstr::ByteSlice as _;
+    matches!(shared.url.scheme, gix::url::Scheme::File)
+        .then(|| PathBuf::from(shared.url.path.to_os_str_lossy().into_owned()))
+}
+
+/// The repository objects are written to: the local remote itself, or the cache.
+pub(crate) fn work_repo(shared: &Inner) -> Result<gix::Repository, WritebackError> {
+    match local_path(shared) {
+        Some(path) => gix::open_opts(&path, gix::open::Options::isolated())
+            .map_err(|e| failed(format!("open {}: {}", path.display(), chain(&e)), true)),
+        None => Ok(shared.repo.to_thread_local()),
+    }
+}
+
+/// What `reference` points at in `repo` (peeled), if it exists.
+pub(crate) fn local_head(
+    repo: &gix::Repository,
+    reference: &str,
+) -> Result<Option<gix::ObjectId>, WritebackError> {
+    repo.try_find_reference(reference)
+        .map_err(|e| failed(format!("{reference}: {}", chain(&e)), true))?
+        .map(|mut r| {
+            r.peel_to_id()
+                .map(|id| id.detach())
+                .map_err(|e| failed(format!("{reference}: {}", chain(&e)), true))
+        })
+        .transpose()
+}
+
+impl Publisher<'_> {
+    /// Points `reference` at `new` (written in [`work_repo`]) under `lease`.
+    pub(crate) fn publish(
+        &self,
+        repo: &gix::Repository,
+        reference: &str,
+        lease: Lease,
+        new: gix::ObjectId,
+        reflog: &str,
+    ) -> Result<Published, WritebackError> {
+        if local_path(self.shared).is_some() {
+            self.local(repo, reference, lease, new, reflog)
+        } else {
+            self.remote(reference, lease, new)
+        }
+    }
+
+    fn local(
+        &self,
+        repo: &gix::Repository,
+        reference: &str,
+        lease: Lease,
+        new: gix::ObjectId,
+        reflog: &str,
+    ) -> Result<Published, WritebackError> {
+        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+        let name: gix::refs::FullName = reference
+            .try_into()
+            .map_err(|e| failed(format!("reference {reference}: {e}"), false))?;
+        let expected = match lease {
+            Lease::Expect(id) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
+            Lease::Force => PreviousValue::Any,
+            Lease::Absent => PreviousValue::MustNotExist,
+        };
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: reflog.into(),
+                },
+                expected,
+                new: gix::refs::Target::Object(new),
+            },
+            name,
+            deref: false,
+        };
+        let committer = gix::actor::SignatureRef {
+            name: self.committer.0.into(),
+            email: self.committer.1.into(),
+            time: "0 +0000",
+        };
+        match repo.edit_references_as(Some(edit), Some(committer)) {
+            Ok(_) => Ok(Published::Done),
+            Err(e) => {
+                let now = local_head(repo, reference)?;
+                let moved = match lease {
+                    Lease::Expect(id) => now != Some(id),
+                    Lease::Absent => now.is_some(),
+                    Lease::Force => false,
+                };
+                if moved {
+                    return Ok(Published::Moved);
+                }
+                Err(failed(format!("update {reference}: {}", chain(&e)), true))
+            }
+        }
+    }
+
+    /// `git push` from the bare cache, credentials in the environment only.
+    fn remote(
+        &self,
+        reference: &str,
+        lease: Lease,
+        new: gix::ObjectId,
+    ) -> Result<Published, WritebackError> {
+        let shared = self.shared;
+        let credentials = shared.credentials.get(&shared.location);
+        let secrets = credentials
+            .as_ref()
+            .map(Credentials::secrets)
+            .unwrap_or_default();
+        let mut cmd = Command::new("git");
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("GIT_DIR", &shared.cache_dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "true")
+            .env("SSH_ASKPASS", "true")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(home) = std::env::var_os("HOME") {
+            // ssh reads ~/.ssh; git itself ignores the global config above.
+            cmd.env("HOME", home);
+        }
+        if let Some(ssh) = shared.ssh.command_line() {
+            cmd.env("GIT_SSH_COMMAND", ssh);
+        } else if let Some(ssh) = std::env::var_os("GIT_SSH_COMMAND") {
+            cmd.env("GIT_SSH_COMMAND", ssh);
+        }
+        // Secrets go through the environment (readable only by this user),
+        // never through arguments (visible to everyone in /proc).
+        let header = match &credentials {
+            Some(Credentials::Bearer(token)) => {
+                Some(format!("Authorization: Bearer {}", token.expose()))
+            }
+            Some(Credentials::Basic { username, password }) => Some(format!(
+                "Authorization: Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose()))
+            )),
+            None => None,
+        };
+        if let Some(header) = header {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", header);
+        }
+        cmd.args(["push", "--porcelain", "--atomic", "--no-verify"]);
+        let refspec = match lease {
+            Lease::Expect(id) => {
+                cmd.arg(format!("--force-with-lease={reference}:{id}"));
+                format!("{new}:{reference}")
+            }
+            Lease::Absent => {
+                // An empty expected value: the reference must not exist.
+                cmd.arg(format!("--force-with-lease={reference}:"));
+                format!("{new}:{reference}")
+            }
+            Lease::Force => format!("+{new}:{reference}"),
+        };
+        cmd.arg(&shared.location).arg(&refspec);
+        let output =
+            run_with_timeout(cmd, self.timeout).map_err(|e| failed(scrub(&e, &secrets), true))?;
+        if output.success {
+            return Ok(Published::Done);
+        }
+        let text = scrub(
+            &format!("{}\n{}", output.stdout.trim(), output.stderr.trim()),
+            &secrets,
+        );
+        let rejected = text.lines().find(|l| l.starts_with('!'));
+        if let Some(line) = rejected
+            && (line.contains("stale info")
+                || line.contains("fetch first")
+                || line.contains("non-fast-forward")
+                || line.contains("already exists"))
+        {
+            return Ok(Published::Moved);
+        }
+        let lower = text.to_ascii_lowercase();
+        let auth = lower.contains("authentication failed")
+            || lower.contains("401")
+            || lower.contains("403")
+            || lower.contains("permission denied");
+        let detail = rejected
+            .unwrap_or_else(|| text.trim())
+            .trim_start_matches('!')
+            .trim();
+        Err(failed(
+            format!("push to {} was refused: {detail}", shared.location),
+            !auth,
+        ))
+    }
+}
+
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd`, killing its process group after `timeout`.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(pipe) = pipe {
+                // Capped: a misbehaving server cannot fill our memory.
+                let _ = pipe.take(1 << 20).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                // The whole group: git's helpers (git-remote-http, ssh) too.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("git push did not finish within {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(format!("waiting for git: {e}")),
+        }
+    };
+    Ok(Output {
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+    })
+}
