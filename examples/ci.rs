@@ -4,24 +4,21 @@
 //! ```text
 //! cargo run --example ci -- plan|apply --repo <path|url> --target-dir DIR
 //!     [--branch B] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--json]
-//!     [--gate PROGRAM [ARGS...]]      # must be last; gets {revision, plan} as JSON on stdin
+//!     [--gate PROGRAM [ARGS...]]      # must be last; gets {stage, revision, plan} as JSON on stdin
 //! ```
 //!
 //! Exit codes follow `terraform plan -detailed-exitcode`: `plan` exits 0 when
 //! nothing would change, 2 when changes are pending, 1 on error; `apply` exits
 //! 0 when the target converged, 1 otherwise (a failing gate included).
 
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use gitops_core::{Engine, FilesRender, GateInput, ManifestRender, RedbStore, Render, gate_fn};
+use gitops_core::{Engine, FilesRender, ManifestRender, RedbStore, Render};
 use gitops_git::{GitSource, ReferencePolicy};
-use gitops_targets::{FsOptions, FsTarget};
-use tokio::io::AsyncWriteExt as _;
+use gitops_targets::{CommandGate, FsOptions, FsTarget};
 
 const USAGE: &str = "usage: ci plan|apply --repo <path|url> --target-dir DIR [--branch B] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--json] [--gate PROGRAM [ARGS...]]";
-/// The most gate output kept (its tail), so a chatty test suite cannot flood the report.
-const GATE_OUTPUT_LIMIT: usize = 64 * 1024;
 
 struct Args {
     apply: bool,
@@ -75,40 +72,6 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     })
 }
 
-/// Runs the gate program (no shell) with `{revision, plan}` on stdin; exit 0 passes.
-async fn run_gate(argv: Arc<Vec<String>>, input: GateInput) -> Result<String, String> {
-    let stdin = serde_json::to_vec(
-        &serde_json::json!({ "revision": input.revision, "plan": &*input.plan }),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true) // the engine's gate timeout drops this future
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
-    if let Some(mut pipe) = child.stdin.take() {
-        let _ = pipe.write_all(&stdin).await;
-    }
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    if text.len() > GATE_OUTPUT_LIMIT {
-        let mut cut = text.len() - GATE_OUTPUT_LIMIT;
-        while !text.is_char_boundary(cut) {
-            cut += 1;
-        }
-        text = format!("[...] {}", &text[cut..]);
-    }
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{} ({})", text.trim_end(), out.status))
-    }
-}
-
 async fn run(args: Args) -> Result<ExitCode, String> {
     let mut source = GitSource::builder(
         args.repo.clone(),
@@ -139,9 +102,13 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         ))
         .name("ci");
     if !args.gate.is_empty() {
-        let argv = Arc::new(args.gate.clone());
-        let name = args.gate[0].clone();
-        engine = engine.pre_sync_gate(gate_fn(name, move |input| run_gate(argv.clone(), input)));
+        // No shell; {stage, revision, plan} as JSON on stdin; the last 64 KiB
+        // of stdout and of stderr kept; the gate's process group is killed
+        // at the engine's gate timeout.
+        let gate = CommandGate::builder(args.gate.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        engine = engine.pre_sync_gate(Arc::new(gate));
     }
     let engine = engine.build().map_err(|e| e.to_string())?;
     let print = |text: String, value: serde_json::Result<String>| -> Result<(), String> {

@@ -4,16 +4,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::{Diff, Health, Observed, Resource, ResourceId, Target, TargetError, async_trait};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::process::{self, Capture, Invocation, Output, Program, ResolveError, RunError};
 
 /// Default per-call timeout: 60 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -152,14 +150,6 @@ pub enum CommandConfigError {
     },
 }
 
-/// A configured command: the resolved program and its argument templates.
-#[derive(Debug, Clone)]
-struct Argv {
-    program: PathBuf,
-    args: Vec<String>,
-    display: String,
-}
-
 /// Builds a [`CommandTarget`]; see there for an example.
 #[derive(Debug, Clone)]
 pub struct CommandTargetBuilder {
@@ -217,10 +207,10 @@ pub struct CommandTarget {
 
 #[derive(Debug)]
 struct Config {
-    apply: Argv,
-    delete: Argv,
-    observe: Argv,
-    health: Option<Argv>,
+    apply: Program,
+    delete: Program,
+    observe: Program,
+    health: Option<Program>,
     input: Format,
     output: Format,
     payload: Payload,
@@ -415,29 +405,15 @@ impl CommandTargetBuilder {
 
     /// Checks the configuration and resolves every program to a path.
     pub fn build(self) -> Result<CommandTarget, CommandConfigError> {
-        let mut env = Vec::new();
-        for name in &self.env_allow {
-            check_env_name(name)?;
-            if let Some(value) = std::env::var_os(name) {
-                env.push((OsString::from(name), value));
-            }
-        }
-        for (name, value) in &self.env {
-            check_env_name(name)?;
-            env.retain(|(n, _)| n != name.as_str());
-            env.push((OsString::from(name), OsString::from(value)));
-        }
-        let search_path = env
-            .iter()
-            .find(|(n, _)| n == "PATH")
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var_os("PATH"))
-            .unwrap_or_default();
-        let mut resolved: BTreeMap<u8, Argv> = BTreeMap::new();
+        let env = process::environment(&self.env_allow, &self.env)
+            .map_err(|name| CommandConfigError::EnvName { name })?;
+        let search_path = process::search_path(&env);
+        let mut resolved: BTreeMap<u8, Program> = BTreeMap::new();
         for (slot, (operation, args)) in &self.commands {
             resolved.insert(
                 *slot,
-                resolve(*operation, args, &search_path, self.working_dir.as_deref())?,
+                process::resolve(args, &search_path, self.working_dir.as_deref())
+                    .map_err(|e| config_error(*operation, e))?,
             );
         }
         let mut take = |slot: u8, operation| {
@@ -456,7 +432,7 @@ impl CommandTargetBuilder {
         }
         if self.reap_orphans {
             // Best effort: without it, orphans go to PID 1 as usual.
-            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+            process::become_subreaper();
         }
         Ok(CommandTarget {
             inner: Arc::new(Config {
@@ -484,120 +460,24 @@ impl CommandTargetBuilder {
     }
 }
 
-fn check_env_name(name: &str) -> Result<(), CommandConfigError> {
-    if name.is_empty() || name.contains(['=', '\0']) {
-        return Err(CommandConfigError::EnvName {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
-}
-
-fn resolve(
-    operation: Operation,
-    args: &[String],
-    search_path: &std::ffi::OsStr,
-    working_dir: Option<&Path>,
-) -> Result<Argv, CommandConfigError> {
-    let Some((program, rest)) = args.split_first() else {
-        return Err(CommandConfigError::Empty { operation });
-    };
-    let not_found = |searched: String| CommandConfigError::ProgramNotFound {
-        operation,
-        program: program.clone(),
-        searched,
-    };
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        let p = PathBuf::from(program);
-        vec![match working_dir {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p,
-        }]
-    } else if program.is_empty() {
-        return Err(CommandConfigError::Empty { operation });
-    } else {
-        std::env::split_paths(search_path)
-            .filter(|d| d.is_absolute())
-            .map(|d| d.join(program))
-            .collect()
-    };
-    let found = candidates.iter().find(|p| p.is_file());
-    let Some(path) = found else {
-        let searched = if program.contains('/') {
-            "the given path".to_owned()
-        } else {
-            format!("PATH={}", search_path.to_string_lossy())
-        };
-        return Err(not_found(searched));
-    };
-    let executable = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false);
-    if !executable {
-        return Err(CommandConfigError::NotExecutable {
+/// The configuration error for a program [`process::resolve`] refused.
+fn config_error(operation: Operation, e: ResolveError) -> CommandConfigError {
+    match e {
+        ResolveError::Empty => CommandConfigError::Empty { operation },
+        ResolveError::NotFound { program, searched } => CommandConfigError::ProgramNotFound {
             operation,
-            path: path.clone(),
-        });
-    }
-    let display = std::iter::once(program.as_str())
-        .chain(rest.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Ok(Argv {
-        program: path.clone(),
-        args: rest.to_vec(),
-        display,
-    })
-}
-
-/// What one finished call produced.
-struct Output {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-enum ReadError {
-    Overflow,
-    Io(std::io::Error),
-}
-
-/// Reads all of `reader`; more than `limit` bytes is an overflow.
-async fn read_limited<R: AsyncRead + Unpin>(
-    mut reader: R,
-    limit: usize,
-) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf).await.map_err(ReadError::Io)?;
-        if n == 0 {
-            return Ok(out);
+            program,
+            searched,
+        },
+        ResolveError::NotExecutable { path } => {
+            CommandConfigError::NotExecutable { operation, path }
         }
-        if out.len() + n > limit {
-            return Err(ReadError::Overflow);
-        }
-        out.extend_from_slice(&buf[..n]);
     }
 }
 
-/// Reads all of `reader`, keeping the first `limit` bytes and counting the rest.
-async fn read_capped<R: AsyncRead + Unpin>(
-    mut reader: R,
-    limit: usize,
-) -> Result<(Vec<u8>, u64), ReadError> {
-    let mut out = Vec::new();
-    let mut dropped = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf).await.map_err(ReadError::Io)?;
-        if n == 0 {
-            return Ok((out, dropped));
-        }
-        let keep = n.min(limit.saturating_sub(out.len()));
-        out.extend_from_slice(&buf[..keep]);
-        dropped += (n - keep) as u64;
-    }
+/// The captured stderr as text, with a note of what the cap dropped.
+fn stderr_text(out: &Output) -> String {
+    process::text(&out.stderr, out.stderr_dropped, "stderr", false)
 }
 
 fn replace_placeholders(arg: &str, id: &ResourceId) -> Option<String> {
@@ -613,56 +493,6 @@ fn replace_placeholders(arg: &str, id: &ResourceId) -> Option<String> {
             .replace("{name}", id.name())
             .replace("{id}", id.as_str()),
     )
-}
-
-/// Kills the process group when dropped while armed: a call whose future is
-/// dropped mid-run (the engine's own call timeout, a cancelled sync) leaves
-/// no process of the group behind. Tokio's `kill_on_drop` alone would kill
-/// only the leader.
-struct GroupGuard(Option<rustix::process::Pid>);
-
-impl GroupGuard {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
-    }
-}
-
-/// Kills every process of the group `pgid`; a group already gone is fine.
-fn kill_group(pgid: Option<rustix::process::Pid>) {
-    if let Some(pgid) = pgid {
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-    }
-}
-
-/// Reaps the members of `pgid` that were re-parented to this process (only
-/// possible as a child subreaper); waits up to a second for them to die.
-async fn reap_group(pgid: Option<rustix::process::Pid>) {
-    let Some(pgid) = pgid else { return };
-    use rustix::process::{WaitId, WaitIdOptions, waitid};
-    for _ in 0..100 {
-        match waitid(
-            WaitId::Pgid(Some(pgid)),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(Some(_)) => continue,
-            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(_) => return, // ECHILD: none left.
-        }
-    }
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => format!("ended with {status}"),
-    }
 }
 
 impl Config {
@@ -687,149 +517,90 @@ impl Config {
     async fn run(
         &self,
         operation: Operation,
-        command: &Argv,
+        command: &Program,
         id: &ResourceId,
         stdin: Option<Vec<u8>>,
     ) -> Result<Output, TargetError> {
         self.check_id(id)?;
-        let mut cmd = tokio::process::Command::new(&command.program);
-        cmd.args(
-            command
+        let mut extra_env = vec![
+            ("GITOPS_OPERATION", operation.to_string()),
+            ("GITOPS_KIND", id.kind().to_owned()),
+            ("GITOPS_NAME", id.name().to_owned()),
+            ("GITOPS_ID", id.as_str().to_owned()),
+        ];
+        if let Some(ns) = id.namespace() {
+            extra_env.push(("GITOPS_NAMESPACE", ns.to_owned()));
+        }
+        let limit = self.output_limit;
+        let result = process::run(Invocation {
+            program: &command.path,
+            args: command
                 .args
                 .iter()
-                .filter_map(|a| replace_placeholders(a, id)),
-        )
-        .env_clear()
-        .envs(self.env.iter().map(|(k, v)| (k, v)))
-        .env("GITOPS_OPERATION", operation.to_string())
-        .env("GITOPS_KIND", id.kind())
-        .env("GITOPS_NAME", id.name())
-        .env("GITOPS_ID", id.as_str())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-        if let Some(ns) = id.namespace() {
-            cmd.env("GITOPS_NAMESPACE", ns);
-        }
-        if let Some(dir) = &self.working_dir {
-            cmd.current_dir(dir);
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            let message = match e.kind() {
-                std::io::ErrorKind::NotFound => format!(
-                    "{operation}: program {} not found (or its interpreter is missing): {e}",
-                    command.program.display()
-                ),
-                std::io::ErrorKind::PermissionDenied => format!(
-                    "{operation}: program {} is not executable: {e}",
-                    command.program.display()
-                ),
-                _ => format!(
-                    "{operation}: cannot start {}: {e}",
-                    command.program.display()
-                ),
-            };
-            TargetError::Permanent {
-                id: id.clone(),
-                message,
-                source: Some(Box::new(e)),
-            }
-        })?;
-        let pgid = child
-            .id()
-            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
-        let mut guard = GroupGuard(pgid);
-        let stdin_pipe = child.stdin.take();
-        let stdout_pipe = child.stdout.take();
-        let stderr_pipe = child.stderr.take();
-        let limit = self.output_limit;
-        let outcome = tokio::time::timeout(self.timeout, async {
-            let write = async {
-                if let (Some(mut pipe), Some(data)) = (stdin_pipe, stdin) {
-                    // A program that exits without reading its input is fine.
-                    let _ = pipe.write_all(&data).await;
-                }
-                Ok::<(), ReadError>(())
-            };
-            let out = async {
-                match stdout_pipe {
-                    Some(p) => read_limited(p, limit).await,
-                    None => Ok(Vec::new()),
-                }
-            };
-            let err = async {
-                match stderr_pipe {
-                    Some(p) => read_capped(p, limit).await,
-                    None => Ok((Vec::new(), 0)),
-                }
-            };
-            let ((), stdout, (stderr, dropped)) = tokio::try_join!(write, out, err)?;
-            let status = child.wait().await.map_err(ReadError::Io)?;
-            Ok::<_, ReadError>((status, stdout, stderr, dropped))
+                .filter_map(|a| replace_placeholders(a, id))
+                .collect(),
+            env: &self.env,
+            extra_env,
+            working_dir: self.working_dir.as_deref(),
+            stdin,
+            timeout: self.timeout,
+            output_limit: limit,
+            stdout: Capture::Limit,
+            stderr: Capture::Head,
+            reap_orphans: self.reap_orphans,
         })
         .await;
         let fail = |message: String| {
             TargetError::permanent(id, format!("{operation}: `{}` {message}", command.display))
         };
-        let result = match outcome {
-            Ok(Ok((status, stdout, stderr, dropped))) => {
-                // The leader was reaped: its pid may be reused, never signal it.
-                guard.disarm();
-                let mut stderr = String::from_utf8_lossy(&stderr).trim_end().to_owned();
-                if dropped > 0 {
-                    stderr.push_str(&format!(" [{dropped} more bytes of stderr dropped]"));
-                }
-                if self.reap_orphans {
-                    reap_group(pgid).await;
-                }
-                return Ok(Output {
-                    status,
-                    stdout,
-                    stderr,
-                });
+        match result {
+            Ok(out) => Ok(out),
+            Err(RunError::Spawn(e)) => {
+                let message = match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "{operation}: program {} not found (or its interpreter is missing): {e}",
+                        command.path.display()
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "{operation}: program {} is not executable: {e}",
+                        command.path.display()
+                    ),
+                    _ => format!("{operation}: cannot start {}: {e}", command.path.display()),
+                };
+                Err(TargetError::Permanent {
+                    id: id.clone(),
+                    message,
+                    source: Some(Box::new(e)),
+                })
             }
-            Ok(Err(ReadError::Overflow)) => Err(fail(format!(
+            Err(RunError::Overflow) => Err(fail(format!(
                 "printed more than {limit} bytes on stdout; killed"
             ))),
-            Ok(Err(ReadError::Io(e))) => Err(fail(format!("I/O error: {e}"))),
-            Err(_elapsed) => Err(TargetError::Timeout {
+            Err(RunError::Io(e)) => Err(fail(format!("I/O error: {e}"))),
+            Err(RunError::Timeout) => Err(TargetError::Timeout {
                 id: id.clone(),
                 after: self.timeout,
             }),
-        };
-        // Timeout, overflow or I/O error: kill the whole group, reap the
-        // leader (so it leaves no zombie), then any re-parented members.
-        kill_group(pgid);
-        let _ = child.wait().await;
-        guard.disarm();
-        if self.reap_orphans {
-            reap_group(pgid).await;
         }
-        result
     }
 
     fn failure(
         &self,
         operation: Operation,
-        command: &Argv,
+        command: &Program,
         id: &ResourceId,
         out: &Output,
     ) -> TargetError {
-        let stderr = if out.stderr.is_empty() {
+        let stderr = stderr_text(out);
+        let stderr = if stderr.is_empty() {
             String::new()
         } else {
-            format!(": {}", out.stderr)
+            format!(": {stderr}")
         };
         let message = format!(
             "{operation}: `{}` {}{stderr}",
             command.display,
-            describe_status(out.status)
+            process::describe_status(out.status)
         );
         let transient = match out.status.code() {
             Some(code) => self.transient_exits.contains(&code),
@@ -991,10 +762,9 @@ impl Target for CommandTarget {
                 return Err(c.failure(Operation::Health, command, id, &out));
             }
             _ => Health::Degraded {
-                reason: if out.stderr.is_empty() {
-                    describe_status(out.status)
-                } else {
-                    out.stderr
+                reason: match stderr_text(&out) {
+                    text if text.is_empty() => process::describe_status(out.status),
+                    text => text,
                 },
             },
         })

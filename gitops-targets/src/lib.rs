@@ -221,6 +221,9 @@
 //! `openat2(RESOLVE_BENEATH)` path checks.
 pub mod command;
 pub mod fs;
+pub mod gate;
+mod process;
 
 pub use command::{CommandConfigError, CommandTarget, CommandTargetBuilder};
 pub use fs::{Durability, FsOpenError, FsOptions, FsTarget};
+pub use gate::{CommandGate, CommandGateBuilder, CommandGateError};
