@@ -52,10 +52,13 @@ pub mod store;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod window;
 pub mod writeback;
 
 pub use diff::{Diff, FieldChange};
-pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, SyncReport};
+pub use engine::{
+    Dependency, Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, Needs, SyncReport,
+};
 pub use files::FilesRender;
 pub use gate::{Gate, GateInput, GateResult, GateStage, gate_fn};
 pub use graph::{CycleError, DependencyGraph};
@@ -69,12 +72,13 @@ pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
 pub use redb_store::RedbStore;
 pub use render::{DesiredState, FileEdit, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
-pub use status::{Condition, ConditionKind, Status};
+pub use status::{BlockReason, Blocked, Condition, ConditionKind, Status};
 pub use store::{
     AuditAction, AuditQuery, AuditRecord, EngineRecord, HistoryEntry, MemoryStore, StateStore,
     StoreError,
 };
 pub use target::{Target, TargetError};
+pub use window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, SystemClock};
 pub use writeback::{Drifted, Writeback, WritebackError, WritebackRequest, WrittenBack};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.

@@ -88,4 +88,17 @@ pub trait Source: Send + Sync {
 
     /// The files of one revision, read without a worktree checkout.
     async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError>;
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors in the
+    /// source's history: `Some(true)` or `Some(false)` when the source can
+    /// tell, `None` when it cannot (the default; a shallow history, or a
+    /// source without history). Used by application dependencies to accept
+    /// a dependency that runs a newer commit.
+    async fn is_ancestor(
+        &self,
+        ancestor: &Revision,
+        descendant: &Revision,
+    ) -> Result<Option<bool>, SourceError> {
+        Ok((ancestor.id == descendant.id).then_some(true))
+    }
 }

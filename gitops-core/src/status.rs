@@ -60,6 +60,41 @@ pub struct RetryInfo {
     pub after: Duration,
 }
 
+/// What holds an engine back from syncing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlockReason {
+    /// A sync window is closed (a deny window is open, or no allow window is).
+    SyncWindowClosed,
+    /// An application this one depends on is not Ready at the needed revision.
+    DependencyNotReady,
+}
+
+impl BlockReason {
+    /// The CamelCase reason used in conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::SyncWindowClosed => "SyncWindowClosed",
+            BlockReason::DependencyNotReady => "DependencyNotReady",
+        }
+    }
+}
+
+/// Why the last attempt to sync did not start, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    /// Window or dependency.
+    pub reason: BlockReason,
+    /// What blocks it, e.g. "sync blocked by deny window freeze until
+    /// 2026-11-27T06:00:00Z" or "waiting for app `db`: at main@sha1:abc,
+    /// needs main@sha1:def or a descendant".
+    pub message: String,
+    /// When a closed window opens again (`None` for a dependency, or no
+    /// opening within the look-ahead).
+    pub until: Option<SystemTime>,
+    /// The revision that waits.
+    pub revision: Option<Revision>,
+}
+
 /// What an engine is doing and what it last did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -75,6 +110,10 @@ pub struct Status {
     pub suspended: bool,
     /// The next retry, if one is scheduled.
     pub retry: Option<RetryInfo>,
+    /// Set while a sync window or a dependency holds the engine back;
+    /// cleared when a sync starts. Checked again on every poll, drift
+    /// check, retry and trigger.
+    pub blocked: Option<Blocked>,
 }
 
 impl Default for Status {
@@ -99,6 +138,7 @@ impl Default for Status {
             drift: Vec::new(),
             suspended: false,
             retry: None,
+            blocked: None,
         }
     }
 }
@@ -149,6 +189,9 @@ impl fmt::Display for Status {
         }
         if self.suspended {
             f.write_str(" [suspended]")?;
+        }
+        if let Some(b) = &self.blocked {
+            write!(f, " [blocked: {}]", b.message)?;
         }
         Ok(())
     }

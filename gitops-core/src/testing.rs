@@ -44,6 +44,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct SourceState {
     commits: Vec<Snapshot>,
+    /// The parent of each commit: the head when it was made.
+    parents: Vec<Option<usize>>,
     head: Option<usize>,
     poll_faults: VecDeque<bool>,
     polls: usize,
@@ -105,6 +107,8 @@ impl MemorySource {
         let snapshot = Snapshot::from_files(revision.clone(), files)
             .unwrap_or_else(|e| panic!("MemorySource::commit: {e}"));
         state.commits.push(snapshot);
+        let parent = state.head;
+        state.parents.push(parent);
         state.head = Some(state.commits.len() - 1);
         revision
     }
@@ -169,6 +173,29 @@ impl Source for MemorySource {
                 reference: self.reference.clone(),
                 message: "no commits yet".into(),
             }),
+        }
+    }
+
+    /// Commits form a history: each one's parent is the head it was made on
+    /// (so after [`reset`](MemorySource::reset), later commits branch off).
+    async fn is_ancestor(
+        &self,
+        ancestor: &Revision,
+        descendant: &Revision,
+    ) -> Result<Option<bool>, SourceError> {
+        let state = lock(&self.state);
+        let index = |id: &str| state.commits.iter().position(|s| s.revision().id == id);
+        let (Some(a), Some(mut d)) = (index(&ancestor.id), index(&descendant.id)) else {
+            return Ok(None);
+        };
+        loop {
+            if d == a {
+                return Ok(Some(true));
+            }
+            match state.parents[d] {
+                Some(p) => d = p,
+                None => return Ok(Some(false)),
+            }
         }
     }
 

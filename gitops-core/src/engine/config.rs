@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::window::SyncWindows;
+
 /// Exponential backoff for transient failures, per revision; reset on success.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -91,6 +93,8 @@ pub struct EngineConfig {
     /// What a write-back conflict falls back to (default
     /// [`WritebackConflict::Keep`]).
     pub writeback_conflict: WritebackConflict,
+    /// When syncs may change the target (default: no windows, always).
+    pub windows: SyncWindows,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +117,7 @@ impl Default for EngineConfig {
             unpin_on_new_commit: false,
             gate_timeout: Duration::from_secs(600),
             writeback_conflict: WritebackConflict::Keep,
+            windows: SyncWindows::new(),
         }
     }
 }

@@ -140,6 +140,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A sync window or a dependency holds the engine back (sent when the
+    /// reason changes, not on every check).
+    Blocked {
+        /// The revision that waits.
+        revision: Option<Revision>,
+        /// `SyncWindowClosed` or `DependencyNotReady`.
+        reason: String,
+        /// What blocks it and until when.
+        message: String,
+    },
     /// A retry is scheduled.
     RetryScheduled {
         /// The revision, when one was read.

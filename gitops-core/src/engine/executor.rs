@@ -210,7 +210,11 @@ impl Inner {
         let apply_started = Instant::now();
         let mut result = SyncResult::Converged;
 
-        'waves: for wave in &plan.waves {
+        'waves: for (index, wave) in plan.waves.iter().enumerate() {
+            if index > 0 && self.window_stops(audit.trigger) {
+                result = SyncResult::WindowClosed;
+                break 'waves;
+            }
             let mut to_apply: Vec<(usize, bool)> = Vec::new(); // (position, is drift revert)
             for change in &wave.changes {
                 let Some(pos) = desired.position(&change.id) else {
@@ -391,6 +395,12 @@ impl Inner {
         let apply_time = apply_started.elapsed();
 
         let prune_started = Instant::now();
+        if result == SyncResult::Converged
+            && !plan.prune.is_empty()
+            && self.window_stops(audit.trigger)
+        {
+            result = SyncResult::WindowClosed;
+        }
         if result == SyncResult::Converged {
             let failed = run.ok.iter().any(|ok| !ok);
             self.prune(plan, audit, inventory, inventory_version, &mut run, failed)

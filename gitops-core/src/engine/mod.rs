@@ -30,6 +30,7 @@
 //! # }).unwrap();
 //! ```
 
+mod admission;
 mod config;
 mod events;
 mod executor;
@@ -45,6 +46,7 @@ use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+pub use admission::{Dependency, Needs};
 pub use config::{EngineConfig, RetryPolicy, WritebackConflict};
 pub use events::{Event, Trigger};
 pub use report::{Outcome, ResourceOutcome, SyncReport, SyncResult, Timings};
@@ -61,6 +63,7 @@ use crate::store::{
     StoreError, Versioned,
 };
 use crate::target::{Target, TargetError};
+use crate::window::{Clock, SyncWindows, SystemClock};
 use crate::writeback::{Drifted, Writeback, WritebackError, WritebackRequest};
 
 /// Why a reconcile could not run at all (per-resource failures are in the
@@ -115,6 +118,15 @@ pub enum EngineError {
     /// The builder was missing a part.
     #[error("engine configuration: {0}")]
     Config(String),
+    /// A sync window or a dependency holds the revision back; nothing was
+    /// changed. Not an error of the revision: it is tried again later.
+    #[error("revision {revision}: {}", blocked.message)]
+    Blocked {
+        /// The revision that waits.
+        revision: Box<Revision>,
+        /// What blocks it and until when.
+        blocked: Box<crate::status::Blocked>,
+    },
 }
 
 impl EngineError {
@@ -133,7 +145,8 @@ impl EngineError {
         match self {
             EngineError::Render { revision, .. }
             | EngineError::EmptyRevision { revision, .. }
-            | EngineError::Rollback { revision, .. } => Some(revision),
+            | EngineError::Rollback { revision, .. }
+            | EngineError::Blocked { revision, .. } => Some(revision),
             _ => None,
         }
     }
@@ -186,6 +199,8 @@ pub(crate) struct Inner {
     writeback: Option<Arc<dyn Writeback>>,
     pre_gates: Vec<Arc<dyn Gate>>,
     post_gates: Vec<Arc<dyn Gate>>,
+    clock: Arc<dyn Clock>,
+    dependencies: Vec<Dependency>,
     events: broadcast::Sender<Event>,
     status: watch::Sender<Status>,
     trigger: Notify,
@@ -221,6 +236,8 @@ pub struct EngineBuilder {
     writeback: Option<Arc<dyn Writeback>>,
     pre_gates: Vec<Arc<dyn Gate>>,
     post_gates: Vec<Arc<dyn Gate>>,
+    clock: Option<Arc<dyn Clock>>,
+    dependencies: Vec<Dependency>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -272,6 +289,25 @@ impl EngineBuilder {
     /// found healthy; a failure marks the revision failed.
     pub fn post_sync_gate(mut self, gate: Arc<dyn Gate>) -> Self {
         self.post_gates.push(gate);
+        self
+    }
+
+    /// When syncs may change the target (see [`crate::window`]).
+    pub fn windows(mut self, windows: SyncWindows) -> Self {
+        self.config.windows = windows;
+        self
+    }
+
+    /// The wall clock sync windows are read against (default: the system's).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Syncs only while another engine of this process is Ready (see
+    /// [`Dependency`]); the status names the dependency that blocks.
+    pub fn depends_on(mut self, dependency: Dependency) -> Self {
+        self.dependencies.push(dependency);
         self
     }
 
@@ -327,6 +363,8 @@ impl EngineBuilder {
                 writeback: self.writeback,
                 pre_gates: self.pre_gates,
                 post_gates: self.post_gates,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                dependencies: self.dependencies,
                 events,
                 status,
                 trigger: Notify::new(),
@@ -963,6 +1001,7 @@ impl Inner {
             None => self.source.poll().await?,
         };
         span.record("revision", tracing::field::display(&revision));
+        self.admit(trigger, &revision).await?;
         self.status.send_modify(|s| {
             s.last_attempted = Some(revision.clone());
             s.set(
@@ -1359,6 +1398,11 @@ impl Inner {
         trigger: Trigger,
         result: &Result<SyncReport, EngineError>,
     ) {
+        if let Err(EngineError::Blocked { blocked, .. }) = result {
+            // Nothing happened: no history entry, no hold, no retry.
+            self.set_blocked(state, blocked);
+            return;
+        }
         self.record_history(trigger, result).await;
         let report_revision = match result {
             Ok(report) => Some(report.revision.clone()),
@@ -1398,13 +1442,13 @@ impl Inner {
             Ok(report)
                 if matches!(
                     report.result,
-                    SyncResult::Superseded | SyncResult::Interrupted
+                    SyncResult::Superseded | SyncResult::Interrupted | SyncResult::WindowClosed
                 ) =>
             {
-                let reason = if report.result == SyncResult::Superseded {
-                    "Superseded"
-                } else {
-                    "Interrupted"
+                let reason = match report.result {
+                    SyncResult::Superseded => "Superseded",
+                    SyncResult::WindowClosed => "SyncWindowClosed",
+                    _ => "Interrupted",
                 };
                 self.status.send_modify(|s| {
                     s.set(ConditionKind::Reconciling, false, reason, "");

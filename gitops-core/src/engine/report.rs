@@ -88,6 +88,9 @@ pub enum SyncResult {
     Planned,
     /// A pre-sync gate failed; nothing was applied.
     GateFailed,
+    /// A sync window closed during the sync and the policy is to stop at
+    /// the next wave boundary; the rest is applied when the windows allow.
+    WindowClosed,
 }
 
 impl fmt::Display for SyncResult {
@@ -99,6 +102,7 @@ impl fmt::Display for SyncResult {
             SyncResult::Interrupted => "interrupted",
             SyncResult::Planned => "planned",
             SyncResult::GateFailed => "blocked by a gate",
+            SyncResult::WindowClosed => "stopped by a sync window",
         })
     }
 }

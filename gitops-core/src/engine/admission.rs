@@ -1,0 +1,191 @@
+//! Admission: whether a reconcile may start now (sync windows, dependencies
+//! on other applications), and whether a sync in progress stops at a wave
+//! boundary because a window closed.
+//!
+//! A blocked reconcile changes nothing, records no history entry, holds
+//! nothing and schedules no retry: the engine looks again on its next poll,
+//! drift check, retry or trigger, and [`Status::blocked`](crate::Status::blocked)
+//! says what blocks it and until when.
+
+use tokio::time::Instant;
+
+use super::{EngineError, EngineHandle, Event, Inner, LoopState, Trigger};
+use crate::model::Revision;
+use crate::status::{BlockReason, Blocked, ConditionKind};
+use crate::window::InProgress;
+
+/// What an application needs from an application it depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Needs {
+    /// Ready at this application's commit, or at a commit that descends from
+    /// it according to this application's source
+    /// ([`Source::is_ancestor`](crate::Source::is_ancestor); a source that
+    /// cannot tell only accepts the same commit). Meant for applications
+    /// deployed from the same repository. The default.
+    #[default]
+    SameOrNewerRevision,
+    /// Ready at any revision (applications from different repositories).
+    Ready,
+}
+
+/// A dependency on another engine of the same process: this engine syncs
+/// only while that one is Ready (at a revision that satisfies [`Needs`]).
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    handle: EngineHandle,
+    needs: Needs,
+}
+
+impl Dependency {
+    /// Depends on the engine behind `handle`, at the same or a newer revision.
+    pub fn on(handle: &EngineHandle) -> Self {
+        Self {
+            handle: handle.clone(),
+            needs: Needs::default(),
+        }
+    }
+
+    /// What is needed of it (default [`Needs::SameOrNewerRevision`]).
+    pub fn needs(mut self, needs: Needs) -> Self {
+        self.needs = needs;
+        self
+    }
+
+    /// The name of the application depended on.
+    pub fn name(&self) -> &str {
+        self.handle.name()
+    }
+}
+
+impl EngineHandle {
+    /// The application name of the engine.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+}
+
+/// Manual syncs are the ones a person asked for: `sync_once` and rollbacks.
+pub(super) fn is_manual(trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Manual | Trigger::Rollback)
+}
+
+impl Inner {
+    /// `Err(EngineError::Blocked)` when a window or a dependency holds the
+    /// reconcile of `revision` back; clears the blocked status otherwise.
+    pub(super) async fn admit(
+        &self,
+        trigger: Trigger,
+        revision: &Revision,
+    ) -> Result<(), EngineError> {
+        let blocked = |reason, message: String, until| EngineError::Blocked {
+            revision: Box::new(revision.clone()),
+            blocked: Box::new(Blocked {
+                reason,
+                message,
+                until,
+                revision: Some(revision.clone()),
+            }),
+        };
+        if let Err(block) = self
+            .config
+            .windows
+            .check(self.clock.now(), is_manual(trigger))
+        {
+            return Err(blocked(
+                BlockReason::SyncWindowClosed,
+                block.to_string(),
+                block.until,
+            ));
+        }
+        for dependency in &self.dependencies {
+            if let Some(message) = self.dependency_waits(dependency, revision).await {
+                return Err(blocked(BlockReason::DependencyNotReady, message, None));
+            }
+        }
+        if self.status.borrow().blocked.is_some() {
+            self.status.send_modify(|s| s.blocked = None);
+        }
+        Ok(())
+    }
+
+    /// Why `dependency` is not yet good enough for `revision`, if it is not.
+    async fn dependency_waits(
+        &self,
+        dependency: &Dependency,
+        revision: &Revision,
+    ) -> Option<String> {
+        let name = dependency.name();
+        let status = dependency.handle.status();
+        let ready = status.condition(ConditionKind::Ready);
+        let Some(applied) = status.last_applied.clone().filter(|_| ready.status) else {
+            let why = if ready.message.is_empty() {
+                ready.reason.clone()
+            } else {
+                format!("{}: {}", ready.reason, ready.message)
+            };
+            return Some(format!("waiting for app `{name}`: not ready ({why})"));
+        };
+        if dependency.needs == Needs::Ready || applied.id == revision.id {
+            return None;
+        }
+        match self.source.is_ancestor(revision, &applied).await {
+            Ok(Some(true)) => None,
+            Ok(_) => Some(format!(
+                "waiting for app `{name}`: at {applied}, needs {revision} or a descendant"
+            )),
+            Err(e) => Some(format!(
+                "waiting for app `{name}`: at {applied}, needs {revision}; cannot compare: {e}"
+            )),
+        }
+    }
+
+    /// Whether a sync in progress stops before its next wave: the policy
+    /// says so and the windows no longer allow this sync.
+    pub(super) fn window_stops(&self, trigger: Trigger) -> bool {
+        let windows = &self.config.windows;
+        windows.in_progress_policy() == InProgress::StopAtWaveBoundary
+            && windows.check(self.clock.now(), is_manual(trigger)).is_err()
+    }
+
+    /// Records a block in the status (and an event when it changes). A due
+    /// retry waits a poll interval, so a closed window is no hot loop.
+    pub(super) fn set_blocked(&self, state: &mut LoopState, blocked: &Blocked) {
+        if let Some(retry) = state.retry.as_mut() {
+            retry.due = retry.due.max(Instant::now() + self.config.interval);
+        }
+        let changed = self
+            .status
+            .borrow()
+            .blocked
+            .as_ref()
+            .is_none_or(|b| b.message != blocked.message);
+        if changed {
+            tracing::info!(reason = blocked.reason.as_str(), message = %blocked.message, "blocked");
+            self.emit(Event::Blocked {
+                revision: blocked.revision.clone(),
+                reason: blocked.reason.as_str().to_owned(),
+                message: blocked.message.clone(),
+            });
+        }
+        let reason = blocked.reason.as_str();
+        self.status.send_modify(|s| {
+            s.blocked = Some(blocked.clone());
+            match blocked.reason {
+                // The target is as the last sync left it; only syncing waits.
+                BlockReason::SyncWindowClosed => {
+                    s.set(
+                        ConditionKind::Reconciling,
+                        false,
+                        reason,
+                        blocked.message.clone(),
+                    );
+                }
+                // Flux's dependsOn: not Ready until the dependency is.
+                BlockReason::DependencyNotReady => {
+                    s.set(ConditionKind::Reconciling, false, reason, "");
+                    s.set(ConditionKind::Ready, false, reason, blocked.message.clone());
+                }
+            }
+        });
+    }
+}
