@@ -43,7 +43,9 @@ pub mod graph;
 pub mod id;
 pub mod manifest;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
+pub mod promote;
 pub mod redb_store;
 pub mod render;
 pub mod source;
@@ -68,7 +70,9 @@ pub use model::{
     DriftPolicy, Health, Inventory, InventoryEntry, Observed, Origin, Policy, Resource, Revision,
     Snapshot, SnapshotFile, SnapshotPathError,
 };
+pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Stage};
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
+pub use promote::{PromoteError, Promoter};
 pub use redb_store::RedbStore;
 pub use render::{DesiredState, FileEdit, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};

@@ -130,6 +130,10 @@ pub enum AuditAction {
     Writeback,
     /// A quality gate ran (the id is `Gate/<name>`; `detail` has its output).
     Gate,
+    /// A revision passed a pipeline stage and was promoted (the id is
+    /// `Stage/<name>`; `reference` is the promoted reference, `detail` says
+    /// where to).
+    Promote,
 }
 
 /// One change applied to the target: who, why, what, when, from which revision.

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::id::ResourceId;
 use crate::model::{Health, Observed, Resource, Revision, Snapshot, SnapshotFile};
+use crate::promote::{PromoteError, Promoter};
 use crate::render::{FileEdit, Render};
 use crate::source::{Source, SourceError};
 use crate::target::{Target, TargetError};
@@ -570,5 +571,66 @@ impl Writeback for MemoryWriteback {
             revision,
             is_release: true,
         }))
+    }
+}
+
+/// A [`Promoter`] that records each promotion and hands on the revision
+/// under the reference `passed/<stage>` (as a branch a Git promoter would
+/// move); it can be told to fail.
+#[derive(Default)]
+pub struct MemoryPromoter {
+    calls: Mutex<Vec<(String, Revision)>>,
+    failures: Mutex<usize>,
+}
+
+impl std::fmt::Debug for MemoryPromoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPromoter")
+            .field("calls", &lock(&self.calls).len())
+            .finish()
+    }
+}
+
+impl MemoryPromoter {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every successful promotion so far: the stage passed and the revision.
+    pub fn calls(&self) -> Vec<(String, Revision)> {
+        lock(&self.calls).clone()
+    }
+
+    /// The next `n` promotions fail (transiently).
+    pub fn fail_next(&self, n: usize) {
+        *lock(&self.failures) += n;
+    }
+}
+
+#[async_trait]
+impl Promoter for MemoryPromoter {
+    async fn promote(
+        &self,
+        stage: &str,
+        revision: &Revision,
+    ) -> Result<Option<Revision>, PromoteError> {
+        {
+            let mut failures = lock(&self.failures);
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(PromoteError::Failed {
+                    stage: stage.to_owned(),
+                    revision: revision.to_string(),
+                    message: "injected failure".into(),
+                    transient: true,
+                    source: None,
+                });
+            }
+        }
+        lock(&self.calls).push((stage.to_owned(), revision.clone()));
+        let mut promoted = revision.clone();
+        promoted.reference = format!("passed/{stage}");
+        Ok(Some(promoted))
     }
 }

@@ -26,6 +26,8 @@ pub enum Trigger {
     Manual,
     /// A rollback to a recorded revision.
     Rollback,
+    /// A pipeline promoted the revision past a stage (audit records only).
+    Promotion,
 }
 
 impl fmt::Display for Trigger {
@@ -37,6 +39,7 @@ impl fmt::Display for Trigger {
             Trigger::Retry => "retry",
             Trigger::Manual => "manual",
             Trigger::Rollback => "rollback",
+            Trigger::Promotion => "promotion",
         })
     }
 }
