@@ -1,6 +1,7 @@
 //! Reference targets for `gitops`: [`FsTarget`] keeps a directory equal to
 //! the files in Git, [`CommandTarget`] drives any command-line tool
-//! (`kubectl`, `helm`, a vendor CLI) without writing Rust.
+//! (`kubectl`, `helm`, a vendor CLI) without writing Rust, and
+//! [`CommandGate`] runs a program as a quality gate.
 //!
 //! ```
 //! use gitops_core::{FilesRender, Render, Revision, Snapshot, Target};
@@ -190,6 +191,16 @@
 //! - `FsTarget` writes files as the user running it, with mode `0644` or
 //!   `0755` only, and never follows a symlink out of its root; run it as an
 //!   unprivileged user that owns the root where you can.
+//!
+//! # `CommandGate`: a program as a quality gate
+//!
+//! A test suite or a policy scanner run before (pre-sync) or after
+//! (post-sync) a revision reaches the target, with the same process runner
+//! as `CommandTarget`: argument vector, no shell, environment allowlist,
+//! timeout killing the whole process group. It gets `{stage, revision,
+//! plan}` as JSON on stdin; exit 0 passes. The last 64 KiB of stdout and of
+//! stderr are kept as the gate's output (report, history, audit). See the
+//! [`gate`] module.
 //!
 //! # Benchmarks
 //!
