@@ -5,7 +5,7 @@
 //! of the stage the revision passed.
 //!
 //! `gitops-core` knows nothing of Git; a Git implementation lives in
-//! `gitops-git`. [`testing::MemoryPromoter`](crate::testing) records calls.
+//! `gitops-git`. `testing::MemoryPromoter` (cargo feature `testing`) records calls.
 
 use async_trait::async_trait;
 
