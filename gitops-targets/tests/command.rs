@@ -1,8 +1,9 @@
 //! CommandTarget against real processes: small local shell scripts are the
 //! programs (the target itself never runs a shell).
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -11,17 +12,7 @@ use gitops_targets::command::{Compare, Format, Payload};
 use gitops_targets::{CommandConfigError, CommandTarget, CommandTargetBuilder};
 use serde_json::{Value, json};
 
-/// The scripts, written once before any test spawns a process (writing an
-/// executable while another thread forks can make exec fail with ETXTBSY).
-struct Scripts {
-    dir: PathBuf,
-}
-
-impl Scripts {
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().expect("utf-8 path").to_owned()
-    }
-}
+use common::{Scripts, assert_gone, process_state, read_pid};
 
 const SCRIPTS: &[(&str, &str)] = &[
     (
@@ -69,30 +60,8 @@ exit 0"#,
 ];
 
 fn scripts() -> &'static Scripts {
-    static SCRIPTS_DIR: OnceLock<Scripts> = OnceLock::new();
-    SCRIPTS_DIR.get_or_init(|| {
-        // Under the target directory, one folder per test process; folders
-        // of processes that are gone are removed.
-        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("command-scripts");
-        if let Ok(entries) = std::fs::read_dir(&parent) {
-            for entry in entries.flatten() {
-                let pid = entry.file_name().to_string_lossy().into_owned();
-                if !Path::new("/proc").join(&pid).exists() {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = parent.join(std::process::id().to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scripts dir");
-        for (name, body) in SCRIPTS {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod script");
-        }
-        Scripts { dir }
-    })
+    static DIR: OnceLock<Scripts> = OnceLock::new();
+    DIR.get_or_init(|| Scripts::write("command-scripts", SCRIPTS))
 }
 
 fn state() -> tempfile::TempDir {
@@ -425,39 +394,6 @@ async fn exit_code_contract() {
     let err = target.apply(&r).await.expect_err("killed");
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("killed by signal 9"), "{err}");
-}
-
-/// `None` when the process is gone, `Some('Z')` for a zombie, else its state.
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the parenthesized command name.
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-}
-
-async fn read_pid(state: &Path, file: &str) -> u32 {
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(state.join(file))
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{file} was never written");
-}
-
-async fn assert_gone(pid: u32, what: &str) {
-    for _ in 0..300 {
-        match process_state(pid) {
-            None => return,
-            Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    panic!(
-        "{what} (pid {pid}) still exists in state {:?}: killed but not reaped",
-        process_state(pid)
-    );
 }
 
 /// The timeout kills the whole process group and leaves no zombie: the

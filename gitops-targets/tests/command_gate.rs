@@ -2,8 +2,8 @@
 //! gate programs (the gate itself never runs a shell), driven by an engine
 //! over the in-memory source and target.
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,17 +16,7 @@ use gitops_core::{
 use gitops_targets::{CommandGate, CommandGateError};
 use serde_json::Value;
 
-/// Written once before any test spawns a process (writing an executable
-/// while another thread forks can make exec fail with ETXTBSY).
-struct Scripts {
-    dir: PathBuf,
-}
-
-impl Scripts {
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().expect("utf-8 path").to_owned()
-    }
-}
+use common::{Scripts, assert_gone, read_pid};
 
 const SCRIPTS: &[(&str, &str)] = &[
     (
@@ -61,27 +51,7 @@ echo "verdict: all 200 tests passed""#,
 
 fn scripts() -> &'static Scripts {
     static DIR: OnceLock<Scripts> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gate-scripts");
-        if let Ok(entries) = std::fs::read_dir(&parent) {
-            for entry in entries.flatten() {
-                let pid = entry.file_name().to_string_lossy().into_owned();
-                if !Path::new("/proc").join(&pid).exists() {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = parent.join(std::process::id().to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scripts dir");
-        for (name, body) in SCRIPTS {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod script");
-        }
-        Scripts { dir }
-    })
+    DIR.get_or_init(|| Scripts::write("gate-scripts", SCRIPTS))
 }
 
 fn doc(v: i64) -> String {
@@ -223,32 +193,6 @@ async fn a_failing_gate_keeps_its_output_in_report_history_and_audit() {
     assert!(detail.contains("exited with 3"), "{detail}");
 }
 
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-}
-
-fn read_pid(state: &Path, file: &str) -> u32 {
-    std::fs::read_to_string(state.join(file))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{file} was not written"))
-}
-
-async fn assert_gone(pid: u32, what: &str) {
-    for _ in 0..300 {
-        if process_state(pid).is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "{what} (pid {pid}) still exists in state {:?}",
-        process_state(pid)
-    );
-}
-
 /// A hanging gate fails at its timeout, and its whole process group (the
 /// program and the grandchild it started) is killed and gone from /proc;
 /// nothing is applied.
@@ -275,8 +219,8 @@ async fn a_hanging_gate_times_out_and_its_process_group_is_gone() {
         "{output}"
     );
     assert!(target.contents().is_empty(), "nothing applied");
-    let leader = read_pid(state.path(), "leader.pid");
-    let child = read_pid(state.path(), "child.pid");
+    let leader = read_pid(state.path(), "leader.pid").await;
+    let child = read_pid(state.path(), "child.pid").await;
     assert_gone(leader, "the gate program").await;
     assert_gone(child, "the gate's background grandchild").await;
 }

@@ -1,0 +1,78 @@
+//! Helpers shared by the process tests: script folders and /proc checks.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A folder of executable `#!/bin/sh` scripts.
+pub struct Scripts {
+    dir: PathBuf,
+}
+
+impl Scripts {
+    /// Writes `scripts` (name, body) under the target directory, in
+    /// `<folder>/<pid>`, removing the folders of test processes that are
+    /// gone. Call it once, before any test spawns a process (writing an
+    /// executable while another thread forks can make exec fail with ETXTBSY).
+    pub fn write(folder: &str, scripts: &[(&str, &str)]) -> Self {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join(folder);
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for entry in entries.flatten() {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scripts dir");
+        for (name, body) in scripts {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod script");
+        }
+        Scripts { dir }
+    }
+
+    /// The path of one script.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+/// `None` when the process is gone, `Some('Z')` for a zombie, else its state.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesized command name.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
+/// The pid a script wrote into `state/file`, waiting up to 2 s for it.
+pub async fn read_pid(state: &Path, file: &str) -> u32 {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(state.join(file))
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{file} was never written");
+}
+
+/// Waits up to 3 s for `pid` to be gone from /proc (killed and reaped).
+pub async fn assert_gone(pid: u32, what: &str) {
+    for _ in 0..300 {
+        match process_state(pid) {
+            None => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    panic!(
+        "{what} (pid {pid}) still exists in state {:?}: killed but not reaped",
+        process_state(pid)
+    );
+}
