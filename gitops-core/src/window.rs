@@ -675,15 +675,18 @@ impl SyncWindows {
                     .collect(),
             )
         });
+        // Both lists are merged, so sorted by start and by end: binary search.
         let mut candidate = t;
         loop {
             if let Some(allow) = &allow {
-                let (start, _) = *allow.iter().find(|(_, end)| *end > candidate)?;
+                let next = allow.partition_point(|(_, end)| *end <= candidate);
+                let (start, _) = *allow.get(next)?;
                 candidate = candidate.max(start);
             }
-            match deny.iter().find(|(a, b)| *a <= candidate && candidate < *b) {
-                Some((_, end)) => candidate = *end,
-                None => break,
+            let next = deny.partition_point(|(_, end)| *end <= candidate);
+            match deny.get(next) {
+                Some((start, end)) if *start <= candidate => candidate = *end,
+                _ => break,
             }
         }
         (candidate < t + HORIZON).then_some(candidate)
