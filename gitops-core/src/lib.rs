@@ -70,7 +70,7 @@ pub use model::{
     DriftPolicy, Health, Inventory, InventoryEntry, Observed, Origin, Policy, Resource, Revision,
     Snapshot, SnapshotFile, SnapshotPathError,
 };
-pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Stage};
+pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Soaking, Stage};
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
 pub use promote::{PromoteError, Promoter};
 pub use redb_store::RedbStore;

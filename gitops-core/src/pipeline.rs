@@ -278,6 +278,7 @@ impl PipelineBuilder {
                 soak: stage.soak,
                 gate,
                 passed: Mutex::new(None),
+                soaking: Mutex::new(None),
             });
         }
         Ok(Pipeline {
@@ -325,6 +326,28 @@ struct StageRuntime {
     gate: Option<Arc<PromotedSource>>,
     /// The id of the last revision that passed this stage.
     passed: Mutex<Option<String>>,
+    /// The revision being soaked, if any.
+    soaking: Mutex<Option<SoakState>>,
+}
+
+struct SoakState {
+    revision: Revision,
+    deadline: Instant,
+    restarts: usize,
+    last_failure: Option<String>,
+}
+
+/// A revision soaking in a stage: what it waits for before promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soaking {
+    /// The candidate.
+    pub revision: Revision,
+    /// Soak time left if every check from now on passes.
+    pub remaining: Duration,
+    /// How often a failed check started the soak over.
+    pub restarts: usize,
+    /// Why the last check failed, e.g. `App/web: degraded: crash loop`.
+    pub last_failure: Option<String>,
 }
 
 impl StageRuntime {
@@ -333,6 +356,10 @@ impl StageRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn soak_state(&self) -> std::sync::MutexGuard<'_, Option<SoakState>> {
+        self.soaking.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -381,6 +408,19 @@ impl Pipeline {
             .stage(stage)
             .and_then(|s| s.gate.as_ref())
             .and_then(|g| g.current.borrow().clone())
+    }
+
+    /// The revision soaking in a stage (Ready there, waiting for its soak
+    /// time to pass), and why its soak last started over.
+    pub fn soaking(&self, stage: &str) -> Option<Soaking> {
+        let stage = self.inner.stage(stage)?;
+        let state = stage.soak_state();
+        state.as_ref().map(|s| Soaking {
+            revision: s.revision.clone(),
+            remaining: s.deadline.saturating_duration_since(Instant::now()),
+            restarts: s.restarts,
+            last_failure: s.last_failure.clone(),
+        })
     }
 
     /// Pull mode: runs every stage's engine and the promotions between them
@@ -490,13 +530,19 @@ impl Inner {
                 .await
             {
                 Soak::Passed => {
-                    if !self.pass(index, &candidate).await {
+                    if self.pass(index, &candidate).await {
+                        *stage.soak_state() = None;
+                    } else {
                         self.pause(&mut shutdown).await;
                     }
                 }
-                Soak::Moved => {}
+                Soak::Moved => *stage.soak_state() = None,
                 Soak::Unhealthy(reason) => {
                     tracing::warn!(stage = %stage.name, revision = %candidate, %reason, "soak restarts");
+                    if let Some(state) = stage.soak_state().as_mut() {
+                        state.restarts += 1;
+                        state.last_failure = Some(reason);
+                    }
                     self.pause(&mut shutdown).await;
                 }
                 Soak::Shutdown => return Ok(()),
@@ -519,6 +565,20 @@ impl Inner {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Soak {
         let deadline = Instant::now() + stage.soak;
+        {
+            let mut state = stage.soak_state();
+            match state.as_mut() {
+                Some(s) if s.revision.id == candidate.id => s.deadline = deadline,
+                _ => {
+                    *state = Some(SoakState {
+                        revision: candidate.clone(),
+                        deadline,
+                        restarts: 0,
+                        last_failure: None,
+                    })
+                }
+            }
+        }
         loop {
             if let Some(reason) = self.unhealthy(stage, candidate).await {
                 return Soak::Unhealthy(reason);
@@ -579,7 +639,7 @@ impl Inner {
         for (id, _) in inventory.iter() {
             match tokio::time::timeout(limit, stage.target.health(id)).await {
                 Ok(Ok(Health::Healthy)) => {}
-                Ok(Ok(other)) => return Some(format!("{id}: {other:?}")),
+                Ok(Ok(other)) => return Some(format!("{id}: {other}")),
                 Ok(Err(e)) => return Some(e.to_string()),
                 Err(_) => return Some(format!("{id}: health check timed out after {limit:?}")),
             }

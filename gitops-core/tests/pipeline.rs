@@ -117,6 +117,10 @@ async fn a_good_revision_flows_through_two_stages_after_the_soak() {
         "still soaking in staging"
     );
     assert_eq!(w.pipeline.promoted("production"), None);
+    let soaking = w.pipeline.soaking("staging").expect("soaking");
+    assert_eq!(soaking.revision, rev1);
+    assert_eq!(soaking.restarts, 0);
+    assert!(soaking.remaining > 8 * MINUTE, "{soaking:?}");
 
     tokio::time::sleep(10 * MINUTE).await;
     assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
@@ -265,13 +269,26 @@ async fn health_lost_during_the_soak_blocks_the_promotion() {
     assert_eq!(staging.last_applied.map(|r| r.id), Some(rev.id.clone()));
     assert!(w.production.contents().is_empty(), "never promoted");
     assert!(w.promoter.calls().is_empty());
+    let soaking = w.pipeline.soaking("staging").expect("soaking");
+    assert_eq!(soaking.revision.id, rev.id);
+    assert!(soaking.restarts > 10, "{soaking:?}");
+    assert_eq!(
+        soaking.last_failure.as_deref(),
+        Some("App/x: degraded: memory leak")
+    );
 
     // Healthy again: the soak starts over and completes.
     w.staging.script_health(&id(), [Health::Healthy]);
     tokio::time::sleep(5 * MINUTE).await;
     assert!(w.production.contents().is_empty(), "a fresh 10-minute soak");
+    let soaking = w.pipeline.soaking("staging").expect("soaking");
+    assert!(
+        soaking.remaining > 4 * MINUTE && soaking.remaining <= 5 * MINUTE,
+        "{soaking:?}"
+    );
     tokio::time::sleep(7 * MINUTE).await;
     assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
+    assert_eq!(w.pipeline.soaking("staging"), None, "passed");
     w.stop().await;
 }
 
