@@ -1,80 +1,18 @@
 //! Promotion through Git mechanics, end to end on a real repository: a
-//! pipeline reads `main` through the Git source, deploys staging and then
-//! production into directories, and a promoter moves `env/production` and
-//! tags each release with the `git` command.
-//!
-//! The promoter here is the test's own (`git update-ref` in a local
-//! repository); `gitops-git` has no `Promoter` yet. What the test proves is
-//! the pipeline's side: the promoter is called once per passed stage with
-//! the right revision, its references are what the next stage runs, and
-//! the promotion is in the audit log.
+//! pipeline reads `main` through the Git source and deploys staging, then
+//! production, into directories; `gitops-git`'s `GitPromoter` moves
+//! `env/production` when a revision passes staging and creates an annotated
+//! release tag when it passes production.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::pipeline::{Pipeline, Stage};
-use gitops_core::{
-    AuditAction, AuditQuery, FilesRender, PromoteError, Promoter, Revision, async_trait,
-};
+use gitops_core::{AuditAction, AuditQuery, FilesRender};
 use gitops_examples::DemoRepo;
-use gitops_git::{GitSource, ReferencePolicy};
+use gitops_git::{GitPromoter, GitSource, PromotionRef, ReferencePolicy};
 use gitops_targets::{FsOptions, FsTarget};
-
-/// Passing staging moves `env/production` to the commit; passing production
-/// tags it `release-<n>`.
-struct RefPromoter {
-    repo: DemoRepo,
-    releases: Mutex<u32>,
-}
-
-#[async_trait]
-impl Promoter for RefPromoter {
-    async fn promote(
-        &self,
-        stage: &str,
-        revision: &Revision,
-    ) -> Result<Option<Revision>, PromoteError> {
-        let failed = |message: String| PromoteError::Failed {
-            stage: stage.to_owned(),
-            revision: revision.to_string(),
-            message,
-            transient: false,
-            source: None,
-        };
-        let (reference, args) = match stage {
-            "staging" => (
-                "env/production".to_owned(),
-                vec![
-                    "update-ref",
-                    "refs/heads/env/production",
-                    revision.id.as_str(),
-                ],
-            ),
-            _ => {
-                let n = {
-                    let mut releases = self.releases.lock().unwrap_or_else(|p| p.into_inner());
-                    *releases += 1;
-                    *releases
-                };
-                let tag = format!("release-{n}");
-                let refname = format!("refs/tags/{tag}");
-                self.repo
-                    .git(&["update-ref", &refname, &revision.id])
-                    .map_err(failed)?;
-                return Ok(Some(Revision {
-                    reference: tag,
-                    ..revision.clone()
-                }));
-            }
-        };
-        self.repo.git(&args).map_err(failed)?;
-        Ok(Some(Revision {
-            reference,
-            ..revision.clone()
-        }))
-    }
-}
 
 fn fs(dir: &Path) -> Arc<FsTarget> {
     Arc::new(FsTarget::open_with(dir, FsOptions::default().create_root(true)).expect("opens"))
@@ -108,23 +46,28 @@ async fn a_release_is_promoted_by_moving_a_branch_and_tagged_after_production() 
         .cache_dir(work.path().join("cache"))
         .build()
         .expect("source");
+    let move_production =
+        GitPromoter::builder(&source, PromotionRef::Branch("env/production".into()))
+            .build()
+            .expect("promoter");
+    let tag_release = GitPromoter::builder(&source, PromotionRef::Tag("release-{short}".into()))
+        .build()
+        .expect("promoter");
     let fast = |b: gitops_core::EngineBuilder| b.interval(Duration::from_millis(200));
     let pipeline = Pipeline::builder(Arc::new(source))
         .render(Arc::new(FilesRender::new()))
         .stage(
             Stage::new("staging", fs(&work.path().join("staging")))
                 .path("env/staging")
+                .promoter(Arc::new(move_production))
                 .configure(fast),
         )
         .stage(
             Stage::new("production", fs(&work.path().join("production")))
                 .path("env/production")
+                .promoter(Arc::new(tag_release))
                 .configure(fast),
         )
-        .promoter(Arc::new(RefPromoter {
-            repo: repo.clone(),
-            releases: Mutex::new(0),
-        }))
         .check_interval(Duration::from_millis(100))
         .build()
         .expect("pipeline");
@@ -150,23 +93,23 @@ async fn a_release_is_promoted_by_moving_a_branch_and_tagged_after_production() 
     assert_eq!(applied.id, commit);
     assert_eq!(applied.reference, "env/production");
     assert_eq!(applied.message.trim(), "release 1");
-    // Passing production tagged the release.
+    // Passing production created an annotated release tag.
+    let tag = format!("release-{}", &commit[..12]);
+    let refname = format!("refs/tags/{tag}");
     for _ in 0..100 {
-        if repo
-            .git(&["rev-parse", "--verify", "-q", "refs/tags/release-1"])
-            .is_ok()
-        {
+        if repo.git(&["rev-parse", "--verify", "-q", &refname]).is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let peeled = format!("{refname}^{{commit}}");
+    assert_eq!(repo.git(&["rev-parse", &peeled]).expect("tag"), commit);
     assert_eq!(
-        repo.git(&["rev-parse", "refs/tags/release-1"])
-            .expect("tag"),
-        commit
+        repo.git(&["cat-file", "-t", &refname]).expect("type"),
+        "tag"
     );
     // Each promotion is in the audit log of the stage it passed.
-    for (stage, reference) in [("staging", "env/production"), ("production", "release-1")] {
+    for (stage, reference) in [("staging", "env/production"), ("production", tag.as_str())] {
         let audit = pipeline
             .engine(stage)
             .expect("stage")

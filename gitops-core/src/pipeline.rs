@@ -115,6 +115,7 @@ pub struct Stage {
     path: Option<String>,
     soak: Duration,
     configure: Option<Configure>,
+    promoter: Option<Arc<dyn Promoter>>,
 }
 
 impl std::fmt::Debug for Stage {
@@ -136,7 +137,16 @@ impl Stage {
             path: None,
             soak: Duration::ZERO,
             configure: None,
+            promoter: None,
         }
+    }
+
+    /// The promoter called when a revision passes this stage, instead of
+    /// the pipeline's (e.g. passing staging moves `env/production`, passing
+    /// production creates a release tag).
+    pub fn promoter(mut self, promoter: Arc<dyn Promoter>) -> Self {
+        self.promoter = Some(promoter);
+        self
     }
 
     /// Reads only this directory of each revision (its files appear at the
@@ -203,7 +213,8 @@ impl PipelineBuilder {
         self
     }
 
-    /// Makes each promotion a Git event (a moved branch, a tag).
+    /// Makes each promotion a Git event (a moved branch, a tag); a stage's
+    /// own [`Stage::promoter`] takes precedence.
     pub fn promoter(mut self, promoter: Arc<dyn Promoter>) -> Self {
         self.promoter = Some(promoter);
         self
@@ -276,6 +287,7 @@ impl PipelineBuilder {
                 engine,
                 target: stage.target,
                 soak: stage.soak,
+                promoter: stage.promoter,
                 gate,
                 passed: Mutex::new(None),
                 soaking: Mutex::new(None),
@@ -322,6 +334,7 @@ struct StageRuntime {
     engine: Engine,
     target: Arc<dyn Target>,
     soak: Duration,
+    promoter: Option<Arc<dyn Promoter>>,
     /// The source of every stage but the first: what the previous one passed.
     gate: Option<Arc<PromotedSource>>,
     /// The id of the last revision that passed this stage.
@@ -652,7 +665,7 @@ impl Inner {
     async fn pass(&self, index: usize, candidate: &Revision) -> bool {
         let stage = &self.stages[index];
         let next = self.stages.get(index + 1);
-        let promoted = match &self.promoter {
+        let promoted = match stage.promoter.as_ref().or(self.promoter.as_ref()) {
             Some(promoter) => match promoter.promote(&stage.name, candidate).await {
                 Ok(Some(r)) => r,
                 Ok(None) => candidate.clone(),

@@ -179,3 +179,47 @@ fn promote_blocking(
         }
     }
 }
+
+/// The pipeline's view: each passed stage moves the branch or creates the
+/// tag, and the next stage reads the same commit through that reference
+/// (`env/production`, `release-…`, without `refs/heads/` or `refs/tags/`).
+#[gitops_core::async_trait]
+impl gitops_core::Promoter for GitPromoter {
+    async fn promote(
+        &self,
+        stage: &str,
+        revision: &Revision,
+    ) -> Result<Option<Revision>, gitops_core::PromoteError> {
+        use gitops_core::PromoteError;
+        let reference = self
+            .promote_revision(stage, revision)
+            .await
+            .map_err(|e| match e {
+                WritebackError::Conflict { path, message } => PromoteError::Conflict {
+                    stage: stage.to_owned(),
+                    revision: revision.to_string(),
+                    reference: path,
+                    message,
+                },
+                WritebackError::Failed {
+                    message,
+                    transient,
+                    source,
+                } => PromoteError::Failed {
+                    stage: stage.to_owned(),
+                    revision: revision.to_string(),
+                    message,
+                    transient,
+                    source,
+                },
+            })?;
+        let short = reference
+            .strip_prefix("refs/heads/")
+            .or_else(|| reference.strip_prefix("refs/tags/"))
+            .unwrap_or(&reference);
+        Ok(Some(Revision {
+            reference: short.to_owned(),
+            ..revision.clone()
+        }))
+    }
+}
