@@ -343,30 +343,7 @@ impl CommandTargetBuilder {
         self
     }
 
-    /// Adds names to the environment allowlist (default
-    /// [`DEFAULT_ENV_ALLOW`]): their values are copied from this process.
-    pub fn allow_env<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.env_allow.extend(names.into_iter().map(Into::into));
-        self
-    }
-
-    /// Replaces the environment allowlist (an empty list passes nothing).
-    pub fn env_allowlist<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.env_allow = names.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets one variable for every command.
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((name.into(), value.into()));
-        self
-    }
-
-    /// The working directory of the commands (default: this process's).
-    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.working_dir = Some(dir.into());
-        self
-    }
+    process::environment_setters!();
 
     /// Exit code meaning "not found" (default [`DEFAULT_NOT_FOUND_EXIT`]).
     pub fn not_found_exit_code(mut self, code: i32) -> Self {

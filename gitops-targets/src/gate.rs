@@ -118,30 +118,7 @@ impl CommandGateBuilder {
         self
     }
 
-    /// Adds names to the environment allowlist (default
-    /// [`DEFAULT_ENV_ALLOW`](crate::command::DEFAULT_ENV_ALLOW)).
-    pub fn allow_env<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.env_allow.extend(names.into_iter().map(Into::into));
-        self
-    }
-
-    /// Replaces the environment allowlist (an empty list passes nothing).
-    pub fn env_allowlist<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.env_allow = names.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets one variable.
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((name.into(), value.into()));
-        self
-    }
-
-    /// The working directory (default: this process's).
-    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.working_dir = Some(dir.into());
-        self
-    }
+    process::environment_setters!();
 
     /// Reap the orphaned grandchildren of a killed run here (makes this
     /// process a child subreaper; see

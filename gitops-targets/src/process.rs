@@ -12,6 +12,44 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
+/// The environment and working-directory setters shared by the builders of
+/// programs ([`CommandTargetBuilder`](crate::CommandTargetBuilder),
+/// [`CommandGateBuilder`](crate::CommandGateBuilder)); the builder has the
+/// fields `env_allow`, `env` and `working_dir`.
+macro_rules! environment_setters {
+    () => {
+        /// Adds names to the environment allowlist (default
+        /// [`DEFAULT_ENV_ALLOW`](crate::command::DEFAULT_ENV_ALLOW)): their
+        /// values are copied from this process.
+        pub fn allow_env<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+            self.env_allow.extend(names.into_iter().map(Into::into));
+            self
+        }
+
+        /// Replaces the environment allowlist (an empty list passes nothing).
+        pub fn env_allowlist<I: IntoIterator<Item = S>, S: Into<String>>(
+            mut self,
+            names: I,
+        ) -> Self {
+            self.env_allow = names.into_iter().map(Into::into).collect();
+            self
+        }
+
+        /// Sets one variable for every run.
+        pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.env.push((name.into(), value.into()));
+            self
+        }
+
+        /// The working directory of the program (default: this process's).
+        pub fn working_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+            self.working_dir = Some(dir.into());
+            self
+        }
+    };
+}
+pub(crate) use environment_setters;
+
 /// A program resolved to a path, with its fixed arguments.
 #[derive(Debug, Clone)]
 pub(crate) struct Program {
