@@ -429,6 +429,43 @@ impl Source for GitSource {
             .await
             .map_err(join)?
     }
+
+    /// Walks the cache's history from `descendant`. A shallow cache (the
+    /// default depth of 1) usually cannot tell: `None` unless the commits
+    /// are the same or the ancestor is within the fetched history; set
+    /// `depth(None)` for full answers.
+    async fn is_ancestor(
+        &self,
+        ancestor: &Revision,
+        descendant: &Revision,
+    ) -> Result<Option<bool>, SourceError> {
+        if ancestor.id == descendant.id {
+            return Ok(Some(true));
+        }
+        let inner = self.inner.clone();
+        let (ancestor, descendant) = (parse_id(&ancestor.id)?, parse_id(&descendant.id)?);
+        tokio::task::spawn_blocking(move || {
+            let repo = inner.repo.to_thread_local();
+            if !repo.has_object(descendant) || !repo.has_object(ancestor) {
+                return Ok(None);
+            }
+            let walk = repo
+                .rev_walk([descendant])
+                .all()
+                .map_err(|e| objects(format!("history of {descendant}"), e))?;
+            for info in walk {
+                match info {
+                    Ok(info) if info.id == ancestor => return Ok(Some(true)),
+                    Ok(_) => {}
+                    // A missing parent: the history is cut here.
+                    Err(_) => return Ok(None),
+                }
+            }
+            Ok((!repo.is_shallow().unwrap_or(true)).then_some(false))
+        })
+        .await
+        .map_err(join)?
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -401,3 +401,51 @@ fn many_changes_keep_the_cache_usable_and_packs_bounded() {
     let snap = rt.block_on(src.snapshot(&first)).expect("old snapshot");
     assert_eq!(snap.get("f"), Some(&b"1"[..]));
 }
+
+#[test]
+fn ancestry_is_answered_from_full_history_and_unknown_past_a_shallow_boundary() {
+    let fx = Fixture::new();
+    let one = fx.commit(&[("f", "1")], "one");
+    let two = fx.commit(&[("f", "2")], "two");
+    fx.push();
+    let rt = runtime();
+    let rev = |id: &str| gitops_core::Revision::new("main", id.to_owned());
+    let full = GitSource::builder(fx.url_file(), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("full"))
+        .depth(None)
+        .build()
+        .expect("build");
+    rt.block_on(full.poll()).expect("poll");
+    let ask = |src: &GitSource, a: &str, d: &str| {
+        rt.block_on(src.is_ancestor(&rev(a), &rev(d)))
+            .expect("is_ancestor")
+    };
+    assert_eq!(ask(&full, &one, &two), Some(true));
+    assert_eq!(ask(&full, &two, &one), Some(false));
+    assert_eq!(ask(&full, &two, &two), Some(true));
+    // A fork of `one`: not a descendant of `two`.
+    git(&fx.work, &["checkout", "-q", "-b", "fork", &one]);
+    let fork = fx.commit(&[("g", "x")], "fork");
+    fx.push();
+    let fetched = GitSource::builder(fx.url_file(), ReferencePolicy::branch("fork"))
+        .cache_dir(fx.cache("full"))
+        .depth(None)
+        .build()
+        .expect("build");
+    rt.block_on(fetched.poll()).expect("poll the fork");
+    assert_eq!(ask(&full, &two, &fork), Some(false));
+    assert_eq!(ask(&full, &one, &fork), Some(true));
+
+    let shallow = source(
+        &fx,
+        &fx.url_file(),
+        ReferencePolicy::branch("main"),
+        "shallow",
+    );
+    rt.block_on(shallow.poll()).expect("poll");
+    assert_eq!(
+        ask(&shallow, &one, &two),
+        None,
+        "depth 1 cannot see the parent"
+    );
+}
