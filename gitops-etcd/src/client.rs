@@ -1,0 +1,340 @@
+//! Connecting to etcd: [`EtcdConfig`] (endpoints, TLS, user and password),
+//! [`EtcdClient`] (a cheap-to-clone connection) and [`EtcdError`].
+//!
+//! No `etcd-client` type appears in this crate's public signatures: the
+//! connection is wrapped, and errors carry messages and the key they are
+//! about.
+
+use std::fmt;
+use std::time::Duration;
+
+use gitops_core::BoxError;
+
+/// The environment variable [`EtcdConfig::from_env`] reads: endpoints,
+/// comma-separated (`http://127.0.0.1:2379,http://10.0.0.2:2379`).
+pub const ENDPOINTS_ENV: &str = "GITOPS_ETCD_ENDPOINTS";
+
+/// The largest value this crate writes in one request. etcd refuses
+/// requests over 1.5 MiB by default (`--max-request-bytes`); this leaves
+/// room for the keys and the transaction around the value.
+pub const MAX_VALUE_BYTES: usize = 1_400_000;
+
+/// Why talking to etcd failed; every variant says which endpoints or key.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// No endpoint was configured.
+    #[error(
+        "no etcd endpoints configured: set {ENDPOINTS_ENV} (e.g. http://127.0.0.1:2379) or EtcdConfig::endpoints"
+    )]
+    NoEndpoints,
+    /// The connection could not be established.
+    #[error("etcd {endpoints}: cannot connect: {message}")]
+    Connect {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The TLS settings are unusable (a bad PEM file, ...).
+    #[error("etcd TLS configuration: {message}")]
+    Tls {
+        /// What is wrong.
+        message: String,
+    },
+    /// A request failed.
+    #[error("etcd {op} {key}: {message}")]
+    Request {
+        /// The operation (`get`, `txn`, `lease grant`, ...).
+        op: &'static str,
+        /// The key or prefix it was about.
+        key: String,
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may help (unavailable, timeout, lost connection).
+        transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A value is larger than etcd accepts in one request.
+    #[error("etcd {key}: {bytes} bytes, more than the limit of {limit} bytes per value")]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// The value's size.
+        bytes: usize,
+        /// The limit ([`MAX_VALUE_BYTES`]).
+        limit: usize,
+    },
+}
+
+impl EtcdError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EtcdError::Connect { .. } => true,
+            EtcdError::Request { transient, .. } => *transient,
+            EtcdError::NoEndpoints | EtcdError::Tls { .. } | EtcdError::TooLarge { .. } => false,
+        }
+    }
+
+    /// Wraps an `etcd-client` error about `op` on `key`.
+    pub(crate) fn request(op: &'static str, key: impl Into<String>, e: etcd_client::Error) -> Self {
+        let transient = match &e {
+            // gRPC codes: 1 cancelled, 2 unknown, 4 deadline exceeded,
+            // 8 resource exhausted, 10 aborted, 13 internal, 14 unavailable.
+            etcd_client::Error::GRpcStatus(status) => {
+                matches!(i32::from(status.code()), 1 | 2 | 4 | 8 | 10 | 13 | 14)
+            }
+            etcd_client::Error::TransportError(_)
+            | etcd_client::Error::IoError(_)
+            | etcd_client::Error::WatchError(_)
+            | etcd_client::Error::LeaseKeepAliveError(_) => true,
+            _ => false,
+        };
+        let message = match &e {
+            etcd_client::Error::GRpcStatus(status) => {
+                format!("{:?}: {}", status.code(), status.message())
+            }
+            other => other.to_string(),
+        };
+        EtcdError::Request {
+            op,
+            key: key.into(),
+            message,
+            transient,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+/// Client certificates and the authority to verify the server with.
+#[derive(Clone, Default)]
+pub struct TlsConfig {
+    /// PEM of the CA that signed the server's certificate (`None`: the
+    /// system's roots are not loaded; give the CA explicitly).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of this client's certificate and key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The server name to verify (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+/// Where etcd is and how to authenticate. `Debug` never shows the password
+/// or the client key.
+#[derive(Clone)]
+pub struct EtcdConfig {
+    /// Endpoints (`http://host:2379`, `https://host:2379` with TLS).
+    pub endpoints: Vec<String>,
+    /// TLS settings; `None` for plain `http://`.
+    pub tls: Option<TlsConfig>,
+    /// User name and password for etcd's authentication.
+    pub user: Option<(String, String)>,
+    /// Limit for establishing a connection (default 5 s).
+    pub connect_timeout: Duration,
+    /// Limit for each request (default 5 s).
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls)
+            .field(
+                "user",
+                &self.user.as_ref().map(|(name, _)| (name, "<redacted>")),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            tls: None,
+            user: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// A configuration for these endpoints, no TLS, no authentication.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Endpoints from [`ENDPOINTS_ENV`] (comma-separated); fails with
+    /// [`EtcdError::NoEndpoints`] when it is unset or empty.
+    pub fn from_env() -> Result<Self, EtcdError> {
+        let value = std::env::var(ENDPOINTS_ENV).unwrap_or_default();
+        let endpoints: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(EtcdError::NoEndpoints);
+        }
+        Ok(Self::new(endpoints))
+    }
+
+    /// Sets the user name and password.
+    pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Sets the TLS settings.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn options(&self) -> etcd_client::ConnectOptions {
+        let mut options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_timeout(self.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some((name, password)) = &self.user {
+            options = options.with_user(name.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca_pem {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &tls.domain {
+                t = t.domain_name(domain.clone());
+            }
+            options = options.with_tls(t);
+        }
+        options
+    }
+}
+
+/// A connection to etcd; clones share it.
+#[derive(Clone)]
+pub struct EtcdClient {
+    pub(crate) inner: etcd_client::Client,
+    pub(crate) endpoints: String,
+}
+
+impl fmt::Debug for EtcdClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdClient")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdClient {
+    /// Connects (and authenticates, when a user is configured).
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, EtcdError> {
+        if config.endpoints.is_empty() {
+            return Err(EtcdError::NoEndpoints);
+        }
+        let endpoints = config.endpoints.join(",");
+        let connect = etcd_client::Client::connect(&config.endpoints, Some(config.options()));
+        let inner = match tokio::time::timeout(config.connect_timeout, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(EtcdError::Connect {
+                    endpoints,
+                    // The error text never holds the password: etcd-client
+                    // sends it in a request body, not in a URL.
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(EtcdError::Connect {
+                    endpoints,
+                    message: format!("no answer within {:?}", config.connect_timeout),
+                });
+            }
+        };
+        let client = Self { inner, endpoints };
+        // Connecting is lazy; one cheap request proves the cluster answers.
+        client
+            .kv()
+            .get("\0gitops-ping", None)
+            .await
+            .map_err(|e| EtcdError::Connect {
+                endpoints: client.endpoints.clone(),
+                message: EtcdError::request("get", "", e).to_string(),
+            })?;
+        Ok(client)
+    }
+
+    /// The endpoints, comma-separated (for messages).
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    pub(crate) fn kv(&self) -> etcd_client::KvClient {
+        self.inner.kv_client()
+    }
+
+    pub(crate) fn lease(&self) -> etcd_client::LeaseClient {
+        self.inner.lease_client()
+    }
+
+    pub(crate) fn watch(&self) -> etcd_client::WatchClient {
+        self.inner.watch_client()
+    }
+
+    /// Revokes a lease by id: every key attached to it is deleted at once.
+    /// Operators (and tests) use it to take a replica's ownership away.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<(), EtcdError> {
+        self.lease()
+            .revoke(lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| EtcdError::request("lease revoke", lease.to_string(), e))
+    }
+
+    /// The current revision of the cluster.
+    pub async fn revision(&self) -> Result<i64, EtcdError> {
+        let resp = self
+            .kv()
+            .get("\0gitops-ping", None)
+            .await
+            .map_err(|e| EtcdError::request("get", "", e))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+}
+
+/// Checks a value against [`MAX_VALUE_BYTES`].
+pub(crate) fn check_size(key: &str, bytes: usize) -> Result<(), EtcdError> {
+    if bytes > MAX_VALUE_BYTES {
+        Err(EtcdError::TooLarge {
+            key: key.to_owned(),
+            bytes,
+            limit: MAX_VALUE_BYTES,
+        })
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! [`EtcdTarget`]: configuration kept in etcd keys, what git2consul does for
+//! Consul.
+//!
+//! A resource `Kind/name` (or `Kind/namespace/name`) is the key
+//! `<prefix>/name` (or `<prefix>/namespace/name`); the kind only
+//! documents what the value is. The spec says what to store:
+//!
+//! ```yaml
+//! kind: Key
+//! metadata: { name: web/max-connections }
+//! spec:
+//!   format: json          # json (default) | yaml | text
+//!   value: { limit: 100 } # any value; for text, a string
+//! ```
+//!
+//! Observe reads the key; drift is a stored text other than the one the spec
+//! encodes to (so a hand edit is reverted); delete removes the key, and the
+//! engine prunes only keys in its inventory. A target made with
+//! [`EtcdTarget::fenced`] writes only while the replica owns the
+//! application: each put and delete is a transaction that checks the fence.
+
+use async_trait::async_trait;
+use etcd_client::{GetOptions, Txn, TxnOp};
+use gitops_core::{Diff, Observed, Resource, ResourceId, Target, TargetError};
+use serde_json::{Value, json};
+
+use crate::client::{EtcdClient, EtcdError, check_size};
+use crate::fence::Fence;
+
+/// Keys under a prefix in etcd, one per resource.
+#[derive(Clone, Debug)]
+pub struct EtcdTarget {
+    client: EtcdClient,
+    prefix: String,
+    fence: Option<Fence>,
+}
+
+/// How a value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Yaml,
+    Text,
+}
+
+impl EtcdTarget {
+    /// A target writing under `prefix` (e.g. `/config/web`).
+    pub fn new(client: EtcdClient, prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            prefix: prefix.into().trim_end_matches('/').to_owned(),
+            fence: None,
+        }
+    }
+
+    /// The same target, writing only while `fence` holds.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    /// The key a resource is stored at.
+    pub fn key(&self, id: &ResourceId) -> String {
+        match id.namespace() {
+            Some(ns) => format!("{}/{}/{}", self.prefix, ns, id.name()),
+            None => format!("{}/{}", self.prefix, id.name()),
+        }
+    }
+
+    /// Every key under the prefix with its text (for inspection and tests).
+    pub async fn list(&self) -> Result<Vec<(String, String)>, EtcdError> {
+        let prefix = format!("{}/", self.prefix);
+        let resp = self
+            .client
+            .kv()
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| EtcdError::request("get", prefix.as_str(), e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    fn target_error(id: &ResourceId, e: EtcdError) -> TargetError {
+        if e.is_transient() {
+            TargetError::Transient {
+                id: id.clone(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            }
+        } else {
+            TargetError::Permanent {
+                id: id.clone(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            }
+        }
+    }
+
+    /// Runs `op` (fenced when a fence is set).
+    async fn write(&self, id: &ResourceId, key: &str, op: TxnOp, what: &'static str) -> Result<(), TargetError> {
+        let Some(fence) = &self.fence else {
+            let txn = Txn::new().and_then([op]);
+            return self
+                .client
+                .kv()
+                .txn(txn)
+                .await
+                .map(|_| ())
+                .map_err(|e| Self::target_error(id, EtcdError::request(what, key, e)));
+        };
+        let txn = Txn::new().when([fence.compare()]).and_then([op]);
+        let resp = self
+            .client
+            .kv()
+            .txn(txn)
+            .await
+            .map_err(|e| Self::target_error(id, EtcdError::request(what, key, e)))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            tracing::warn!(%id, key, lock = fence.lock_key(), "write refused: application no longer owned (fenced)");
+            Err(TargetError::permanent(
+                id,
+                format!(
+                    "{what} {key} refused: this replica no longer owns {} (lock {} was not created at revision {})",
+                    fence.app(),
+                    fence.lock_key(),
+                    fence.revision()
+                ),
+            ))
+        }
+    }
+}
+
+fn format_of(r: &Resource) -> Result<Format, TargetError> {
+    match r.spec.get("format").and_then(Value::as_str) {
+        None | Some("json") => Ok(Format::Json),
+        Some("yaml") => Ok(Format::Yaml),
+        Some("text") => Ok(Format::Text),
+        Some(other) => Err(TargetError::InvalidSpec {
+            id: r.id.clone(),
+            message: format!("format {other:?}: expected json, yaml or text"),
+        }),
+    }
+}
+
+/// The text a resource's spec stores.
+fn encode(r: &Resource) -> Result<String, TargetError> {
+    let invalid = |message: String| TargetError::InvalidSpec {
+        id: r.id.clone(),
+        message,
+    };
+    let Value::Object(spec) = &r.spec else {
+        return Err(invalid("spec must be a map with `value`".into()));
+    };
+    if let Some(field) = spec.keys().find(|k| !matches!(k.as_str(), "format" | "value")) {
+        return Err(invalid(format!("unknown field {field:?} (expected format, value)")));
+    }
+    let value = spec
+        .get("value")
+        .ok_or_else(|| invalid("missing `value`".into()))?;
+    match format_of(r)? {
+        Format::Json => serde_json::to_string(value).map_err(|e| invalid(e.to_string())),
+        Format::Yaml => serde_saphyr::to_string(value).map_err(|e| invalid(e.to_string())),
+        Format::Text => value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid("format text needs a string value".into())),
+    }
+}
+
+#[async_trait]
+impl Target for EtcdTarget {
+    async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
+        let key = self.key(id);
+        let resp = self
+            .client
+            .kv()
+            .get(key.as_str(), None)
+            .await
+            .map_err(|e| Self::target_error(id, EtcdError::request("get", key.as_str(), e)))?;
+        Ok(resp.kvs().first().map(|kv| {
+            Observed::new(json!({ "stored": String::from_utf8_lossy(kv.value()) }))
+        }))
+    }
+
+    async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
+        let key = self.key(&resource.id);
+        let text = encode(resource)?;
+        check_size(&key, text.len()).map_err(|e| Self::target_error(&resource.id, e))?;
+        self.write(&resource.id, &key, TxnOp::put(key.as_str(), text, None), "put")
+            .await
+    }
+
+    async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
+        let key = self.key(id);
+        self.write(id, &key, TxnOp::delete(key.as_str(), None), "delete")
+            .await
+    }
+
+    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+        let stored = observed.spec.get("stored").and_then(Value::as_str);
+        // A spec that does not encode is reported as a difference; apply
+        // then fails with the reason.
+        let wanted = encode(desired).ok();
+        if wanted.is_some() && stored == wanted.as_deref() {
+            return None;
+        }
+        Diff::between(
+            &json!({ "stored": stored }),
+            &json!({ "stored": wanted }),
+        )
+        .or_else(|| Diff::between(&Value::Null, &json!({ "stored": wanted })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(spec: Value) -> Resource {
+        Resource::new("Key/app/limit".parse().unwrap(), spec)
+    }
+
+    #[test]
+    fn encodes_each_format() {
+        assert_eq!(encode(&res(json!({"value": {"a": 1}}))).unwrap(), r#"{"a":1}"#);
+        assert_eq!(
+            encode(&res(json!({"format": "yaml", "value": {"a": 1}}))).unwrap(),
+            "a: 1\n"
+        );
+        assert_eq!(
+            encode(&res(json!({"format": "text", "value": "x = 1\n"}))).unwrap(),
+            "x = 1\n"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_specs() {
+        for spec in [
+            json!("plain"),
+            json!({"format": "xml", "value": 1}),
+            json!({"format": "text", "value": 1}),
+            json!({"valeu": 1}),
+            json!({}),
+        ] {
+            let err = encode(&res(spec.clone())).unwrap_err();
+            assert!(matches!(err, TargetError::InvalidSpec { .. }), "{spec}: {err}");
+            assert_eq!(err.id().to_string(), "Key/app/limit");
+        }
+    }
+}
