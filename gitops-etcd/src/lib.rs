@@ -60,3 +60,5 @@ pub use cluster::{
 pub use fence::Fence;
 pub use store::EtcdStore;
 pub use target::EtcdTarget;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,220 @@
+//! EtcdStore against a real etcd: compare-and-swap, audit with the
+//! inventory, history retention, fencing, and an engine's full state.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use gitops_core::testing::{MemorySource, MemoryTarget};
+use gitops_core::{
+    AuditAction, AuditQuery, AuditRecord, Engine, EngineRecord, Inventory, ManifestRender,
+    Resource, StateStore, StoreError,
+};
+use gitops_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStore, Fence};
+
+fn audit(id: &str, at: SystemTime) -> AuditRecord {
+    AuditRecord {
+        at,
+        id: id.parse().unwrap(),
+        action: AuditAction::Create,
+        digest_before: None,
+        digest_after: Some("d".into()),
+        revision: "r1".into(),
+        reference: "main".into(),
+        author: "ci".into(),
+        message: "m".into(),
+        trigger: gitops_core::engine::Trigger::Manual,
+        detail: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_and_audit_in_one_write() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("cas"));
+    let first = store.load_inventory("team/web").await.unwrap();
+    assert_eq!(first.version, 0);
+    let mut inv = Inventory::new();
+    inv.record(&Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1})));
+    let t0 = SystemTime::now();
+    let v1 = store
+        .save_inventory("team/web", &inv, 0, &[audit("Key/a", t0)])
+        .await
+        .unwrap();
+    assert!(v1 > 0);
+    let stale = store
+        .save_inventory("team/web", &Inventory::new(), 0, &[audit("Key/b", t0)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::Conflict { expected: 0, found, .. } if found == v1),
+        "{stale}"
+    );
+    let back = store.load_inventory("team/web").await.unwrap();
+    assert_eq!(back.version, v1);
+    assert_eq!(back.value, inv);
+    // The refused write appended no audit record.
+    let records = store.audit("team/web", &AuditQuery::default()).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].id.to_string(), "Key/a");
+    let v2 = store
+        .save_inventory("team/web", &Inventory::new(), v1, &[audit("Key/b", t0), audit("Key/c", t0)])
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    let ids: Vec<String> = store
+        .audit("team/web", &AuditQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(ids, ["Key/a", "Key/b", "Key/c"], "oldest first");
+    let only_b = AuditQuery {
+        id: Some("Key/b".parse().unwrap()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit("team/web", &only_b).await.unwrap().len(), 1);
+
+    let rec = store.load_record("team/web").await.unwrap();
+    assert_eq!(rec.version, 0);
+    let r1 = store
+        .save_record("team/web", &EngineRecord::default(), 0)
+        .await
+        .unwrap();
+    assert!(store.save_record("team/web", &EngineRecord::default(), 0).await.is_err());
+    assert_eq!(store.load_record("team/web").await.unwrap().version, r1);
+    assert_eq!(store.apps().await.unwrap(), ["team/web"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_keeps_its_history_and_audit_in_etcd() {
+    let client = common::client().await;
+    let store = Arc::new(EtcdStore::new(client, common::prefix("engine")));
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let build = || {
+        Engine::builder()
+            .name("web")
+            .source(source.clone())
+            .render(Arc::new(ManifestRender::new()))
+            .target(target.clone())
+            .store(store.clone())
+            .config(gitops_core::EngineConfig {
+                name: "web".into(),
+                history_limit: 3,
+                ..Default::default()
+            })
+            .build()
+            .unwrap()
+    };
+    for port in 1..=5 {
+        source.commit([(
+            "app.yaml",
+            format!("kind: Config\nmetadata: {{ name: web }}\nspec: {{ port: {port} }}\n"),
+        )]);
+        // A new engine each time: everything it knows comes from etcd.
+        let report = build().sync_once().await.unwrap();
+        assert!(report.converged(), "{report}");
+    }
+    let engine = build();
+    let history = engine.history(10).await.unwrap();
+    assert_eq!(history.len(), 3, "history_limit keeps the newest 3");
+    let newest = source.head().unwrap();
+    assert_eq!(history[0].revision.id, newest.id, "newest first");
+    let audit = engine.audit(&AuditQuery::default()).await.unwrap();
+    let actions: Vec<AuditAction> = audit.iter().map(|r| r.action).collect();
+    assert_eq!(actions[0], AuditAction::Create);
+    assert_eq!(actions.len(), 5, "one create and four updates: {actions:?}");
+    let inv = store.load_inventory("web").await.unwrap();
+    assert!(inv.value.contains(&"Config/web".parse().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_store_writes_only_while_the_lock_holds() {
+    let client = common::client().await;
+    let prefix = common::prefix("fence");
+    let lock_key = format!("{prefix}/locks/web");
+    let lease = lease_with_lock(&client, &lock_key).await;
+    let (revision, _) = lock_revision(&client, &lock_key).await;
+    let store = EtcdStore::new(client.clone(), &prefix);
+    let fenced = store.fenced(Fence::new("web", &lock_key, revision));
+    let v1 = fenced
+        .save_inventory("web", &Inventory::new(), 0, &[])
+        .await
+        .unwrap();
+    // Another application is not covered by this fence.
+    let other = fenced.save_inventory("api", &Inventory::new(), 0, &[]).await;
+    assert!(matches!(other, Err(StoreError::Conflict { .. })), "{other:?}");
+
+    // The lease goes (as when a replica is partitioned away or revoked).
+    client.revoke_lease(lease).await.unwrap();
+    let refused = fenced
+        .save_inventory("web", &Inventory::new(), v1, &[audit("Key/x", SystemTime::now())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Conflict { found: 0, .. }),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+    let entry = sample_history();
+    assert!(fenced.append_history("web", &entry, 10).await.is_err());
+    assert!(fenced.save_record("web", &EngineRecord::default(), 0).await.is_err());
+    // Nothing landed.
+    assert_eq!(store.load_inventory("web").await.unwrap().version, v1);
+    assert!(store.audit("web", &AuditQuery::default()).await.unwrap().is_empty());
+    assert!(store.history("web", 10).await.unwrap().is_empty());
+
+    // Someone else claims it: the old fence still does not pass.
+    let _lease2 = lease_with_lock(&client, &lock_key).await;
+    assert!(fenced.save_inventory("web", &Inventory::new(), v1, &[]).await.is_err());
+    let (revision2, _) = lock_revision(&client, &lock_key).await;
+    assert!(revision2 > revision);
+    let fenced2 = store.fenced(Fence::new("web", &lock_key, revision2));
+    fenced2
+        .save_inventory("web", &Inventory::new(), v1, &[])
+        .await
+        .unwrap();
+    fenced2.append_history("web", &entry, 10).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_etcd_is_a_transient_error_naming_the_endpoint() {
+    let mut config = EtcdConfig::new(["http://127.0.0.1:9"]);
+    config.connect_timeout = Duration::from_secs(2);
+    let err = EtcdClient::connect(&config).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    assert!(matches!(EtcdClient::connect(&EtcdConfig::default()).await, Err(EtcdError::NoEndpoints)));
+    let with_password = EtcdConfig::new(["https://etcd:2379"]).with_user("ops", "hunter2");
+    let shown = format!("{with_password:?}");
+    assert!(!shown.contains("hunter2") && shown.contains("ops"), "{shown}");
+}
+
+fn sample_history() -> gitops_core::HistoryEntry {
+    gitops_core::HistoryEntry {
+        revision: gitops_core::Revision::new("main", "abc"),
+        trigger: gitops_core::engine::Trigger::Manual,
+        result: gitops_core::engine::SyncResult::Converged,
+        error: None,
+        summary: Default::default(),
+        outcomes: Vec::new(),
+        gates: Vec::new(),
+        started_at: SystemTime::now(),
+        finished_at: SystemTime::now(),
+    }
+}
+
+/// Grants a lease and creates `key` under it (fails if the key exists).
+async fn lease_with_lock(client: &EtcdClient, key: &str) -> i64 {
+    gitops_etcd::testing::lock(client, key, 10).await.unwrap()
+}
+
+async fn lock_revision(client: &EtcdClient, key: &str) -> (i64, i64) {
+    gitops_etcd::testing::lock_info(client, key)
+        .await
+        .unwrap()
+        .unwrap()
+}

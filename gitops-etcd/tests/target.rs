@@ -1,0 +1,127 @@
+//! EtcdTarget against a real etcd, driven by an engine: apply in each
+//! format, drift revert, prune by inventory, fenced writes.
+
+mod common;
+
+use std::sync::Arc;
+
+use gitops_core::testing::MemorySource;
+use gitops_core::{Engine, ManifestRender, MemoryStore, Resource, Target, TargetError};
+use gitops_etcd::{EtcdTarget, Fence, testing};
+
+const MANIFESTS: &str = r#"
+kind: Key
+metadata: { name: limits }
+spec: { value: { max_conn: 100, hosts: [a, b] } }
+---
+kind: Key
+metadata: { name: feature, namespace: web }
+spec: { format: yaml, value: { enabled: true } }
+---
+kind: Key
+metadata: { name: motd }
+spec: { format: text, value: "hello\n" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_drift_revert_and_prune() {
+    let client = common::client().await;
+    let prefix = common::prefix("target");
+    let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
+    let source = Arc::new(MemorySource::new("main"));
+    source.commit([("keys.yaml", MANIFESTS)]);
+    let engine = Engine::builder()
+        .name("kv")
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
+    // A key the engine did not create: never pruned.
+    testing::put(&client, &format!("{prefix}/foreign"), "keep me").await.unwrap();
+
+    let report = engine.sync_once().await.unwrap();
+    assert!(report.converged(), "{report}");
+    assert_eq!(report.plan.summary.create, 3, "{report}");
+    let get = |k: &str| {
+        let client = client.clone();
+        let key = format!("{prefix}/{k}");
+        async move {
+            testing::list(&client, &key)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|(key2, _, _)| *key2 == key)
+                .map(|(_, v, _)| v)
+        }
+    };
+    assert_eq!(get("limits").await.as_deref(), Some(r#"{"hosts":["a","b"],"max_conn":100}"#));
+    assert_eq!(get("web/feature").await.as_deref(), Some("enabled: true\n"));
+    assert_eq!(get("motd").await.as_deref(), Some("hello\n"));
+
+    // Nothing to do on a second sync.
+    let again = engine.sync_once().await.unwrap();
+    assert_eq!(again.plan.summary.unchanged, 3, "{again}");
+
+    // Drift: someone edits a key by hand; the next sync reverts it.
+    testing::put(&client, &format!("{prefix}/motd"), "hacked").await.unwrap();
+    let plan = engine.plan().await.unwrap();
+    assert_eq!(plan.summary.update, 1, "{plan}");
+    let reverted = engine.sync_once().await.unwrap();
+    assert!(reverted.converged(), "{reverted}");
+    assert_eq!(get("motd").await.as_deref(), Some("hello\n"));
+
+    // A key deleted by hand comes back.
+    target.delete(&"Key/limits".parse().unwrap()).await.unwrap();
+    engine.sync_once().await.unwrap();
+    assert!(get("limits").await.is_some());
+
+    // Prune: a resource leaves Git, its key goes; the foreign key stays.
+    let without_motd = MANIFESTS.split("---").take(2).collect::<Vec<_>>().join("---");
+    source.commit([("keys.yaml", without_motd.as_str())]);
+    let pruned = engine.sync_once().await.unwrap();
+    assert_eq!(pruned.plan.summary.delete, 1, "{pruned}");
+    assert_eq!(get("motd").await, None);
+    assert_eq!(get("foreign").await.as_deref(), Some("keep me"));
+    let keys: Vec<String> = target.list().await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{prefix}/foreign"),
+            format!("{prefix}/limits"),
+            format!("{prefix}/web/feature")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_spec_is_refused_naming_the_resource() {
+    let client = common::client().await;
+    let target = EtcdTarget::new(client, common::prefix("bad"));
+    let r = Resource::new("Key/x".parse().unwrap(), serde_json::json!({"format": "toml", "value": 1}));
+    let err = target.apply(&r).await.unwrap_err();
+    assert!(matches!(err, TargetError::InvalidSpec { .. }), "{err}");
+    assert!(err.to_string().contains("Key/x"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_target_writes_only_while_the_lock_holds() {
+    let client = common::client().await;
+    let prefix = common::prefix("fenced-target");
+    let lock_key = format!("{prefix}/locks/kv");
+    let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
+    let (revision, _) = testing::lock_info(&client, &lock_key).await.unwrap().unwrap();
+    let target = EtcdTarget::new(client.clone(), format!("{prefix}/kv"))
+        .fenced(Fence::new("kv", &lock_key, revision));
+    let r = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1}));
+    target.apply(&r).await.unwrap();
+    client.revoke_lease(lease).await.unwrap();
+    let r2 = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 2}));
+    let err = target.apply(&r2).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("no longer owns kv"), "{err}");
+    assert!(target.delete(&r.id).await.is_err());
+    let left = target.list().await.unwrap();
+    assert_eq!(left, [(format!("{prefix}/kv/a"), "1".to_owned())]);
+}
