@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchFilterType, WatchOptions,
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType,
+    WatchOptions,
 };
 use futures::StreamExt as _;
 use gitops_core::{BoxError, Engine, EngineHandle, StateStore};
@@ -333,13 +333,10 @@ impl Replica {
             shutdown: watch::channel(false).0,
         });
         let granted_at = Instant::now();
-        let lease = shared
-            .grant()
-            .await
-            .map_err(|source| ClusterError::Etcd {
-                replica: shared.config.id.clone(),
-                source,
-            })?;
+        let lease = shared.grant().await.map_err(|source| ClusterError::Etcd {
+            replica: shared.config.id.clone(),
+            source,
+        })?;
         let task = tokio::spawn(shared.clone().run(lease, granted_at));
         Ok(ReplicaHandle { shared, task })
     }
@@ -530,7 +527,11 @@ impl Shared {
         // Register; a previous incarnation under the same id must expire first.
         let registered_at = loop {
             let txn = Txn::new()
-                .when([Compare::create_revision(member_key.as_str(), CompareOp::Equal, 0)])
+                .when([Compare::create_revision(
+                    member_key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
                 .and_then([TxnOp::put(
                     member_key.as_str(),
                     self.config.id.as_str(),
@@ -538,8 +539,12 @@ impl Shared {
                 )]);
             match self.client.kv().txn(txn).await {
                 Ok(resp) if resp.succeeded() => break resp.header().map_or(0, |h| h.revision()),
-                Ok(_) => tracing::info!(replica = %self.config.id, "member key still held (a previous incarnation?); waiting for it to expire"),
-                Err(e) => tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", member_key.as_str(), e), "registration failed; retrying"),
+                Ok(_) => {
+                    tracing::info!(replica = %self.config.id, "member key still held (a previous incarnation?); waiting for it to expire")
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", member_key.as_str(), e), "registration failed; retrying")
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
@@ -606,7 +611,10 @@ impl Shared {
         let members = format!("{}/members/", self.config.prefix);
         let locks = format!("{}/locks/", self.config.prefix);
         let txn = Txn::new().and_then([
-            TxnOp::get(members.as_str(), Some(GetOptions::new().with_prefix().with_keys_only())),
+            TxnOp::get(
+                members.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            ),
             TxnOp::get(locks.as_str(), Some(GetOptions::new().with_prefix())),
         ]);
         let resp = self
@@ -618,7 +626,9 @@ impl Shared {
         let mut live = Vec::new();
         let mut held = HashMap::new();
         for (i, op) in resp.op_responses().into_iter().enumerate() {
-            let TxnOpResponse::Get(get) = op else { continue };
+            let TxnOpResponse::Get(get) = op else {
+                continue;
+            };
             for kv in get.kvs() {
                 let key = String::from_utf8_lossy(kv.key());
                 if i == 0 {
@@ -662,12 +672,21 @@ impl Shared {
             let held = locks.get(&app).map(|l| l.create_revision);
             if held != Some(o.revision) {
                 if let Some(o) = owned.remove(&app) {
-                    self.abort(&app, o, "lock deleted or taken by another replica").await;
+                    self.abort(&app, o, "lock deleted or taken by another replica")
+                        .await;
                 }
             } else if o.task.is_finished() {
                 if let Some(o) = owned.remove(&app) {
-                    let error = o.task.await.ok().flatten().unwrap_or_else(|| "engine stopped".into());
-                    self.emit(ClusterEvent::EngineFailed { app: app.clone(), error });
+                    let error = o
+                        .task
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "engine stopped".into());
+                    self.emit(ClusterEvent::EngineFailed {
+                        app: app.clone(),
+                        error,
+                    });
                     self.delete_lock(&app, o.revision).await;
                 }
             }
@@ -718,7 +737,10 @@ impl Shared {
                 }
                 Err(error) => {
                     tracing::warn!(replica = %self.config.id, app, %error, "engine could not be built");
-                    self.emit(ClusterEvent::EngineFailed { app: app.clone(), error });
+                    self.emit(ClusterEvent::EngineFailed {
+                        app: app.clone(),
+                        error,
+                    });
                     self.delete_lock(&app, revision).await;
                 }
             }
@@ -779,6 +801,10 @@ impl Shared {
             ));
         }
         let handle = engine.handle();
+        // A new owner reconciles at once, whatever the record says was last
+        // applied: the previous owner may have died in the middle of a sync,
+        // or the target drifted while nobody watched.
+        handle.reconcile_now();
         let (abort, mut abort_rx) = watch::channel(false);
         let mut lost = lost;
         let task = tokio::spawn(async move {
@@ -843,7 +869,11 @@ impl Shared {
     async fn delete_lock(&self, app: &str, revision: i64) {
         let key = self.config.lock_key(app);
         let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, revision)])
+            .when([Compare::create_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         if let Err(e) = self.client.kv().txn(txn).await {
             tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", key, e), "lock delete failed; it goes with the lease");

@@ -21,7 +21,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
 use gitops_core::store::{FORMAT_VERSION, Versioned};
 use gitops_core::{
     AuditQuery, AuditRecord, EngineRecord, HistoryEntry, Inventory, StateStore, StoreError,
@@ -163,18 +165,19 @@ impl EtcdStore {
             fallback.push(TxnOp::get(key, None));
         }
         let txn = Txn::new().when(compares).and_then(ops).or_else(fallback);
-        let resp = self
-            .client
-            .kv()
-            .txn(txn)
-            .await
-            .map_err(|e| self.unavailable(EtcdError::request("txn", self.app_prefix(app), e)))?;
+        let resp =
+            self.client.kv().txn(txn).await.map_err(|e| {
+                self.unavailable(EtcdError::request("txn", self.app_prefix(app), e))
+            })?;
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
             return Ok(revision);
         }
         let mut gets = resp.op_responses().into_iter().map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.create_revision(), kv.mod_revision())),
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.create_revision(), kv.mod_revision())),
             _ => None,
         });
         if let Some(fence) = &self.fence {
@@ -230,7 +233,11 @@ impl EtcdStore {
         }
     }
 
-    async fn range(&self, prefix: &str, options: GetOptions) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn range(
+        &self,
+        prefix: &str,
+        options: GetOptions,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let resp = self
             .client
             .kv()
@@ -240,7 +247,12 @@ impl EtcdStore {
         Ok(resp
             .kvs()
             .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
             .collect())
     }
 }
@@ -252,7 +264,8 @@ fn nanos(t: SystemTime) -> u128 {
 #[async_trait]
 impl StateStore for EtcdStore {
     async fn load_inventory(&self, app: &str) -> Result<Versioned<Inventory>, StoreError> {
-        self.load(format!("{}inventory", self.app_prefix(app))).await
+        self.load(format!("{}inventory", self.app_prefix(app)))
+            .await
     }
 
     async fn save_inventory(
@@ -264,12 +277,20 @@ impl StateStore for EtcdStore {
     ) -> Result<u64, StoreError> {
         let base = self.app_prefix(app);
         let key = format!("{base}inventory");
-        let mut ops = vec![TxnOp::put(key.as_str(), self.encode(&key, inventory)?, None)];
+        let mut ops = vec![TxnOp::put(
+            key.as_str(),
+            self.encode(&key, inventory)?,
+            None,
+        )];
         for (i, record) in audit.iter().enumerate() {
             // The expected version is unique per successful write and grows,
             // so keys sort in the order the changes were made.
             let audit_key = format!("{base}audit/{expected:020}-{i:06}");
-            ops.push(TxnOp::put(audit_key.as_str(), self.encode(&audit_key, record)?, None));
+            ops.push(TxnOp::put(
+                audit_key.as_str(),
+                self.encode(&audit_key, record)?,
+                None,
+            ));
         }
         let revision = self.write(app, Some((&key, expected)), ops).await?;
         Ok(u64::try_from(revision).unwrap_or(0))
@@ -293,7 +314,10 @@ impl StateStore for EtcdStore {
         let count = self
             .client
             .kv()
-            .get(base.as_str(), Some(GetOptions::new().with_prefix().with_count_only()))
+            .get(
+                base.as_str(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
             .await
             .map_err(|e| self.unavailable(EtcdError::request("get", base.as_str(), e)))?
             .count();
@@ -327,16 +351,16 @@ impl StateStore for EtcdStore {
                     .with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
             )
             .await?;
-        entries
-            .iter()
-            .map(|(k, v)| self.decode(k, v))
-            .collect()
+        entries.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
     async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let base = format!("{}audit/", self.app_prefix(app));
         let records = self
-            .range(&base, GetOptions::new().with_sort(SortTarget::Key, SortOrder::Ascend))
+            .range(
+                &base,
+                GetOptions::new().with_sort(SortTarget::Key, SortOrder::Ascend),
+            )
             .await?;
         let mut out = Vec::new();
         for (k, v) in &records {
@@ -364,14 +388,20 @@ impl StateStore for EtcdStore {
         let key = format!("{}record", self.app_prefix(app));
         let value = self.encode(&key, record)?;
         let revision = self
-            .write(app, Some((&key, expected)), vec![TxnOp::put(key.as_str(), value, None)])
+            .write(
+                app,
+                Some((&key, expected)),
+                vec![TxnOp::put(key.as_str(), value, None)],
+            )
             .await?;
         Ok(u64::try_from(revision).unwrap_or(0))
     }
 
     async fn apps(&self) -> Result<Vec<String>, StoreError> {
         let base = format!("{}/state/", self.prefix);
-        let keys = self.range(&base, GetOptions::new().with_keys_only()).await?;
+        let keys = self
+            .range(&base, GetOptions::new().with_keys_only())
+            .await?;
         let mut apps: Vec<String> = keys
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(&base)?.split('/').next().map(unescape))

@@ -107,7 +107,13 @@ impl EtcdTarget {
     }
 
     /// Runs `op` (fenced when a fence is set).
-    async fn write(&self, id: &ResourceId, key: &str, op: TxnOp, what: &'static str) -> Result<(), TargetError> {
+    async fn write(
+        &self,
+        id: &ResourceId,
+        key: &str,
+        op: TxnOp,
+        what: &'static str,
+    ) -> Result<(), TargetError> {
         let Some(fence) = &self.fence else {
             let txn = Txn::new().and_then([op]);
             return self
@@ -163,8 +169,13 @@ fn encode(r: &Resource) -> Result<String, TargetError> {
     let Value::Object(spec) = &r.spec else {
         return Err(invalid("spec must be a map with `value`".into()));
     };
-    if let Some(field) = spec.keys().find(|k| !matches!(k.as_str(), "format" | "value")) {
-        return Err(invalid(format!("unknown field {field:?} (expected format, value)")));
+    if let Some(field) = spec
+        .keys()
+        .find(|k| !matches!(k.as_str(), "format" | "value"))
+    {
+        return Err(invalid(format!(
+            "unknown field {field:?} (expected format, value)"
+        )));
     }
     let value = spec
         .get("value")
@@ -189,17 +200,23 @@ impl Target for EtcdTarget {
             .get(key.as_str(), None)
             .await
             .map_err(|e| Self::target_error(id, EtcdError::request("get", key.as_str(), e)))?;
-        Ok(resp.kvs().first().map(|kv| {
-            Observed::new(json!({ "stored": String::from_utf8_lossy(kv.value()) }))
-        }))
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| Observed::new(json!({ "stored": String::from_utf8_lossy(kv.value()) }))))
     }
 
     async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
         let key = self.key(&resource.id);
         let text = encode(resource)?;
         check_size(&key, text.len()).map_err(|e| Self::target_error(&resource.id, e))?;
-        self.write(&resource.id, &key, TxnOp::put(key.as_str(), text, None), "put")
-            .await
+        self.write(
+            &resource.id,
+            &key,
+            TxnOp::put(key.as_str(), text, None),
+            "put",
+        )
+        .await
     }
 
     async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
@@ -216,11 +233,8 @@ impl Target for EtcdTarget {
         if wanted.is_some() && stored == wanted.as_deref() {
             return None;
         }
-        Diff::between(
-            &json!({ "stored": stored }),
-            &json!({ "stored": wanted }),
-        )
-        .or_else(|| Diff::between(&Value::Null, &json!({ "stored": wanted })))
+        Diff::between(&json!({ "stored": stored }), &json!({ "stored": wanted }))
+            .or_else(|| Diff::between(&Value::Null, &json!({ "stored": wanted })))
     }
 }
 
@@ -234,7 +248,10 @@ mod tests {
 
     #[test]
     fn encodes_each_format() {
-        assert_eq!(encode(&res(json!({"value": {"a": 1}}))).unwrap(), r#"{"a":1}"#);
+        assert_eq!(
+            encode(&res(json!({"value": {"a": 1}}))).unwrap(),
+            r#"{"a":1}"#
+        );
         assert_eq!(
             encode(&res(json!({"format": "yaml", "value": {"a": 1}}))).unwrap(),
             "a: 1\n"
@@ -255,7 +272,10 @@ mod tests {
             json!({}),
         ] {
             let err = encode(&res(spec.clone())).unwrap_err();
-            assert!(matches!(err, TargetError::InvalidSpec { .. }), "{spec}: {err}");
+            assert!(
+                matches!(err, TargetError::InvalidSpec { .. }),
+                "{spec}: {err}"
+            );
             assert_eq!(err.id().to_string(), "Key/app/limit");
         }
     }

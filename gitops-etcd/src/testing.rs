@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use tokio::task::JoinHandle;
 
 use crate::client::{EtcdClient, EtcdError};
@@ -22,7 +24,11 @@ pub async fn lock(client: &EtcdClient, key: &str, ttl_secs: i64) -> Result<i64, 
         .id();
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key, "test", Some(PutOptions::new().with_lease(lease)))]);
+        .and_then([TxnOp::put(
+            key,
+            "test",
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
     let resp = client
         .kv()
         .txn(txn)
@@ -48,11 +54,17 @@ pub async fn lock_info(client: &EtcdClient, key: &str) -> Result<Option<(i64, i6
         .get(key, None)
         .await
         .map_err(|e| EtcdError::request("get", key, e))?;
-    Ok(resp.kvs().first().map(|kv| (kv.create_revision(), kv.lease())))
+    Ok(resp
+        .kvs()
+        .first()
+        .map(|kv| (kv.create_revision(), kv.lease())))
 }
 
 /// Every key under `prefix` with its value (lossy UTF-8) and lease id.
-pub async fn list(client: &EtcdClient, prefix: &str) -> Result<Vec<(String, String, i64)>, EtcdError> {
+pub async fn list(
+    client: &EtcdClient,
+    prefix: &str,
+) -> Result<Vec<(String, String, i64)>, EtcdError> {
     let resp = client
         .kv()
         .get(prefix, Some(GetOptions::new().with_prefix()))

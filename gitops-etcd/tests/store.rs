@@ -36,7 +36,10 @@ async fn compare_and_swap_and_audit_in_one_write() {
     let first = store.load_inventory("team/web").await.unwrap();
     assert_eq!(first.version, 0);
     let mut inv = Inventory::new();
-    inv.record(&Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1})));
+    inv.record(&Resource::new(
+        "Key/a".parse().unwrap(),
+        serde_json::json!({"value": 1}),
+    ));
     let t0 = SystemTime::now();
     let v1 = store
         .save_inventory("team/web", &inv, 0, &[audit("Key/a", t0)])
@@ -55,11 +58,19 @@ async fn compare_and_swap_and_audit_in_one_write() {
     assert_eq!(back.version, v1);
     assert_eq!(back.value, inv);
     // The refused write appended no audit record.
-    let records = store.audit("team/web", &AuditQuery::default()).await.unwrap();
+    let records = store
+        .audit("team/web", &AuditQuery::default())
+        .await
+        .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].id.to_string(), "Key/a");
     let v2 = store
-        .save_inventory("team/web", &Inventory::new(), v1, &[audit("Key/b", t0), audit("Key/c", t0)])
+        .save_inventory(
+            "team/web",
+            &Inventory::new(),
+            v1,
+            &[audit("Key/b", t0), audit("Key/c", t0)],
+        )
         .await
         .unwrap();
     assert!(v2 > v1);
@@ -83,7 +94,12 @@ async fn compare_and_swap_and_audit_in_one_write() {
         .save_record("team/web", &EngineRecord::default(), 0)
         .await
         .unwrap();
-    assert!(store.save_record("team/web", &EngineRecord::default(), 0).await.is_err());
+    assert!(
+        store
+            .save_record("team/web", &EngineRecord::default(), 0)
+            .await
+            .is_err()
+    );
     assert_eq!(store.load_record("team/web").await.unwrap().version, r1);
     assert_eq!(store.apps().await.unwrap(), ["team/web"]);
 }
@@ -145,13 +161,23 @@ async fn a_fenced_store_writes_only_while_the_lock_holds() {
         .await
         .unwrap();
     // Another application is not covered by this fence.
-    let other = fenced.save_inventory("api", &Inventory::new(), 0, &[]).await;
-    assert!(matches!(other, Err(StoreError::Conflict { .. })), "{other:?}");
+    let other = fenced
+        .save_inventory("api", &Inventory::new(), 0, &[])
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::Conflict { .. })),
+        "{other:?}"
+    );
 
     // The lease goes (as when a replica is partitioned away or revoked).
     client.revoke_lease(lease).await.unwrap();
     let refused = fenced
-        .save_inventory("web", &Inventory::new(), v1, &[audit("Key/x", SystemTime::now())])
+        .save_inventory(
+            "web",
+            &Inventory::new(),
+            v1,
+            &[audit("Key/x", SystemTime::now())],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -161,15 +187,31 @@ async fn a_fenced_store_writes_only_while_the_lock_holds() {
     assert!(!refused.is_transient());
     let entry = sample_history();
     assert!(fenced.append_history("web", &entry, 10).await.is_err());
-    assert!(fenced.save_record("web", &EngineRecord::default(), 0).await.is_err());
+    assert!(
+        fenced
+            .save_record("web", &EngineRecord::default(), 0)
+            .await
+            .is_err()
+    );
     // Nothing landed.
     assert_eq!(store.load_inventory("web").await.unwrap().version, v1);
-    assert!(store.audit("web", &AuditQuery::default()).await.unwrap().is_empty());
+    assert!(
+        store
+            .audit("web", &AuditQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.history("web", 10).await.unwrap().is_empty());
 
     // Someone else claims it: the old fence still does not pass.
     let _lease2 = lease_with_lock(&client, &lock_key).await;
-    assert!(fenced.save_inventory("web", &Inventory::new(), v1, &[]).await.is_err());
+    assert!(
+        fenced
+            .save_inventory("web", &Inventory::new(), v1, &[])
+            .await
+            .is_err()
+    );
     let (revision2, _) = lock_revision(&client, &lock_key).await;
     assert!(revision2 > revision);
     let fenced2 = store.fenced(Fence::new("web", &lock_key, revision2));
@@ -187,10 +229,16 @@ async fn an_unreachable_etcd_is_a_transient_error_naming_the_endpoint() {
     let err = EtcdClient::connect(&config).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
-    assert!(matches!(EtcdClient::connect(&EtcdConfig::default()).await, Err(EtcdError::NoEndpoints)));
+    assert!(matches!(
+        EtcdClient::connect(&EtcdConfig::default()).await,
+        Err(EtcdError::NoEndpoints)
+    ));
     let with_password = EtcdConfig::new(["https://etcd:2379"]).with_user("ops", "hunter2");
     let shown = format!("{with_password:?}");
-    assert!(!shown.contains("hunter2") && shown.contains("ops"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("ops"),
+        "{shown}"
+    );
 }
 
 fn sample_history() -> gitops_core::HistoryEntry {

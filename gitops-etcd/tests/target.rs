@@ -39,7 +39,9 @@ async fn apply_drift_revert_and_prune() {
         .build()
         .unwrap();
     // A key the engine did not create: never pruned.
-    testing::put(&client, &format!("{prefix}/foreign"), "keep me").await.unwrap();
+    testing::put(&client, &format!("{prefix}/foreign"), "keep me")
+        .await
+        .unwrap();
 
     let report = engine.sync_once().await.unwrap();
     assert!(report.converged(), "{report}");
@@ -56,7 +58,10 @@ async fn apply_drift_revert_and_prune() {
                 .map(|(_, v, _)| v)
         }
     };
-    assert_eq!(get("limits").await.as_deref(), Some(r#"{"hosts":["a","b"],"max_conn":100}"#));
+    assert_eq!(
+        get("limits").await.as_deref(),
+        Some(r#"{"hosts":["a","b"],"max_conn":100}"#)
+    );
     assert_eq!(get("web/feature").await.as_deref(), Some("enabled: true\n"));
     assert_eq!(get("motd").await.as_deref(), Some("hello\n"));
 
@@ -65,7 +70,9 @@ async fn apply_drift_revert_and_prune() {
     assert_eq!(again.plan.summary.unchanged, 3, "{again}");
 
     // Drift: someone edits a key by hand; the next sync reverts it.
-    testing::put(&client, &format!("{prefix}/motd"), "hacked").await.unwrap();
+    testing::put(&client, &format!("{prefix}/motd"), "hacked")
+        .await
+        .unwrap();
     let plan = engine.plan().await.unwrap();
     assert_eq!(plan.summary.update, 1, "{plan}");
     let reverted = engine.sync_once().await.unwrap();
@@ -78,13 +85,23 @@ async fn apply_drift_revert_and_prune() {
     assert!(get("limits").await.is_some());
 
     // Prune: a resource leaves Git, its key goes; the foreign key stays.
-    let without_motd = MANIFESTS.split("---").take(2).collect::<Vec<_>>().join("---");
+    let without_motd = MANIFESTS
+        .split("---")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---");
     source.commit([("keys.yaml", without_motd.as_str())]);
     let pruned = engine.sync_once().await.unwrap();
     assert_eq!(pruned.plan.summary.delete, 1, "{pruned}");
     assert_eq!(get("motd").await, None);
     assert_eq!(get("foreign").await.as_deref(), Some("keep me"));
-    let keys: Vec<String> = target.list().await.unwrap().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<String> = target
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(
         keys,
         [
@@ -99,7 +116,10 @@ async fn apply_drift_revert_and_prune() {
 async fn a_bad_spec_is_refused_naming_the_resource() {
     let client = common::client().await;
     let target = EtcdTarget::new(client, common::prefix("bad"));
-    let r = Resource::new("Key/x".parse().unwrap(), serde_json::json!({"format": "toml", "value": 1}));
+    let r = Resource::new(
+        "Key/x".parse().unwrap(),
+        serde_json::json!({"format": "toml", "value": 1}),
+    );
     let err = target.apply(&r).await.unwrap_err();
     assert!(matches!(err, TargetError::InvalidSpec { .. }), "{err}");
     assert!(err.to_string().contains("Key/x"), "{err}");
@@ -111,7 +131,10 @@ async fn a_fenced_target_writes_only_while_the_lock_holds() {
     let prefix = common::prefix("fenced-target");
     let lock_key = format!("{prefix}/locks/kv");
     let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
-    let (revision, _) = testing::lock_info(&client, &lock_key).await.unwrap().unwrap();
+    let (revision, _) = testing::lock_info(&client, &lock_key)
+        .await
+        .unwrap()
+        .unwrap();
     let target = EtcdTarget::new(client.clone(), format!("{prefix}/kv"))
         .fenced(Fence::new("kv", &lock_key, revision));
     let r = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1}));
