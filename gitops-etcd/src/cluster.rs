@@ -380,6 +380,15 @@ impl ReplicaHandle {
     pub async fn join(self) {
         let _ = self.task.await;
     }
+
+    /// Stops at once without handing anything over, as if the process had
+    /// been killed: engines are dropped, keep-alives stop, and the others
+    /// take the applications over when the lease expires (one TTL). For
+    /// tests, benchmarks and demonstrations of failover.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// One claimed application.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
+use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 
 use crate::client::{EtcdClient, EtcdError};
@@ -91,6 +92,44 @@ pub async fn put(client: &EtcdClient, key: &str, value: &str) -> Result<(), Etcd
         .await
         .map(|_| ())
         .map_err(|e| EtcdError::request("put", key, e))
+}
+
+/// Deletes every key under `prefix`; returns how many.
+pub async fn delete_prefix(client: &EtcdClient, prefix: &str) -> Result<i64, EtcdError> {
+    client
+        .kv()
+        .delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .map(|r| r.deleted())
+        .map_err(|e| EtcdError::request("delete", prefix, e))
+}
+
+/// The applications whose newest history entry is not a converged sync of
+/// the revision paired with them; empty when all have converged.
+pub async fn not_converged(
+    store: &crate::EtcdStore,
+    expected: &[(String, String)],
+) -> Result<Vec<String>, gitops_core::StoreError> {
+    use gitops_core::StateStore as _;
+    let checks = expected.iter().map(|(app, revision)| async move {
+        let newest = store.history(app, 1).await?;
+        let done = newest.first().is_some_and(|h| {
+            h.revision.id == *revision && h.result == gitops_core::engine::SyncResult::Converged
+        });
+        Ok::<_, gitops_core::StoreError>((!done).then(|| app.clone()))
+    });
+    let results = futures::stream::iter(checks)
+        .buffered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let mut pending = Vec::new();
+    for r in results {
+        pending.extend(r?);
+    }
+    Ok(pending)
 }
 
 /// One change seen under a recorded prefix.
