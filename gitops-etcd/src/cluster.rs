@@ -499,7 +499,7 @@ impl Shared {
             _ = lost.wait_for(Option::is_some) => SessionEnd::LeaseLost(String::new()),
             _ = shutdown.wait_for(|s| *s) => SessionEnd::Shutdown,
         };
-        let end = match end {
+        match end {
             SessionEnd::LeaseLost(_) => {
                 let reason = lost
                     .borrow()
@@ -522,8 +522,7 @@ impl Shared {
                 }
                 SessionEnd::Shutdown
             }
-        };
-        end
+        }
     }
 
     async fn session_loop(
@@ -684,20 +683,20 @@ impl Shared {
                     self.abort(&app, o, "lock deleted or taken by another replica")
                         .await;
                 }
-            } else if o.task.is_finished() {
-                if let Some(o) = owned.remove(&app) {
-                    let error = o
-                        .task
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| "engine stopped".into());
-                    self.emit(ClusterEvent::EngineFailed {
-                        app: app.clone(),
-                        error,
-                    });
-                    self.delete_lock(&app, o.revision).await;
-                }
+            } else if o.task.is_finished()
+                && let Some(o) = owned.remove(&app)
+            {
+                let error = o
+                    .task
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "engine stopped".into());
+                self.emit(ClusterEvent::EngineFailed {
+                    app: app.clone(),
+                    error,
+                });
+                self.delete_lock(&app, o.revision).await;
             }
         }
         if !live.contains(&self.config.id) {

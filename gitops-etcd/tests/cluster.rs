@@ -359,7 +359,7 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
         let held = locks(&client, &prefix).await;
         match r1_apps
             .iter()
-            .find(|a| !held.get(*a).is_some_and(|(o, _)| o != "r1"))
+            .find(|a| held.get(*a).is_none_or(|(o, _)| o == "r1"))
         {
             Some(app) => Err(format!("{app}: {:?}", held.get(app))),
             None => Ok(()),
@@ -373,7 +373,7 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
             || async {
                 for app in &r1_apps {
                     let h = store.history(app, 1).await.map_err(|e| e.to_string())?;
-                    if !h.first().is_some_and(|h| h.finished_at > killed_at) {
+                    if h.first().is_none_or(|h| h.finished_at <= killed_at) {
                         return Err(format!("{app}: no sync since the kill"));
                     }
                 }
