@@ -326,6 +326,29 @@ impl EtcdClient {
     }
 }
 
+/// Every key under `prefix`: key and value (lossy UTF-8) and lease id.
+pub(crate) async fn list_prefix(
+    client: &EtcdClient,
+    prefix: &str,
+) -> Result<Vec<(String, String, i64)>, EtcdError> {
+    let resp = client
+        .kv()
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| EtcdError::request("get", prefix, e))?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.lease(),
+            )
+        })
+        .collect())
+}
+
 /// Checks a value against [`MAX_VALUE_BYTES`].
 pub(crate) fn check_size(key: &str, bytes: usize) -> Result<(), EtcdError> {
     if bytes > MAX_VALUE_BYTES {

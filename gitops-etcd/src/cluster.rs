@@ -235,7 +235,8 @@ pub enum ClusterEvent {
         reason: String,
     },
     /// An engine could not be built or stopped by itself; the lock was
-    /// released and the application is claimed again after a pause.
+    /// released, and the replica claims the application again after one TTL
+    /// (so an engine that fails at once does not spin).
     EngineFailed {
         /// The application.
         app: String,
@@ -283,6 +284,8 @@ struct Shared {
     factory: EngineFactory,
     events: broadcast::Sender<ClusterEvent>,
     owned: Mutex<BTreeSet<String>>,
+    /// Applications whose engine failed, not claimed again before the instant.
+    cooldown: Mutex<HashMap<String, Instant>>,
     lease: AtomicI64,
     shutdown: watch::Sender<bool>,
 }
@@ -329,6 +332,7 @@ impl Replica {
             factory,
             events,
             owned: Mutex::new(BTreeSet::new()),
+            cooldown: Mutex::new(HashMap::new()),
             lease: AtomicI64::new(0),
             shutdown: watch::channel(false).0,
         });
@@ -418,6 +422,22 @@ impl Shared {
 
     fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `app` from being claimed again by this replica for one TTL, so
+    /// an engine that fails at once does not spin.
+    fn cool_down(&self, app: &str) {
+        self.cooldown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_owned(), Instant::now() + self.config.ttl);
+    }
+
+    fn cooling(&self, app: &str) -> bool {
+        let mut cooldown = self.cooldown.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        cooldown.retain(|_, until| *until > now);
+        cooldown.contains_key(app)
     }
 
     fn shutting_down(&self) -> bool {
@@ -696,6 +716,7 @@ impl Shared {
                     app: app.clone(),
                     error,
                 });
+                self.cool_down(&app);
                 self.delete_lock(&app, o.revision).await;
             }
         }
@@ -708,6 +729,7 @@ impl Shared {
         let mut to_claim = Vec::new();
         for app in &self.apps {
             let mine = assign(app, &live) == Some(self.config.id.as_str());
+            let mine = mine && !self.cooling(app);
             match (mine, owned.contains_key(app)) {
                 (false, true) => to_release.push(app.clone()),
                 (true, false) => match locks.get(app) {
@@ -749,6 +771,7 @@ impl Shared {
                         app: app.clone(),
                         error,
                     });
+                    self.cool_down(&app);
                     self.delete_lock(&app, revision).await;
                 }
             }

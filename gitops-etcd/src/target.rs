@@ -20,7 +20,7 @@
 //! application: each put and delete is a transaction that checks the fence.
 
 use async_trait::async_trait;
-use etcd_client::{GetOptions, Txn, TxnOp};
+use etcd_client::{Txn, TxnOp};
 use gitops_core::{Diff, Observed, Resource, ResourceId, Target, TargetError};
 use serde_json::{Value, json};
 
@@ -71,23 +71,8 @@ impl EtcdTarget {
 
     /// Every key under the prefix with its text (for inspection and tests).
     pub async fn list(&self) -> Result<Vec<(String, String)>, EtcdError> {
-        let prefix = format!("{}/", self.prefix);
-        let resp = self
-            .client
-            .kv()
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| EtcdError::request("get", prefix.as_str(), e))?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
-            .collect())
+        let all = crate::client::list_prefix(&self.client, &format!("{}/", self.prefix)).await?;
+        Ok(all.into_iter().map(|(k, v, _)| (k, v)).collect())
     }
 
     fn target_error(id: &ResourceId, e: EtcdError) -> TargetError {

@@ -6,9 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 
@@ -66,22 +64,7 @@ pub async fn list(
     client: &EtcdClient,
     prefix: &str,
 ) -> Result<Vec<(String, String, i64)>, EtcdError> {
-    let resp = client
-        .kv()
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| EtcdError::request("get", prefix, e))?;
-    Ok(resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-                kv.lease(),
-            )
-        })
-        .collect())
+    crate::client::list_prefix(client, prefix).await
 }
 
 /// Writes `key` (an edit behind the engine's back).

@@ -279,6 +279,23 @@ async fn locks(client: &EtcdClient, prefix: &str) -> BTreeMap<String, (String, i
         .collect()
 }
 
+/// Whether every lock is held by the member the rendezvous assignment names.
+async fn follows_assignment(
+    client: &EtcdClient,
+    prefix: &str,
+    members: &[String],
+) -> Result<(), String> {
+    let held = locks(client, prefix).await;
+    for app in apps(APPS) {
+        let want = assign(&app, members).unwrap();
+        match held.get(&app) {
+            Some((owner, _)) if owner == want => {}
+            other => return Err(format!("{app}: held by {other:?}, assigned to {want}")),
+        }
+    }
+    Ok(())
+}
+
 /// Every app whose newest history entry is a converged sync of `rev`,
 /// finished after `after` (if given).
 async fn converged(
@@ -331,17 +348,7 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
     wait_until(
         "locks follow the rendezvous assignment",
         Duration::from_secs(30),
-        || async {
-            let held = locks(&client, &prefix).await;
-            for app in apps(APPS) {
-                let want = assign(&app, &members).unwrap();
-                match held.get(&app) {
-                    Some((owner, _)) if owner == want => {}
-                    other => return Err(format!("{app}: held by {other:?}, assigned to {want}")),
-                }
-            }
-            Ok(())
-        },
+        || follows_assignment(&client, &prefix, &members),
     )
     .await;
 
@@ -443,17 +450,7 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
     wait_until(
         "rebalanced: locks follow the assignment over r1, r2, r3",
         Duration::from_secs(60),
-        || async {
-            let held = locks(&client, &prefix).await;
-            for app in apps(APPS) {
-                let want = assign(&app, &members).unwrap();
-                match held.get(&app) {
-                    Some((owner, _)) if owner == want => {}
-                    other => return Err(format!("{app}: held by {other:?}, assigned to {want}")),
-                }
-            }
-            Ok(())
-        },
+        || follows_assignment(&client, &prefix, &members),
     )
     .await;
     assert!(
@@ -633,4 +630,152 @@ async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl()
         locks(&client, &prefix).await.is_empty(),
         "locks left after both stopped"
     );
+}
+
+/// A TCP proxy to etcd that the test can cut, as a network partition
+/// between one replica and the cluster.
+struct Partition {
+    endpoint: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(upstream: &str) -> Self {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .split(',')
+            .next()
+            .unwrap()
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut_rx = cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue; // dropped: connection refused in effect
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Self { endpoint, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_stops_before_another_can_claim() {
+    let prefix = common::prefix("partition");
+    let app_names = apps(12);
+    let endpoints = std::env::var(gitops_etcd::ENDPOINTS_ENV).unwrap_or_default();
+    let _ = common::client().await; // fails clearly when etcd is missing
+    let partition = Partition::start(&endpoints).await;
+    let through_proxy =
+        EtcdClient::connect(&gitops_etcd::EtcdConfig::new([partition.endpoint.clone()]))
+            .await
+            .unwrap();
+    let a = Replica::start(
+        through_proxy,
+        ReplicaConfig::new("a", &prefix).ttl(TTL),
+        app_names.clone(),
+        factory(prefix.clone(), "a".into()),
+    )
+    .await
+    .unwrap();
+    let b = Replica::start(
+        common::client().await,
+        ReplicaConfig::new("b", &prefix).ttl(TTL),
+        app_names.clone(),
+        factory(prefix.clone(), "b".into()),
+    )
+    .await
+    .unwrap();
+    wait_until("both own applications", Duration::from_secs(30), || async {
+        let (na, nb) = (a.owned().len(), b.owned().len());
+        if na > 0 && nb > 0 && na + nb == app_names.len() {
+            Ok(())
+        } else {
+            Err(format!("{na} + {nb}"))
+        }
+    })
+    .await;
+    let a_apps = a.owned();
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+    let cut_at = Instant::now();
+    partition.set_cut(true);
+
+    // a notices within TTL/2 of its last acknowledged renewal and stops
+    // every engine; only later does etcd expire the lease and b claim.
+    let a_stopped = tokio::time::timeout(TTL * 3, async {
+        loop {
+            if let Ok(gitops_etcd::ClusterEvent::LeaseLost { reason }) = a_events.recv().await {
+                return (Instant::now(), reason);
+            }
+        }
+    })
+    .await
+    .expect("a did not notice the partition");
+    assert!(a.owned().is_empty(), "a still runs {:?}", a.owned());
+    let b_claimed = tokio::time::timeout(TTL * 3, async {
+        loop {
+            if let Ok(gitops_etcd::ClusterEvent::Claimed { app, .. }) = b_events.recv().await
+                && a_apps.contains(&app)
+            {
+                return Instant::now();
+            }
+        }
+    })
+    .await
+    .expect("b did not take a's applications over");
+    let (stopped, claimed) = (a_stopped.0 - cut_at, b_claimed - cut_at);
+    println!(
+        "partition: a stopped its engines after {stopped:?} ({}), b claimed after {claimed:?}",
+        a_stopped.1
+    );
+    assert!(
+        stopped + TTL / 4 < claimed,
+        "a must stop well before b can claim: stopped {stopped:?}, claimed {claimed:?}"
+    );
+    assert!(
+        stopped <= TTL / 2 + Duration::from_millis(500),
+        "stopped after {stopped:?}"
+    );
+
+    // The partition heals: a joins under a new lease and gets its share back.
+    partition.set_cut(false);
+    wait_until(
+        "a rejoined and owns its share again",
+        Duration::from_secs(30),
+        || async {
+            let members = vec!["a".to_owned(), "b".to_owned()];
+            let mine: Vec<String> = app_names
+                .iter()
+                .filter(|app| assign(app, &members) == Some("a"))
+                .cloned()
+                .collect();
+            if a.owned() == mine {
+                Ok(())
+            } else {
+                Err(format!("a owns {:?}, should own {mine:?}", a.owned()))
+            }
+        },
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
 }
