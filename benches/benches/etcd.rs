@@ -153,7 +153,7 @@ impl Cluster {
             let mut left = Vec::new();
             for app in pending {
                 let newest = self.store.history(&app, 1).await.expect("history");
-                if !newest.first().is_some_and(|h| h.finished_at > killed_at) {
+                if newest.first().is_none_or(|h| h.finished_at <= killed_at) {
                     left.push(app);
                 }
             }

@@ -276,15 +276,13 @@ impl EtcdClient {
             }
         };
         let client = Self { inner, endpoints };
-        // Connecting is lazy; one cheap request proves the cluster answers.
-        client
-            .kv()
-            .get("\0gitops-ping", None)
-            .await
-            .map_err(|e| EtcdError::Connect {
-                endpoints: client.endpoints.clone(),
-                message: EtcdError::request("get", "", e).to_string(),
-            })?;
+        // Connecting is lazy; one cheap request proves the cluster answers
+        // (and that the credentials are accepted). `status` needs no
+        // permission on any key.
+        client.revision().await.map_err(|e| EtcdError::Connect {
+            endpoints: client.endpoints.clone(),
+            message: e.to_string(),
+        })?;
         Ok(client)
     }
 
@@ -318,10 +316,11 @@ impl EtcdClient {
     /// The current revision of the cluster.
     pub async fn revision(&self) -> Result<i64, EtcdError> {
         let resp = self
-            .kv()
-            .get("\0gitops-ping", None)
+            .inner
+            .maintenance_client()
+            .status()
             .await
-            .map_err(|e| EtcdError::request("get", "", e))?;
+            .map_err(|e| EtcdError::request("status", "", e))?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 }

@@ -406,6 +406,7 @@ impl StateStore for EtcdStore {
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(&base)?.split('/').next().map(unescape))
             .collect();
+        apps.sort();
         apps.dedup();
         Ok(apps)
     }
