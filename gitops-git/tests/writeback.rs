@@ -44,6 +44,40 @@ fn source(fx: &Fixture, url: String, cache: &str) -> GitSource {
         .expect("source")
 }
 
+/// A repository served over HTTP (pushes allowed), its source, the
+/// manifest renderer and a write-back to its `main`.
+struct Http {
+    fx: Fixture,
+    _server: HttpServer,
+    rt: tokio::runtime::Runtime,
+    src: GitSource,
+    render: Arc<dyn Render>,
+    writeback: GitWriteback,
+}
+
+impl Http {
+    fn new(files: &[(&str, &str)], cache: &str) -> Self {
+        let fx = Fixture::new();
+        fx.commit(files, "initial");
+        fx.push();
+        allow_push(&fx);
+        let server = HttpServer::start(&fx.root, None, None);
+        let src = source(&fx, server.url("repo.git"), cache);
+        let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+        let writeback = GitWriteback::builder(&src, render.clone())
+            .build()
+            .expect("writeback");
+        Self {
+            fx,
+            _server: server,
+            rt: runtime(),
+            src,
+            render,
+            writeback,
+        }
+    }
+}
+
 /// The drifted resource `id` of `revision`, as the target now holds `spec`.
 async fn drifted(
     source: &GitSource,
@@ -223,17 +257,14 @@ fn only_the_drifted_document_of_a_multi_document_yaml_changes_over_http() {
 
 #[test]
 fn an_upstream_change_to_the_same_file_is_a_conflict_and_nothing_is_overwritten() {
-    let fx = Fixture::new();
-    fx.commit(&[("app.yaml", APP)], "initial");
-    fx.push();
-    allow_push(&fx);
-    let server = HttpServer::start(&fx.root, None, None);
-    let rt = runtime();
-    let src = source(&fx, server.url("repo.git"), "conflict");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
+    let Http {
+        fx,
+        _server,
+        rt,
+        src,
+        render,
+        writeback,
+    } = Http::new(&[("app.yaml", APP)], "conflict");
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -266,8 +297,14 @@ fn an_upstream_change_to_the_same_file_is_a_conflict_and_nothing_is_overwritten(
 
 #[test]
 fn an_upstream_change_to_another_file_is_rebased_and_pushed() {
-    let fx = Fixture::new();
-    fx.commit(
+    let Http {
+        fx,
+        _server,
+        rt,
+        src,
+        render,
+        writeback,
+    } = Http::new(
         &[
             ("app.yaml", APP),
             (
@@ -275,17 +312,8 @@ fn an_upstream_change_to_another_file_is_rebased_and_pushed() {
                 "kind: App\nmetadata: { name: other }\nspec: { v: 1 }\n",
             ),
         ],
-        "initial",
+        "rebase",
     );
-    fx.push();
-    allow_push(&fx);
-    let server = HttpServer::start(&fx.root, None, None);
-    let rt = runtime();
-    let src = source(&fx, server.url("repo.git"), "rebase");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -324,10 +352,14 @@ fn an_upstream_change_to_another_file_is_rebased_and_pushed() {
 
 #[test]
 fn a_push_rejected_by_the_server_is_a_clear_transient_error_and_is_retried() {
-    let fx = Fixture::new();
-    fx.commit(&[("app.yaml", APP)], "initial");
-    fx.push();
-    allow_push(&fx);
+    let Http {
+        fx,
+        _server,
+        rt,
+        src,
+        render,
+        writeback,
+    } = Http::new(&[("app.yaml", APP)], "rejected");
     // The server refuses pushes while the marker exists.
     let marker = fx.dir.path().join("frozen");
     std::fs::write(&marker, "").expect("marker");
@@ -342,13 +374,6 @@ fn a_push_rejected_by_the_server_is_a_clear_transient_error_and_is_retried() {
     .expect("hook");
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let server = HttpServer::start(&fx.root, None, None);
-    let rt = runtime();
-    let src = source(&fx, server.url("repo.git"), "rejected");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
