@@ -171,10 +171,17 @@ fn promote_blocking(
                 .detach();
             match publisher.publish(&repo, &reference, Lease::Absent, tag_id, &message)? {
                 Published::Done => Ok(reference),
-                Published::Moved => Err(failed(
-                    format!("tag {name} already exists; tags are never moved"),
-                    false,
-                )),
+                // A repeat (e.g. after a crash) finds its own tag: done.
+                Published::Moved => match publisher.remote_commit(&reference)? {
+                    Some(existing) if existing == commit => Ok(reference),
+                    existing => Err(failed(
+                        format!(
+                            "tag {name} already exists{}; tags are never moved",
+                            existing.map(|e| format!(" at {e}")).unwrap_or_default()
+                        ),
+                        false,
+                    )),
+                },
             }
         }
     }

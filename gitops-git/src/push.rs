@@ -149,13 +149,10 @@ impl Publisher<'_> {
         }
     }
 
-    /// `git push` from the bare cache, credentials in the environment only.
-    fn remote(
-        &self,
-        reference: &str,
-        lease: Lease,
-        new: gix::ObjectId,
-    ) -> Result<Published, WritebackError> {
+    /// `git` in the bare cache with an isolated configuration and the
+    /// source's credentials in the environment only; returns the secrets to
+    /// scrub from its output.
+    fn git(&self) -> (Command, Vec<String>) {
         let shared = self.shared;
         let credentials = shared.credentials.get(&shared.location);
         let secrets = credentials
@@ -206,6 +203,56 @@ impl Publisher<'_> {
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env("GIT_CONFIG_VALUE_0", header);
         }
+        (cmd, secrets)
+    }
+
+    /// The commit `reference` names on the remote (a tag peeled), if it exists.
+    pub(crate) fn remote_commit(
+        &self,
+        reference: &str,
+    ) -> Result<Option<gix::ObjectId>, WritebackError> {
+        let (mut cmd, secrets) = self.git();
+        // Patterns match whole names: the peeled entry needs its own.
+        cmd.arg("ls-remote")
+            .arg(&self.shared.location)
+            .arg(reference)
+            .arg(format!("{reference}^{{}}"));
+        let output = run_with_timeout(&mut cmd, self.timeout)
+            .map_err(|e| failed(scrub(&e, &secrets), true))?;
+        if !output.success {
+            return Err(failed(
+                scrub(
+                    &format!("ls-remote {reference}: {}", output.stderr.trim()),
+                    &secrets,
+                ),
+                true,
+            ));
+        }
+        // A tag lists itself, then `<tag>^{}` with the commit it peels to.
+        let mut found = None;
+        for line in output.stdout.lines() {
+            let Some((id, name)) = line.split_once('\t') else {
+                continue;
+            };
+            let Ok(id) = gix::ObjectId::from_hex(id.as_bytes()) else {
+                continue;
+            };
+            if name == format!("{reference}^{{}}") || (name == reference && found.is_none()) {
+                found = Some(id);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `git push` from the bare cache.
+    fn remote(
+        &self,
+        reference: &str,
+        lease: Lease,
+        new: gix::ObjectId,
+    ) -> Result<Published, WritebackError> {
+        let shared = self.shared;
+        let (mut cmd, secrets) = self.git();
         cmd.args(["push", "--porcelain", "--atomic", "--no-verify"]);
         let refspec = match lease {
             Lease::Expect(id) => {
@@ -220,8 +267,8 @@ impl Publisher<'_> {
             Lease::Force => format!("+{new}:{reference}"),
         };
         cmd.arg(&shared.location).arg(&refspec);
-        let output =
-            run_with_timeout(cmd, self.timeout).map_err(|e| failed(scrub(&e, &secrets), true))?;
+        let output = run_with_timeout(&mut cmd, self.timeout)
+            .map_err(|e| failed(scrub(&e, &secrets), true))?;
         if output.success {
             return Ok(Published::Done);
         }
@@ -261,7 +308,7 @@ struct Output {
 }
 
 /// Runs `cmd`, killing its process group after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
     let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -297,7 +344,7 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, Strin
                     .status();
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("git push did not finish within {timeout:?}"));
+                return Err(format!("git did not finish within {timeout:?}"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             Err(e) => return Err(format!("waiting for git: {e}")),

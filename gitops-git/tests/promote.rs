@@ -59,11 +59,24 @@ fn a_promotion_over_http_creates_an_annotated_tag_and_moves_a_branch() {
             .promote_revision("prod", &rev)
             .await
             .expect("first tag");
+        // A repeat (another tag object: another tagger) finds its own tag.
+        let repeat = GitPromoter::builder(&src, PromotionRef::Tag("release-{stage}".into()))
+            .tagger(Identity::new("Restarted", "restarted@example.com"))
+            .build()
+            .expect("promoter");
+        assert_eq!(
+            repeat
+                .promote_revision("prod", &rev)
+                .await
+                .expect("a repeated promotion is a no-op"),
+            "refs/tags/release-prod"
+        );
         let err = fixed
             .promote_revision("prod", &rev2)
             .await
             .expect_err("an existing tag is never moved");
         assert!(err.to_string().contains("release-prod"), "{err}");
+        assert!(err.to_string().contains(&first), "names where it is: {err}");
         let moved = branch
             .promote_revision("production", &rev2)
             .await
