@@ -161,3 +161,53 @@ pub fn cpu_time() -> Option<std::time::Duration> {
     // Linux reports clock ticks; USER_HZ is 100 on every mainstream configuration.
     Some(std::time::Duration::from_millis((utime + stime) * 10))
 }
+
+/// Fails (never skips) when a program a benchmark needs is missing.
+pub fn require_tool(tool: &str, args: &[&str]) {
+    let ok = std::process::Command::new(tool)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    assert!(ok, "this benchmark needs `{tool}` on PATH");
+}
+
+/// Runs `git` in `dir` with an isolated configuration and a fixed identity,
+/// feeding `stdin`; panics with git's stderr when it fails.
+pub fn git_in(dir: &std::path::Path, args: &[&str], stdin: Option<&[u8]>) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git is installed");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(data) = stdin {
+            input.write_all(data).expect("write to git");
+        }
+    }
+    let out = child.wait_with_output().expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// [`git_in`] without input.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    git_in(dir, args, None);
+}

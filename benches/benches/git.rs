@@ -9,10 +9,11 @@
 //! Run with `cargo bench -p gitops-benches --bench git`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
+use gitops_benches::{git, git_in, require_tool};
 use gitops_core::Source;
 use gitops_git::{GitSource, ReferencePolicy};
 
@@ -21,47 +22,6 @@ use gitops_git::{GitSource, ReferencePolicy};
 mod http;
 
 const FILES: usize = 10_000;
-
-fn require_tool(tool: &str, args: &[&str]) {
-    let ok = Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(ok, "the git benchmark needs `{tool}` on PATH");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    git_in(dir, args, None);
-}
-
-fn git_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) {
-    use std::io::Write as _;
-    let mut child = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("git is installed");
-    {
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(data) = stdin {
-            input.write_all(data).expect("write to git");
-        }
-    }
-    let out = child.wait_with_output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// ~200 bytes of YAML for file `i`, with a `generation` to make commits differ.
 fn content(i: usize, generation: usize) -> String {

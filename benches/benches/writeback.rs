@@ -8,11 +8,12 @@
 //! Run with `cargo bench -p gitops-benches --bench writeback`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
+use gitops_benches::{git, require_tool};
 use gitops_core::testing::MemoryTarget;
 use gitops_core::{Engine, ManifestRender, Render, ResourceId};
 use gitops_git::{GitSource, GitWriteback, ReferencePolicy};
@@ -24,39 +25,6 @@ mod http;
 
 /// Other manifests in the repository, so the snapshot is not trivial.
 const OTHER_FILES: usize = 200;
-
-fn require_tool(tool: &str, args: &[&str]) {
-    let ok = Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(ok, "the write-back benchmark needs `{tool}` on PATH");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn rev_parse(dir: &Path, rev: &str) -> String {
     let out = Command::new("git")
