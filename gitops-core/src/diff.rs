@@ -5,6 +5,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::canonical::sorted_entries;
+
 /// One changed field: its path under `spec` and the old and new values.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
@@ -70,9 +72,10 @@ fn walk(path: &mut String, old: Option<&Value>, new: Option<&Value>, out: &mut V
     let len = path.len();
     match (old, new) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            // Both maps are sorted by key: merge them in one pass.
-            let mut ia = a.iter().peekable();
-            let mut ib = b.iter().peekable();
+            // Merge both maps in key order, in one pass.
+            let (a, b) = (sorted_entries(a), sorted_entries(b));
+            let mut ia = a.into_iter().peekable();
+            let mut ib = b.into_iter().peekable();
             loop {
                 let (key, va, vb) = match (ia.peek(), ib.peek()) {
                     (None, None) => break,

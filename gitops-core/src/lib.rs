@@ -34,6 +34,7 @@
 //! `gitops-core` knows nothing of Git, files or etcd: those live in their own
 //! crates behind the traits defined here.
 
+mod canonical;
 pub mod diff;
 mod edit;
 pub mod engine;

@@ -483,7 +483,8 @@ impl Render for ManifestRender {
     /// Replaces the resource's document with one whose `spec` is the observed
     /// state, in the file's own format. In YAML and in JSON arrays the other
     /// documents (and the comments around the document) stay byte-identical;
-    /// comments inside the document are lost and its keys come out sorted. A
+    /// comments inside the document are lost and its keys come out sorted (in
+    /// the target's order when serde_json's `preserve_order` is on). A
     /// TOML or single-document JSON file is re-serialised whole. A resource
     /// deleted in the target removes its document (or the file, when it was
     /// the only one). The result is parsed again and refused unless it renders

@@ -301,10 +301,9 @@ impl Resource {
 
 /// SHA-256 of a JSON value's canonical serialization, in hex.
 pub fn spec_digest(spec: &serde_json::Value) -> String {
-    // serde_json's map is a BTreeMap (no `preserve_order`), so output is canonical.
     let mut hasher = Sha256::new();
-    // Writing into a hasher cannot fail.
-    let _ = serde_json::to_writer(HashWriter(&mut hasher), spec);
+    // Keys sorted whatever serde_json's features; writing into a hasher cannot fail.
+    let _ = crate::canonical::write_canonical(&mut HashWriter(&mut hasher), spec);
     let out = hasher.finalize();
     let mut hex = String::with_capacity(64);
     for byte in out {
