@@ -23,18 +23,10 @@ pub(crate) fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)>
 /// `serde_json::to_writer` produces for a sorted map, whatever the map keeps.
 pub(crate) fn write_canonical<W: Write>(out: &mut W, value: &Value) -> io::Result<()> {
     match value {
-        Value::Object(map) => {
-            out.write_all(b"{")?;
-            for (i, (key, value)) in sorted_entries(map).into_iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.write_all(b":")?;
-                write_canonical(out, value)?;
-            }
-            out.write_all(b"}")
-        }
+        // Digests run over every resource on every sync: no allocation when
+        // the map is already sorted (always, without `preserve_order`).
+        Value::Object(map) if map.keys().is_sorted() => write_object(out, map.iter()),
+        Value::Object(map) => write_object(out, sorted_entries(map).into_iter()),
         Value::Array(items) => {
             out.write_all(b"[")?;
             for (i, item) in items.iter().enumerate() {
@@ -47,6 +39,22 @@ pub(crate) fn write_canonical<W: Write>(out: &mut W, value: &Value) -> io::Resul
         }
         scalar => Ok(serde_json::to_writer(out, scalar)?),
     }
+}
+
+fn write_object<'a, W: Write>(
+    out: &mut W,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (key, value)) in entries.enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.write_all(b":")?;
+        write_canonical(out, value)?;
+    }
+    out.write_all(b"}")
 }
 
 #[cfg(test)]
