@@ -2,8 +2,10 @@
 //! windows).
 //!
 //! A window is a 5-field cron schedule (minute, hour, day of month, month,
-//! day of week) that opens it, a duration it stays open, and a fixed UTC
-//! offset the schedule is read in (UTC by default). The rules:
+//! day of week) that opens it, a duration it stays open, and the time the
+//! schedule is read in: UTC by default, a fixed offset
+//! ([`utc_offset`](SyncWindow::utc_offset)), or an IANA time zone with its
+//! daylight-saving rules ([`time_zone`](SyncWindow::time_zone)). The rules:
 //!
 //! - **deny wins**: while any deny window is open, nothing syncs;
 //! - when at least one **allow** window exists, syncing happens only while one
@@ -24,14 +26,14 @@
 //! use std::time::{Duration, SystemTime};
 //! use gitops_core::window::{InProgress, SyncWindow, SyncWindows};
 //!
-//! // Deploy on weekdays 08:00–18:00 Berlin winter time, never on New Year's Eve.
+//! // Deploy on weekdays 08:00–18:00 in Berlin, never on New Year's Eve.
 //! let windows = SyncWindows::new()
 //!     .with(SyncWindow::allow("office-hours", "0 8 * * MON-FRI", Duration::from_secs(10 * 3600))?
-//!         .utc_offset("+01:00")?)
+//!         .time_zone("Europe/Berlin")?)
 //!     .with(SyncWindow::deny("new-year", "0 0 31 12 *", Duration::from_secs(24 * 3600))?
 //!         .manual_sync(true))
 //!     .in_progress(InProgress::StopAtWaveBoundary);
-//! // 2026-11-26 is a Thursday; 09:00 UTC is 10:00 in +01:00.
+//! // 2026-11-26 is a Thursday; 09:00 UTC is 10:00 in Berlin (CET, +01:00).
 //! let thursday_9_utc = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_683_600);
 //! assert!(windows.check(thursday_9_utc, false).is_ok());
 //! let blocked = windows.check(thursday_9_utc + Duration::from_secs(9 * 3600), false).unwrap_err();
@@ -39,6 +41,12 @@
 //!     "sync blocked: outside every allow window until 2026-11-27T07:00:00Z");
 //! # Ok::<(), gitops_core::window::WindowError>(())
 //! ```
+//!
+//! In a time zone, a start that falls in a spring-forward gap (02:30 on the
+//! night clocks jump from 02:00 to 03:00) opens the window at the same
+//! distance after the gap (03:30); a start that happens twice when clocks go
+//! back opens it once, at the first. The duration is elapsed time, so a
+//! 10-hour window that spans a change still lasts 10 hours.
 //!
 //! [`Engine::sync_once`]: crate::Engine::sync_once
 //! [`Engine::rollback`]: crate::Engine::rollback
@@ -131,6 +139,16 @@ pub enum WindowError {
         /// What is wrong.
         message: String,
     },
+    /// The time zone is not in the IANA time zone database.
+    #[error("sync window {window}: time zone {zone:?}: {message}")]
+    TimeZone {
+        /// The window's name.
+        window: String,
+        /// The zone given.
+        zone: String,
+        /// What the time zone database said.
+        message: String,
+    },
     /// The UTC offset is not `Z` or `±HH:MM` within ±23:59.
     #[error("sync window {window}: UTC offset {offset:?}: expected Z or ±HH:MM (e.g. +05:30)")]
     Offset {
@@ -142,6 +160,8 @@ pub enum WindowError {
 }
 
 const MAX_DURATION: Duration = Duration::from_secs(31 * 86_400);
+/// No time zone is further than this from UTC (jiff bounds offsets to ±25:59:59).
+const MAX_ZONE_OFFSET: i64 = 26 * 3_600;
 /// How far ahead [`SyncWindows::check`] looks for the time syncing resumes.
 const HORIZON: i64 = 400 * 86_400;
 
@@ -408,8 +428,46 @@ pub struct SyncWindow {
     schedule_text: String,
     schedule: Schedule,
     duration: Duration,
-    offset_seconds: i64,
+    zone: Zone,
     manual_sync: bool,
+}
+
+/// The time a schedule is read in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Zone {
+    /// Seconds east of UTC.
+    Offset(i64),
+    /// An IANA zone, daylight-saving rules included.
+    Named {
+        name: String,
+        tz: jiff::tz::TimeZone,
+    },
+}
+
+impl Zone {
+    /// The UTC second of the local wall-clock second `local` (seconds since
+    /// 1970-01-01T00:00 local). Gaps resolve forward, folds to the first.
+    fn to_utc(&self, local: i64) -> Option<i64> {
+        match self {
+            Zone::Offset(offset) => Some(local - offset),
+            Zone::Named { tz, .. } => {
+                let wall = jiff::Timestamp::from_second(local)
+                    .ok()?
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .datetime();
+                let at = tz.to_ambiguous_timestamp(wall).compatible().ok()?;
+                Some(at.as_second())
+            }
+        }
+    }
+
+    /// The local range that holds every start whose UTC time is in `[from, to)`.
+    fn local_range(&self, from: i64, to: i64) -> (i64, i64) {
+        match self {
+            Zone::Offset(offset) => (from + offset, to + offset),
+            Zone::Named { .. } => (from - MAX_ZONE_OFFSET, to + MAX_ZONE_OFFSET),
+        }
+    }
 }
 
 impl SyncWindow {
@@ -459,7 +517,7 @@ impl SyncWindow {
             schedule_text: schedule.to_owned(),
             schedule: parsed,
             duration,
-            offset_seconds: 0,
+            zone: Zone::Offset(0),
             manual_sync: false,
         })
     }
@@ -470,7 +528,7 @@ impl SyncWindow {
             window: self.name.clone(),
             offset: offset.to_owned(),
         };
-        self.offset_seconds = if offset == "Z" || offset == "+00:00" || offset == "-00:00" {
+        let seconds = if offset == "Z" || offset == "+00:00" || offset == "-00:00" {
             0
         } else {
             let (sign, rest) = match offset.as_bytes().first() {
@@ -488,6 +546,27 @@ impl SyncWindow {
                 return Err(bad());
             }
             sign * (h * 3_600 + m * 60)
+        };
+        self.zone = Zone::Offset(seconds);
+        Ok(self)
+    }
+
+    /// Reads the schedule in an IANA time zone (`Europe/Berlin`,
+    /// `America/New_York`), following its daylight-saving changes; see the
+    /// module docs for starts in a gap or a fold. The zone comes from the
+    /// system's time zone database (`/usr/share/zoneinfo`: the `tzdata`
+    /// package); an unknown zone is an error naming the window.
+    pub fn time_zone(mut self, zone: &str) -> Result<Self, WindowError> {
+        let tz = jiff::tz::db()
+            .get(zone)
+            .map_err(|e| WindowError::TimeZone {
+                window: self.name.clone(),
+                zone: zone.to_owned(),
+                message: e.to_string(),
+            })?;
+        self.zone = Zone::Named {
+            name: zone.to_owned(),
+            tz,
         };
         Ok(self)
     }
@@ -517,13 +596,16 @@ impl SyncWindow {
             .is_some()
     }
 
-    /// The open intervals `[start, end)` (UTC seconds) whose start lies in `[from, to)`.
+    /// The open intervals `[start, end)` (UTC seconds) whose start lies in
+    /// `[from, to)`; ascending except around a time zone's gap.
     fn intervals(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, i64)> + '_ {
-        let offset = self.offset_seconds;
         let length = self.duration.as_secs() as i64;
+        let (local_from, local_to) = self.zone.local_range(from, to);
         self.schedule
-            .starts(from + offset, to + offset)
-            .map(move |local| (local - offset, local - offset + length))
+            .starts(local_from, local_to)
+            .filter_map(move |local| self.zone.to_utc(local))
+            .filter(move |start| (from..to).contains(start))
+            .map(move |start| (start, start + length))
     }
 }
 
@@ -535,9 +617,18 @@ impl fmt::Display for SyncWindow {
         };
         write!(
             f,
-            "{kind} window {} ({:?} for {:?})",
+            "{kind} window {} ({:?} for {:?}",
             self.name, self.schedule_text, self.duration
-        )
+        )?;
+        match &self.zone {
+            Zone::Offset(0) => f.write_str(")"),
+            Zone::Offset(seconds) => {
+                let sign = if *seconds < 0 { '-' } else { '+' };
+                let minutes = seconds.abs() / 60;
+                write!(f, " at UTC{sign}{:02}:{:02})", minutes / 60, minutes % 60)
+            }
+            Zone::Named { name, .. } => write!(f, " in {name})"),
+        }
     }
 }
 

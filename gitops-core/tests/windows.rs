@@ -1,4 +1,5 @@
-//! Sync windows: the rules (allow, deny, deny wins, offsets, manual
+//! Sync windows: the rules (allow, deny, deny wins, offsets, time zones and
+//! daylight saving, manual
 //! override, midnight) on a fixed calendar, and the engine obeying them on a
 //! manual clock: blocked status with its end, drift repair held back, manual
 //! syncs, and a sync in progress finishing or stopping at a wave boundary.
@@ -112,6 +113,109 @@ fn schedules_are_read_at_their_offset() {
     );
     assert!(windows.check(at(2 * 24 * HOUR + 4 * HOUR), false).is_err());
     assert!(windows.check(at(24 * HOUR + 20 * HOUR), false).is_ok());
+}
+
+fn unix(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+#[test]
+fn schedules_follow_a_time_zones_daylight_saving() {
+    // 08:00 Berlin is 07:00 UTC in winter (CET) and 06:00 UTC in summer (CEST).
+    let office = SyncWindows::new().with(
+        SyncWindow::allow("office", "0 8 * * MON-FRI", hours(10))
+            .and_then(|w| w.time_zone("Europe/Berlin"))
+            .expect("window"),
+    );
+    let jan_15_07_utc = 1_768_460_400; // a Thursday
+    let jul_15_06_utc = 1_784_095_200; // a Wednesday
+    assert!(office.check(unix(jan_15_07_utc - 1), false).is_err());
+    assert!(office.check(unix(jan_15_07_utc), false).is_ok());
+    assert!(office.check(unix(jul_15_06_utc - 1), false).is_err());
+    assert!(office.check(unix(jul_15_06_utc), false).is_ok());
+    assert_eq!(
+        until(&office, unix(jul_15_06_utc - 5 * HOUR), false),
+        "2026-07-15T06:00:00Z"
+    );
+    assert_eq!(
+        until(&office, unix(jan_15_07_utc - 5 * HOUR), false),
+        "2026-01-15T07:00:00Z"
+    );
+}
+
+#[test]
+fn a_start_in_a_spring_forward_gap_opens_after_the_gap() {
+    // 2026-03-29: Berlin clocks jump from 02:00 CET to 03:00 CEST (01:00 UTC).
+    // 02:30 does not exist that night; the window opens at 03:30 CEST.
+    let windows = SyncWindows::new().with(
+        SyncWindow::allow("night", "30 2 * * *", hours(1))
+            .and_then(|w| w.time_zone("Europe/Berlin"))
+            .expect("window"),
+    );
+    let march_29 = 1_774_742_400; // 00:00 UTC
+    assert_eq!(
+        until(&windows, unix(march_29), false),
+        "2026-03-29T01:30:00Z"
+    );
+    assert!(windows.check(unix(march_29 + 90 * MINUTE), false).is_ok());
+    assert!(windows.check(unix(march_29 + 150 * MINUTE), false).is_err());
+    // The night before, 02:30 CET was 01:30 UTC as well, the night after
+    // 02:30 CEST is 00:30 UTC.
+    assert!(
+        windows
+            .check(unix(march_29 - 22 * HOUR - 30 * MINUTE), false)
+            .is_ok()
+    );
+    assert_eq!(
+        until(&windows, unix(march_29 + 3 * HOUR), false),
+        "2026-03-30T00:30:00Z"
+    );
+}
+
+#[test]
+fn a_start_that_happens_twice_when_clocks_go_back_opens_once() {
+    // 2026-10-25: Berlin clocks go back from 03:00 CEST to 02:00 CET
+    // (01:00 UTC), so 02:30 happens at 00:30 UTC and again at 01:30 UTC.
+    let windows = SyncWindows::new().with(
+        SyncWindow::deny("backup", "30 2 * * *", Duration::from_secs(30 * MINUTE))
+            .and_then(|w| w.time_zone("Europe/Berlin"))
+            .expect("window"),
+    );
+    let october_25 = 1_792_886_400; // 00:00 UTC
+    assert!(windows.check(unix(october_25 + 29 * MINUTE), false).is_ok());
+    let blocked = windows
+        .check(unix(october_25 + 40 * MINUTE), false)
+        .expect_err("first 02:30 is inside the deny window");
+    assert_eq!(blocked.deny.as_deref(), Some("backup"));
+    assert_eq!(
+        blocked.until.map(format_utc).as_deref(),
+        Some("2026-10-25T01:00:00Z")
+    );
+    assert!(
+        windows
+            .check(unix(october_25 + 100 * MINUTE), false)
+            .is_ok(),
+        "the second 02:30 does not open it again"
+    );
+}
+
+#[test]
+fn an_unknown_time_zone_names_the_window() {
+    let err = SyncWindow::allow("office", "0 8 * * *", hours(1))
+        .and_then(|w| w.time_zone("Europe/Atlantis"))
+        .expect_err("no such zone");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("sync window office: time zone \"Europe/Atlantis\": "),
+        "{text}"
+    );
+    let window = SyncWindow::allow("office", "0 8 * * *", hours(1))
+        .and_then(|w| w.time_zone("America/New_York"))
+        .expect("window");
+    assert_eq!(
+        window.to_string(),
+        "allow window office (\"0 8 * * *\" for 3600s in America/New_York)"
+    );
 }
 
 #[test]
