@@ -6,7 +6,7 @@
 //!     [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json]
 //!     [--verify-signers ALLOWED_SIGNERS_FILE] [--prune | --no-prune]
 //!     [--drift revert|ignore|writeback] [--writeback-branch B] [--writeback-key FILE]
-//!     [--listen 127.0.0.1:PORT]
+//!     [--listen 127.0.0.1:PORT] [--allow WINDOW]... [--deny WINDOW]...
 //! ```
 //!
 //! Defaults: `--branch main`, `--render files`, `--state-dir
@@ -17,6 +17,11 @@
 //! Drift under the `writeback` policy (`--drift writeback`, or a manifest's
 //! `gitops.rs/drift: writeback`) is committed to the tracked branch, or to
 //! `--writeback-branch` for review, signed with `--writeback-key` when given.
+//! `--allow` and `--deny` add sync windows, each one argument `NAME SCHEDULE
+//! DURATION [ZONE] [manual]`: a 5-field cron schedule (or `@daily`…), a
+//! duration like `2h`, then optionally an IANA zone (`Europe/Berlin`) or an
+//! offset (`+05:30`), and `manual` to let `--once` through, e.g.
+//! `--deny "freeze 0 18 * * FRI 62h Europe/Berlin manual"`.
 //! Otherwise it runs until SIGINT or SIGTERM (the first finishes the
 //! resources in flight, a second aborts); SIGHUP, or any HTTP request to
 //! `--listen`, triggers a reconcile (the webhook). Logs: `RUST_LOG`.
@@ -31,7 +36,8 @@ use gitops_core::engine::Event;
 use gitops_core::manifest::DRIFT_ANNOTATION;
 use gitops_core::{
     DesiredState, DriftPolicy, Engine, EngineConfig, FileEdit, FilesRender, ManifestRender,
-    Observed, RedbStore, Render, RenderError, Resource, Snapshot, SnapshotFile,
+    Observed, RedbStore, Render, RenderError, Resource, Snapshot, SnapshotFile, SyncWindow,
+    SyncWindows,
 };
 use gitops_git::{AllowedSigners, GitSource, GitWriteback, ReferencePolicy, VerifyMode};
 use gitops_targets::{FsOptions, FsTarget};
@@ -39,7 +45,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
-const USAGE: &str = "usage: agent --repo <path|url> --target-dir DIR [--branch B | --tag T | --semver RANGE | --commit SHA] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json] [--verify-signers FILE] [--prune | --no-prune] [--drift revert|ignore|writeback] [--writeback-branch B] [--writeback-key FILE] [--listen 127.0.0.1:PORT]";
+const USAGE: &str = "usage: agent --repo <path|url> --target-dir DIR [--branch B | --tag T | --semver RANGE | --commit SHA] [--path SUBDIR] [--render files|manifests] [--state-dir DIR] [--interval 30s] [--drift-interval 60s] [--once] [--plan] [--json] [--verify-signers FILE] [--prune | --no-prune] [--drift revert|ignore|writeback] [--writeback-branch B] [--writeback-key FILE] [--listen 127.0.0.1:PORT] [--allow|--deny \"NAME SCHEDULE DURATION [ZONE] [manual]\"]...";
 
 #[derive(Debug)]
 struct Args {
@@ -60,6 +66,7 @@ struct Args {
     writeback_branch: Option<String>,
     writeback_key: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    windows: SyncWindows,
 }
 
 fn duration(flag: &str, value: &str) -> Result<Duration, String> {
@@ -82,6 +89,41 @@ fn duration(flag: &str, value: &str) -> Result<Duration, String> {
     }
 }
 
+/// `NAME SCHEDULE DURATION [ZONE] [manual]`, as described in the module docs.
+fn window(flag: &str, spec: &str) -> Result<SyncWindow, String> {
+    let bad = |why: String| format!("{flag} {spec:?}: {why}");
+    let tokens: Vec<&str> = spec.split_whitespace().collect();
+    let (name, rest) = tokens
+        .split_first()
+        .ok_or_else(|| bad("expected NAME SCHEDULE DURATION [ZONE] [manual]".into()))?;
+    let fields = if rest.first().is_some_and(|t| t.starts_with('@')) {
+        1
+    } else {
+        5
+    };
+    if rest.len() < fields + 1 {
+        return Err(bad(format!(
+            "expected NAME, a {fields}-field schedule and a DURATION, then optionally a ZONE and `manual`"
+        )));
+    }
+    let schedule = rest[..fields].join(" ");
+    let length = duration("duration", rest[fields]).map_err(bad)?;
+    let mut window = match flag {
+        "--allow" => SyncWindow::allow(*name, &schedule, length),
+        _ => SyncWindow::deny(*name, &schedule, length),
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    for extra in &rest[fields + 1..] {
+        window = match *extra {
+            "manual" => Ok(window.manual_sync(true)),
+            offset if offset == "Z" || offset.starts_with(['+', '-']) => window.utc_offset(offset),
+            zone => window.time_zone(zone),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(window)
+}
+
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut repo, mut policy, mut path, mut manifests) = (None, None, None, false);
     let (mut target_dir, mut state_dir, mut verify_signers, mut drift, mut listen) =
@@ -89,6 +131,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut interval, mut drift_interval) = (Duration::from_secs(30), Duration::from_secs(60));
     let (mut once, mut plan, mut json, mut prune) = (false, false, false, true);
     let (mut writeback_branch, mut writeback_key) = (None, None);
+    let mut windows = SyncWindows::new();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let mut set_policy = |p: ReferencePolicy| match policy.replace(p) {
@@ -143,6 +186,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
                 listen = Some(addr);
             }
+            "--allow" | "--deny" => windows = windows.with(window(&flag, &value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
@@ -177,6 +221,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         writeback_branch,
         writeback_key,
         listen,
+        windows,
     })
 }
 
@@ -274,6 +319,7 @@ fn build(args: &Args) -> Result<Engine, String> {
             prune: args.prune,
             ..EngineConfig::default()
         })
+        .windows(args.windows.clone())
         .name("agent")
         .build()
         .map_err(|e| e.to_string())
@@ -326,6 +372,7 @@ async fn narrate(engine: Engine) {
                 eprintln!("write-back conflict on {path}: {message}")
             }
             Event::WritebackFailed { error, .. } => eprintln!("write-back failed: {error}"),
+            Event::Blocked { message, .. } => eprintln!("{message}"),
             Event::SyncFinished {
                 revision,
                 result,

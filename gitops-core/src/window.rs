@@ -44,9 +44,11 @@
 //!
 //! In a time zone, a start that falls in a spring-forward gap (02:30 on the
 //! night clocks jump from 02:00 to 03:00) opens the window at the same
-//! distance after the gap (03:30); a start that happens twice when clocks go
-//! back opens it once, at the first. The duration is elapsed time, so a
-//! 10-hour window that spans a change still lasts 10 hours.
+//! distance after the gap (03:30); a start whose wall-clock time happens
+//! twice when clocks go back opens it at both, so a window is open whenever
+//! the wall clock says so and an hourly 1-hour window has no hole that
+//! night. The duration is elapsed time, so a 10-hour window that spans a
+//! change still lasts 10 hours.
 //!
 //! [`Engine::sync_once`]: crate::Engine::sync_once
 //! [`Engine::rollback`]: crate::Engine::rollback
@@ -445,18 +447,25 @@ enum Zone {
 }
 
 impl Zone {
-    /// The UTC second of the local wall-clock second `local` (seconds since
-    /// 1970-01-01T00:00 local). Gaps resolve forward, folds to the first.
-    fn to_utc(&self, local: i64) -> Option<i64> {
+    /// The UTC seconds at which the wall clock reads `local` (seconds since
+    /// 1970-01-01T00:00 local): one, or two in a fold (clocks going back). A
+    /// time in a gap (clocks going forward) is read with the offset before
+    /// the gap, which lands the same distance after it.
+    fn to_utc(&self, local: i64) -> [Option<i64>; 2] {
+        use jiff::tz::AmbiguousOffset;
         match self {
-            Zone::Offset(offset) => Some(local - offset),
+            Zone::Offset(offset) => [Some(local - offset), None],
             Zone::Named { tz, .. } => {
-                let wall = jiff::Timestamp::from_second(local)
-                    .ok()?
-                    .to_zoned(jiff::tz::TimeZone::UTC)
-                    .datetime();
-                let at = tz.to_ambiguous_timestamp(wall).compatible().ok()?;
-                Some(at.as_second())
+                let Ok(wall) = jiff::Timestamp::from_second(local) else {
+                    return [None, None];
+                };
+                let wall = wall.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+                let at = |offset: jiff::tz::Offset| Some(local - i64::from(offset.seconds()));
+                match tz.to_ambiguous_timestamp(wall).offset() {
+                    AmbiguousOffset::Unambiguous { offset } => [at(offset), None],
+                    AmbiguousOffset::Gap { before, .. } => [at(before), None],
+                    AmbiguousOffset::Fold { before, after } => [at(before), at(after)],
+                }
             }
         }
     }
@@ -603,7 +612,7 @@ impl SyncWindow {
         let (local_from, local_to) = self.zone.local_range(from, to);
         self.schedule
             .starts(local_from, local_to)
-            .filter_map(move |local| self.zone.to_utc(local))
+            .flat_map(move |local| self.zone.to_utc(local).into_iter().flatten())
             .filter(move |start| (from..to).contains(start))
             .map(move |start| (start, start + length))
     }

@@ -173,7 +173,7 @@ fn a_start_in_a_spring_forward_gap_opens_after_the_gap() {
 }
 
 #[test]
-fn a_start_that_happens_twice_when_clocks_go_back_opens_once() {
+fn a_start_that_happens_twice_when_clocks_go_back_opens_at_both() {
     // 2026-10-25: Berlin clocks go back from 03:00 CEST to 02:00 CET
     // (01:00 UTC), so 02:30 happens at 00:30 UTC and again at 01:30 UTC.
     let windows = SyncWindows::new().with(
@@ -185,18 +185,36 @@ fn a_start_that_happens_twice_when_clocks_go_back_opens_once() {
     assert!(windows.check(unix(october_25 + 29 * MINUTE), false).is_ok());
     let blocked = windows
         .check(unix(october_25 + 40 * MINUTE), false)
-        .expect_err("first 02:30 is inside the deny window");
+        .expect_err("the first 02:30 opens the deny window");
     assert_eq!(blocked.deny.as_deref(), Some("backup"));
     assert_eq!(
         blocked.until.map(format_utc).as_deref(),
         Some("2026-10-25T01:00:00Z")
     );
+    assert!(windows.check(unix(october_25 + 70 * MINUTE), false).is_ok());
     assert!(
         windows
             .check(unix(october_25 + 100 * MINUTE), false)
-            .is_ok(),
-        "the second 02:30 does not open it again"
+            .is_err(),
+        "the second 02:30 opens it again"
     );
+    assert!(windows.check(unix(october_25 + 2 * HOUR), false).is_ok());
+
+    // An hourly one-hour window is open all night, fold or not.
+    let hourly = SyncWindows::new().with(
+        SyncWindow::allow("hourly", "0 * * * *", hours(1))
+            .and_then(|w| w.time_zone("Europe/Berlin"))
+            .expect("window"),
+    );
+    for minute in (0..4 * 60).step_by(5) {
+        assert!(
+            hourly
+                .check(unix(october_25 - HOUR + minute * MINUTE), false)
+                .is_ok(),
+            "closed at {}",
+            format_utc(unix(october_25 - HOUR + minute * MINUTE))
+        );
+    }
 }
 
 #[test]
