@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use gitops_core::engine::SyncResult;
+use gitops_core::engine::{SyncResult, Trigger};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
-use gitops_core::window::{InProgress, ManualClock, SyncWindow, SyncWindows, format_utc};
+use gitops_core::window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, format_utc};
 use gitops_core::{
     BlockReason, ConditionKind, Engine, EngineError, GateInput, ManifestRender, ResourceId, gate_fn,
 };
@@ -415,6 +415,82 @@ async fn the_agent_waits_for_the_window_and_says_until_when() {
         "reverted"
     );
     assert_eq!(w.target.changes(), [Call::Apply(id("App/web"))]);
+
+    handle.shutdown();
+    agent.await.expect("join").expect("run");
+}
+
+/// A wall clock that moves with tokio's (paused) timer.
+#[derive(Debug)]
+struct TimerClock {
+    wall: SystemTime,
+    timer: tokio::time::Instant,
+}
+
+impl Clock for TimerClock {
+    fn now(&self) -> SystemTime {
+        self.wall + self.timer.elapsed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_wakes_when_the_window_opens_not_at_its_next_poll() {
+    // Polls hourly and checks drift every 50 minutes; the freeze is 10:00-12:00.
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let engine = Engine::builder()
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .windows(SyncWindows::new().with(freeze(false)))
+        .clock(Arc::new(TimerClock {
+            wall: at(10 * HOUR + 30 * MINUTE),
+            timer: tokio::time::Instant::now(),
+        }))
+        .interval(hours(1))
+        .drift_interval(Duration::from_secs(50 * MINUTE))
+        .build()
+        .expect("engine");
+    source.commit([("app.yaml", doc("web", 1, None))]);
+    let handle = engine.handle();
+    let agent = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+
+    // 10:30: blocked. At 12:00 it deploys, not at the 12:30 poll.
+    tokio::time::sleep(Duration::from_secs(89 * MINUTE)).await;
+    assert!(
+        target.contents().is_empty(),
+        "nothing applied in the freeze"
+    );
+    tokio::time::sleep(Duration::from_secs(2 * MINUTE)).await;
+    assert_eq!(target.get(&id("App/web")), Some(json!({"v": 1})));
+    let history = engine.history(10).await.expect("history");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].trigger, Trigger::Poll);
+
+    // Next day: drift found in the freeze is repaired as the freeze ends,
+    // not at the first drift check after it.
+    tokio::time::sleep(Duration::from_secs(22 * HOUR + 15 * MINUTE)).await; // 10:16
+    target.edit(&id("App/web"), json!({"v": 666}));
+    target.clear_calls();
+    tokio::time::sleep(Duration::from_secs(103 * MINUTE)).await; // 11:59
+    assert_eq!(target.get(&id("App/web")), Some(json!({"v": 666})));
+    assert_eq!(
+        handle.status().blocked.map(|b| b.reason),
+        Some(BlockReason::SyncWindowClosed),
+        "the drift check in the freeze was held back"
+    );
+    tokio::time::sleep(Duration::from_secs(2 * MINUTE)).await; // 12:01
+    assert_eq!(
+        target.get(&id("App/web")),
+        Some(json!({"v": 1})),
+        "reverted"
+    );
+    assert_eq!(target.changes(), [Call::Apply(id("App/web"))]);
+    let history = engine.history(10).await.expect("history");
+    assert_eq!(history[0].trigger, Trigger::Drift, "{history:?}");
 
     handle.shutdown();
     agent.await.expect("join").expect("run");

@@ -188,6 +188,9 @@ struct LoopState {
     record: Option<Versioned<EngineRecord>>,
     /// An automatic rollback is waiting to run.
     rollback_due: bool,
+    /// A sync window held back this trigger and opens at this instant: wake
+    /// then rather than at the next poll or drift check, which may be hours.
+    window_opens: Option<(Instant, Trigger)>,
 }
 
 pub(crate) struct Inner {
@@ -622,18 +625,27 @@ impl Engine {
             if *shutdown.borrow() >= GRACEFUL {
                 return Ok(());
             }
-            let (retry_due, rollback_due) = {
+            let (retry_due, rollback_due, window_opens) = {
                 let state = inner.state.lock().await;
-                (state.retry.as_ref().map(|r| r.due), state.rollback_due)
+                (
+                    state.retry.as_ref().map(|r| r.due),
+                    state.rollback_due,
+                    state.window_opens,
+                )
             };
             let wake = if rollback_due {
                 Instant::now()
             } else {
-                [Some(next_poll), Some(next_drift), retry_due]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(next_poll)
+                [
+                    Some(next_poll),
+                    Some(next_drift),
+                    retry_due,
+                    window_opens.map(|(at, _)| at),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_poll)
             };
             let webhook = tokio::select! {
                 _ = tokio::time::sleep_until(wake) => false,
@@ -669,6 +681,10 @@ impl Engine {
                 Trigger::Rollback
             } else if webhook {
                 Trigger::Webhook
+            } else if let Some((_, held)) = state.window_opens.filter(|(at, _)| *at <= now) {
+                // What the window held back runs as what it was.
+                state.window_opens = None;
+                held
             } else if retry_due.is_some_and(|due| due <= now) {
                 Trigger::Retry
             } else if next_drift <= now {
@@ -1401,8 +1417,18 @@ impl Inner {
         if let Err(EngineError::Blocked { blocked, .. }) = result {
             // Nothing happened: no history entry, no hold, no retry.
             self.set_blocked(state, blocked);
+            state.window_opens = blocked.until.map(|until| {
+                let wait = until
+                    .duration_since(self.clock.now())
+                    .unwrap_or_default()
+                    // The wall clock and the timer may disagree by a little:
+                    // never spin on a window that is about to open.
+                    .max(Duration::from_secs(1));
+                (Instant::now() + wait, trigger)
+            });
             return;
         }
+        state.window_opens = None;
         self.record_history(trigger, result).await;
         let report_revision = match result {
             Ok(report) => Some(report.revision.clone()),
