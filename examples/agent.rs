@@ -24,7 +24,8 @@
 //! `--deny "freeze 0 18 * * FRI 62h Europe/Berlin manual"`.
 //! Otherwise it runs until SIGINT or SIGTERM (the first finishes the
 //! resources in flight, a second aborts); SIGHUP, or any HTTP request to
-//! `--listen`, triggers a reconcile (the webhook). Logs: `RUST_LOG`.
+//! `--listen` other than the read-only `GET /status`, `GET /history` (JSON)
+//! and `GET /healthz`, triggers a reconcile (the webhook). Logs: `RUST_LOG`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -392,7 +393,36 @@ async fn narrate(engine: Engine) {
     }
 }
 
-/// Any HTTP request to the listener triggers a reconcile (a webhook receiver).
+/// What a request to the listener gets: `GET /status` and `GET /history`
+/// read (JSON), `GET /healthz` answers `ok`; anything else is a webhook and
+/// triggers a reconcile.
+async fn answer(request: &[u8], engine: &Engine) -> (&'static str, &'static str, String) {
+    const JSON: &str = "application/json";
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or_default();
+    let json = |result: Result<String, String>| match result {
+        Ok(body) => ("200 OK", JSON, body + "\n"),
+        Err(e) => ("500 Internal Server Error", TEXT, e + "\n"),
+    };
+    match (method, path) {
+        ("GET", "/healthz") => ("200 OK", TEXT, "ok\n".into()),
+        ("GET", "/status") => json(to_json(&engine.handle().status())),
+        ("GET", "/history") => json(match engine.history(20).await {
+            Ok(history) => to_json(&history),
+            Err(e) => Err(e.to_string()),
+        }),
+        _ => {
+            engine.handle().reconcile_now();
+            ("202 Accepted", TEXT, String::new())
+        }
+    }
+}
+
+/// The listener: read-only endpoints, and any other request is a webhook.
 async fn webhook(addr: SocketAddr, engine: Engine) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -402,16 +432,21 @@ async fn webhook(addr: SocketAddr, engine: Engine) -> Result<(), String> {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;
         };
-        let handle = engine.handle();
+        let engine = engine.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
-            handle.reconcile_now();
-            let _ = socket
-                .write_all(
-                    b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                )
-                .await;
+            let read = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+            let len = match read {
+                Ok(Ok(n)) => n,
+                _ => 0,
+            };
+            let (status, content_type, body) = answer(&buf[..len], &engine).await;
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
         });
     }
 }

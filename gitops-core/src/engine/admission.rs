@@ -4,8 +4,9 @@
 //!
 //! A blocked reconcile changes nothing, records no history entry, holds
 //! nothing and schedules no retry: the engine looks again on its next poll,
-//! drift check, retry or trigger, and [`Status::blocked`](crate::Status::blocked)
-//! says what blocks it and until when.
+//! drift check, retry or trigger, and, when a window blocked it, as the window
+//! opens; [`Status::blocked`](crate::Status::blocked) says what blocks it and
+//! until when.
 
 use tokio::time::Instant;
 
