@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    BlockReason, ConditionKind, Dependency, Engine, EngineError, ManifestRender, Needs, ResourceId,
+    BlockReason, ConditionKind, Dependency, Engine, EngineError, ManifestRender, MemoryStore,
+    Needs, ResourceId,
 };
 use serde_json::json;
 
@@ -168,4 +169,83 @@ async fn needs_ready_accepts_any_revision() {
     let report = apps.web.sync_once().await.expect("db is ready, at rev1");
     assert!(report.converged(), "{report}");
     assert_eq!(apps.db_target.get(&id()), Some(json!({"v": 1})));
+}
+
+/// `db` and `web` share a store but not a process: `web` knows `db` only by
+/// name, through what `db` recorded.
+#[tokio::test(start_paused = true)]
+async fn a_dependency_by_name_reads_the_shared_store() {
+    let source = Arc::new(MemorySource::new("main"));
+    let store = Arc::new(MemoryStore::new());
+    let (db_target, web_target) = (Arc::new(MemoryTarget::new()), Arc::new(MemoryTarget::new()));
+    let engine = |name: &str, target: &Arc<MemoryTarget>, dependency: Option<Dependency>| {
+        let mut builder = Engine::builder()
+            .source(source.clone())
+            .render(Arc::new(ManifestRender::new()))
+            .target(target.clone())
+            .store(store.clone())
+            .name(name);
+        if let Some(dependency) = dependency {
+            builder = builder.depends_on(dependency);
+        }
+        builder.build().expect("engine")
+    };
+    let db = engine("db", &db_target, None);
+    let web = engine("web", &web_target, Some(Dependency::on_app("db")));
+
+    let rev1 = source.commit([("app.yaml", doc(1))]);
+    web.sync_once().await.expect_err("db never ran");
+    assert_eq!(
+        blocked_message(&web),
+        "waiting for app `db`: not yet applied and healthy"
+    );
+    assert!(web_target.contents().is_empty());
+    assert!(db.sync_once().await.expect("db").converged());
+    assert!(web.sync_once().await.expect("released").converged());
+    assert_eq!(web_target.get(&id()), Some(json!({"v": 1})));
+
+    // db fails on rev2: it stays healthy at rev1 only, which is older.
+    let rev2 = source.commit([("app.yaml", "kind: App\nmetadata: { name: x }\nspec: [")]);
+    db.sync_once().await.expect_err("render error");
+    web.sync_once().await.expect_err("blocked");
+    assert_eq!(
+        blocked_message(&web),
+        format!("waiting for app `db`: at {rev1}, needs {rev2} or a descendant")
+    );
+    let rev3 = source.commit([("app.yaml", doc(3))]);
+    assert!(db.sync_once().await.expect("db").converged());
+    assert!(web.sync_once().await.expect("web").converged());
+    assert_eq!(web_target.get(&id()), Some(json!({"v": 3})));
+    assert_eq!(web.status().last_applied, Some(rev3));
+
+    // Needs::Ready: any revision db was healthy at.
+    let other = engine(
+        "other",
+        &Arc::new(MemoryTarget::new()),
+        Some(Dependency::on_app("db").needs(Needs::Ready)),
+    );
+    source.commit([("app.yaml", doc(4))]);
+    assert!(
+        other
+            .sync_once()
+            .await
+            .expect("db healthy at rev3")
+            .converged()
+    );
+}
+
+#[test]
+fn an_app_cannot_depend_on_itself() {
+    let err = Engine::builder()
+        .source(Arc::new(MemorySource::new("main")))
+        .render(Arc::new(ManifestRender::new()))
+        .target(Arc::new(MemoryTarget::new()))
+        .name("web")
+        .depends_on(Dependency::on_app("web"))
+        .build()
+        .expect_err("self-dependency");
+    assert_eq!(
+        err.to_string(),
+        "engine configuration: app `web` cannot depend on itself"
+    );
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, AuditRecord, Engine, EngineRecord, Inventory, ManifestRender,
-    Resource, StateStore, StoreError,
+    AuditAction, AuditQuery, AuditRecord, Dependency, Engine, EngineRecord, Inventory,
+    ManifestRender, Resource, StateStore, StoreError,
 };
 use gitops_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStore, Fence};
 
@@ -265,4 +265,49 @@ async fn lock_revision(client: &EtcdClient, key: &str) -> (i64, i64) {
         .await
         .unwrap()
         .unwrap()
+}
+
+/// Two replicas (two clients, two stores on one prefix) each run one app;
+/// `web` depends on `db` by name and learns about it only through etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
+    let prefix = common::prefix("depends");
+    let source = Arc::new(MemorySource::new("main"));
+    let replica = |name: &'static str, store: EtcdStore, dependency: Option<Dependency>| {
+        let mut builder = Engine::builder()
+            .name(name)
+            .source(source.clone())
+            .render(Arc::new(ManifestRender::new()))
+            .target(Arc::new(MemoryTarget::new()))
+            .store(Arc::new(store));
+        if let Some(dependency) = dependency {
+            builder = builder.depends_on(dependency);
+        }
+        builder.build().unwrap()
+    };
+    let db = replica(
+        "db",
+        EtcdStore::new(common::client().await, prefix.clone()),
+        None,
+    );
+    let web = replica(
+        "web",
+        EtcdStore::new(common::client().await, prefix),
+        Some(Dependency::on_app("db")),
+    );
+    let rev1 = source.commit([(
+        "app.yaml",
+        "kind: App\nmetadata: { name: x }\nspec: { v: 1 }\n",
+    )]);
+    let err = web.sync_once().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("waiting for app `db`: not yet applied and healthy"),
+        "{err}"
+    );
+    assert!(db.sync_once().await.unwrap().converged());
+    let report = web.sync_once().await.unwrap();
+    assert!(report.converged(), "{report}");
+    assert_eq!(report.revision, rev1);
+    assert_eq!(web.status().blocked, None);
 }

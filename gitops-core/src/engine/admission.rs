@@ -29,19 +29,42 @@ pub enum Needs {
     Ready,
 }
 
-/// A dependency on another engine of the same process: this engine syncs
-/// only while that one is Ready (at a revision that satisfies [`Needs`]).
+/// A dependency on another application: this engine syncs only while that
+/// one is Ready (at a revision that satisfies [`Needs`]).
+///
+/// [`on`](Self::on) watches an engine of the same process (its live Ready
+/// condition); [`on_app`](Self::on_app) reads the application's durable
+/// record from this engine's own [`StateStore`](crate::StateStore), so it
+/// works across processes and replicas that share a store (`EtcdStore`).
 #[derive(Debug, Clone)]
 pub struct Dependency {
-    handle: EngineHandle,
+    upstream: Upstream,
     needs: Needs,
+}
+
+#[derive(Debug, Clone)]
+enum Upstream {
+    Engine(EngineHandle),
+    Stored(String),
 }
 
 impl Dependency {
     /// Depends on the engine behind `handle`, at the same or a newer revision.
     pub fn on(handle: &EngineHandle) -> Self {
         Self {
-            handle: handle.clone(),
+            upstream: Upstream::Engine(handle.clone()),
+            needs: Needs::default(),
+        }
+    }
+
+    /// Depends on application `app` as recorded in this engine's store,
+    /// wherever it runs: satisfied by the last revision `app` applied and
+    /// found healthy (what an automatic rollback would return to), at the
+    /// same or a newer revision. Looked at on each reconcile (poll, drift
+    /// check, trigger) of this engine.
+    pub fn on_app(app: impl Into<String>) -> Self {
+        Self {
+            upstream: Upstream::Stored(app.into()),
             needs: Needs::default(),
         }
     }
@@ -54,7 +77,10 @@ impl Dependency {
 
     /// The name of the application depended on.
     pub fn name(&self) -> &str {
-        self.handle.name()
+        match &self.upstream {
+            Upstream::Engine(handle) => handle.name(),
+            Upstream::Stored(app) => app,
+        }
     }
 }
 
@@ -116,15 +142,35 @@ impl Inner {
         revision: &Revision,
     ) -> Option<String> {
         let name = dependency.name();
-        let status = dependency.handle.status();
-        let ready = status.condition(ConditionKind::Ready);
-        let Some(applied) = status.last_applied.clone().filter(|_| ready.status) else {
-            let why = if ready.message.is_empty() {
-                ready.reason.clone()
-            } else {
-                format!("{}: {}", ready.reason, ready.message)
-            };
-            return Some(format!("waiting for app `{name}`: not ready ({why})"));
+        let applied = match &dependency.upstream {
+            Upstream::Engine(handle) => {
+                let status = handle.status();
+                let ready = status.condition(ConditionKind::Ready);
+                let Some(applied) = status.last_applied.clone().filter(|_| ready.status) else {
+                    let why = if ready.message.is_empty() {
+                        ready.reason.clone()
+                    } else {
+                        format!("{}: {}", ready.reason, ready.message)
+                    };
+                    return Some(format!("waiting for app `{name}`: not ready ({why})"));
+                };
+                applied
+            }
+            Upstream::Stored(app) => match self.store.load_record(app).await {
+                Ok(record) => match record.value.last_healthy {
+                    Some(applied) => applied,
+                    None => {
+                        return Some(format!(
+                            "waiting for app `{name}`: not yet applied and healthy"
+                        ));
+                    }
+                },
+                Err(e) => {
+                    return Some(format!(
+                        "waiting for app `{name}`: cannot read its state: {e}"
+                    ));
+                }
+            },
         };
         if dependency.needs == Needs::Ready || applied.id == revision.id {
             return None;

@@ -353,6 +353,16 @@ impl EngineBuilder {
                 "concurrency and observe_chunk must be at least 1".into(),
             ));
         }
+        if let Some(own) = self
+            .dependencies
+            .iter()
+            .find(|d| d.name() == self.config.name)
+        {
+            return Err(EngineError::Config(format!(
+                "app `{}` cannot depend on itself",
+                own.name()
+            )));
+        }
         let (events, _) = broadcast::channel(1024);
         let (status, _) = watch::channel(Status::default());
         let (shutdown, _) = watch::channel(RUNNING);
