@@ -27,13 +27,17 @@ pub enum EtcdError {
         "no etcd endpoints configured: set {ENDPOINTS_ENV} (e.g. http://127.0.0.1:2379) or EtcdConfig::endpoints"
     )]
     NoEndpoints,
-    /// The connection could not be established.
+    /// The connection could not be established, or the credentials were
+    /// refused.
     #[error("etcd {endpoints}: cannot connect: {message}")]
     Connect {
         /// The endpoints tried, comma-separated.
         endpoints: String,
         /// What went wrong.
         message: String,
+        /// Whether retrying may help: an unreachable cluster may come back,
+        /// a refused password or certificate will not.
+        transient: bool,
     },
     /// The TLS settings are unusable (a bad PEM file, ...).
     #[error("etcd TLS configuration: {message}")]
@@ -72,26 +76,16 @@ impl EtcdError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            EtcdError::Connect { .. } => true,
-            EtcdError::Request { transient, .. } => *transient,
+            EtcdError::Connect { transient, .. } | EtcdError::Request { transient, .. } => {
+                *transient
+            }
             EtcdError::NoEndpoints | EtcdError::Tls { .. } | EtcdError::TooLarge { .. } => false,
         }
     }
 
     /// Wraps an `etcd-client` error about `op` on `key`.
     pub(crate) fn request(op: &'static str, key: impl Into<String>, e: etcd_client::Error) -> Self {
-        let transient = match &e {
-            // gRPC codes: 1 cancelled, 2 unknown, 4 deadline exceeded,
-            // 8 resource exhausted, 10 aborted, 13 internal, 14 unavailable.
-            etcd_client::Error::GRpcStatus(status) => {
-                matches!(i32::from(status.code()), 1 | 2 | 4 | 8 | 10 | 13 | 14)
-            }
-            etcd_client::Error::TransportError(_)
-            | etcd_client::Error::IoError(_)
-            | etcd_client::Error::WatchError(_)
-            | etcd_client::Error::LeaseKeepAliveError(_) => true,
-            _ => false,
-        };
+        let transient = is_transient(&e);
         let message = match &e {
             etcd_client::Error::GRpcStatus(status) => {
                 format!("{:?}: {}", status.code(), status.message())
@@ -105,6 +99,22 @@ impl EtcdError {
             transient,
             source: Some(Box::new(e)),
         }
+    }
+}
+
+/// Whether an `etcd-client` error may go away by itself.
+fn is_transient(e: &etcd_client::Error) -> bool {
+    match e {
+        // gRPC codes: 1 cancelled, 2 unknown, 4 deadline exceeded,
+        // 8 resource exhausted, 10 aborted, 13 internal, 14 unavailable.
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(i32::from(status.code()), 1 | 2 | 4 | 8 | 10 | 13 | 14)
+        }
+        etcd_client::Error::TransportError(_)
+        | etcd_client::Error::IoError(_)
+        | etcd_client::Error::WatchError(_)
+        | etcd_client::Error::LeaseKeepAliveError(_) => true,
+        _ => false,
     }
 }
 
@@ -266,12 +276,15 @@ impl EtcdClient {
                     // The error text never holds the password: etcd-client
                     // sends it in a request body, not in a URL.
                     message: e.to_string(),
+                    // A refused password is `InvalidArgument`: not transient.
+                    transient: is_transient(&e),
                 });
             }
             Err(_) => {
                 return Err(EtcdError::Connect {
                     endpoints,
                     message: format!("no answer within {:?}", config.connect_timeout),
+                    transient: true,
                 });
             }
         };
@@ -282,6 +295,7 @@ impl EtcdClient {
         client.revision().await.map_err(|e| EtcdError::Connect {
             endpoints: client.endpoints.clone(),
             message: e.to_string(),
+            transient: e.is_transient(),
         })?;
         Ok(client)
     }
