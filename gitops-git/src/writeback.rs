@@ -195,8 +195,10 @@ impl GitWritebackBuilder {
 ///   environment, never in arguments, logs or errors.
 ///
 /// When the branch moved since the deployed revision, the change is rebuilt
-/// on the new head if none of its files changed there, else nothing is
-/// overwritten and [`WritebackError::Conflict`] names the file.
+/// on the new head if none of its files changed there (or changed to exactly
+/// the content it would write: asking again is not a conflict with the
+/// engine's own commit), else nothing is overwritten and
+/// [`WritebackError::Conflict`] names the file.
 #[derive(Clone)]
 pub struct GitWriteback {
     inner: Arc<WritebackInner>,
@@ -400,27 +402,49 @@ impl WritebackInner {
         Ok(Some(id.detach()))
     }
 
-    /// Whether any of `paths` differs between two commits.
-    fn changed_between(
+    /// The first edited path that changed between the deployed commit and
+    /// `parent` to something other than the edit itself: a file upstream
+    /// already holding exactly the new content (the engine's own earlier
+    /// commit, or someone recording the same change) is not a conflict.
+    fn conflicting_path(
         repo: &gix::Repository,
-        a: gix::ObjectId,
-        b: gix::ObjectId,
-        paths: impl Iterator<Item = String>,
+        deployed: gix::ObjectId,
+        parent: gix::ObjectId,
+        edits: &Edits,
     ) -> Result<Option<String>, WritebackError> {
+        use gix::object::tree::EntryKind;
         let tree = |id: gix::ObjectId| {
             repo.find_commit(id)
                 .and_then(|c| c.tree())
                 .map_err(|e| failed(format!("commit {id}: {}", chain(&e)), true))
         };
-        let (ta, tb) = (tree(a)?, tree(b)?);
-        for path in paths {
+        let (ta, tb) = (tree(deployed)?, tree(parent)?);
+        for (path, edit) in edits {
             let entry = |t: &gix::Tree<'_>| {
-                t.lookup_entry_by_path(&path)
-                    .map(|e| e.map(|e| (e.mode(), e.object_id())))
+                t.lookup_entry_by_path(path)
+                    .map(|e| e.map(|e| (e.mode().kind(), e.object_id())))
                     .map_err(|e| failed(format!("{path}: {}", chain(&e)), true))
             };
-            if entry(&ta)? != entry(&tb)? {
-                return Ok(Some(path));
+            let upstream = entry(&tb)?;
+            if entry(&ta)? == upstream {
+                continue;
+            }
+            let wanted = match edit {
+                Some((data, executable)) => {
+                    let id =
+                        gix::objs::compute_hash(repo.object_hash(), gix::object::Kind::Blob, data)
+                            .map_err(|e| failed(format!("{path}: hashing: {e}"), false))?;
+                    let kind = if *executable {
+                        EntryKind::BlobExecutable
+                    } else {
+                        EntryKind::Blob
+                    };
+                    Some((kind, id))
+                }
+                None => None,
+            };
+            if upstream != wanted {
+                return Ok(Some(path.clone()));
             }
         }
         Ok(None)
@@ -483,8 +507,7 @@ impl WritebackInner {
         let repo = work_repo(self.source.shared())?;
         let edits = self.edits(&repo, deployed, drifted)?;
         if parent != deployed
-            && let Some(path) =
-                Self::changed_between(&repo, deployed, parent, edits.keys().cloned())?
+            && let Some(path) = Self::conflicting_path(&repo, deployed, parent, &edits)?
         {
             return Ok(Attempt::Conflict(path));
         }

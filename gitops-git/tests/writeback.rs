@@ -742,3 +742,70 @@ fn the_engine_writes_back_then_deploys_its_own_commit_as_a_no_op() {
     });
     assert!(clone_file(&fx, "main", "app.yaml").contains("replicas: 9"));
 }
+
+#[test]
+fn the_same_write_back_asked_twice_is_not_a_conflict_with_its_own_commit() {
+    // The trait requires idempotence: the engine may ask again (a restart, a
+    // push whose answer was lost) before it deploys its own commit.
+    let fx = Fixture::new();
+    fx.commit(&[("app.yaml", APP)], "initial");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, fx.url_path(), "twice");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({"replicas": 5})),
+        )
+        .await;
+        let written = write(&writeback, &deployed, std::slice::from_ref(&d))
+            .await
+            .expect("first write-back")
+            .expect("a commit");
+        let again = write(&writeback, &deployed, &[d])
+            .await
+            .expect("asking again is not a conflict: Git already holds the change");
+        assert!(again.is_none(), "nothing more to write: {again:?}");
+        assert_eq!(remote_head(&fx, "main"), written.revision.id);
+    });
+}
+
+#[test]
+fn an_upstream_commit_that_already_records_the_drift_is_not_a_conflict() {
+    let fx = Fixture::new();
+    fx.commit(&[("etc/app.conf", "port = 80\n")], "initial");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, fx.url_path(), "same-upstream");
+    let render: Arc<dyn Render> = Arc::new(FilesRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "File//etc/app.conf",
+            Some(json!({"path": "etc/app.conf", "content": "port = 8080\n", "encoding": "utf-8", "mode": "0644"})),
+        )
+        .await;
+        // The operator who made the hotfix also committed it.
+        let upstream = fx.commit(&[("etc/app.conf", "port = 8080\n")], "hotfix");
+        fx.push();
+        let outcome = write(&writeback, &deployed, &[d])
+            .await
+            .expect("not a conflict: upstream holds what the target holds");
+        assert!(outcome.is_none(), "{outcome:?}");
+        assert_eq!(remote_head(&fx, "main"), upstream);
+    });
+}
