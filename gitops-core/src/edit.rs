@@ -33,10 +33,17 @@ pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
         inline_marker: bool,
     }
     let mut docs = Vec::new();
+    // A byte order mark is not content: the first line starts after it (and
+    // it stays in the file whatever happens to the first document).
+    let bom = if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
     let mut open = Open {
-        start: 0,
+        start: bom,
         first: None,
-        last_end: 0,
+        last_end: bom,
         inline_marker: false,
     };
     let close = |open: &Open, end: usize, docs: &mut Vec<YamlDocument>| {
@@ -48,8 +55,8 @@ pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
             });
         }
     };
-    let mut offset = 0;
-    for raw in text.split_inclusive('\n') {
+    let mut offset = bom;
+    for raw in text[bom..].split_inclusive('\n') {
         let start = offset;
         let end = offset + raw.len();
         offset = end;
@@ -208,6 +215,18 @@ mod tests {
         assert_eq!(out, "a:   1 # keep me\n---\n# lead\nb: 5\n---\nc:    3\n");
         let removed = replace_yaml(text, 1, None).unwrap();
         assert_eq!(removed, "a:   1 # keep me\n---\nc:    3\n");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_content_and_is_kept() {
+        let text = "\u{feff}# managed by hand\n---\na: 1\n---\nb: 2\n";
+        let docs = yaml_documents(text);
+        assert_eq!(docs.len(), 2, "the BOM-prefixed comment is not a document");
+        let out = replace_yaml(text, 1, Some(&json!({"b": 5}))).unwrap();
+        assert_eq!(out, "\u{feff}# managed by hand\n---\na: 1\n---\nb: 5\n");
+        let first = "\u{feff}a: 1\n---\nb: 2\n";
+        let out = replace_yaml(first, 0, Some(&json!({"a": 5}))).unwrap();
+        assert_eq!(out, "\u{feff}a: 5\n---\nb: 2\n");
     }
 
     #[test]
