@@ -137,8 +137,23 @@ pub(crate) fn replace_yaml(
             if target.inline_marker {
                 replacement.insert_str(0, "---\n");
             }
-            if !text[..target.content.end].ends_with('\n') {
+            // Line breaks as the document (else the file) had them; YAML
+            // reads both alike.
+            let content = &text[target.content.clone()];
+            let sample = if content.contains('\n') {
+                content
+            } else {
+                text
+            };
+            if sample.contains("\r\n") {
+                replacement = replacement.replace('\n', "\r\n");
+            }
+            if !content.ends_with('\n') {
+                // The file ends without a line break: so does the document.
                 replacement.pop();
+                if replacement.ends_with('\r') {
+                    replacement.pop();
+                }
             }
             out.push_str(&text[..target.content.start]);
             out.push_str(&replacement);
@@ -227,6 +242,18 @@ mod tests {
         let first = "\u{feff}a: 1\n---\nb: 2\n";
         let out = replace_yaml(first, 0, Some(&json!({"a": 5}))).unwrap();
         assert_eq!(out, "\u{feff}a: 5\n---\nb: 2\n");
+    }
+
+    #[test]
+    fn a_crlf_file_stays_crlf() {
+        let text = "a: 1\r\n---\r\nb: {c: 2}\r\n---\r\nd: 3";
+        let out = replace_yaml(text, 1, Some(&json!({"b": {"c": 5}}))).unwrap();
+        assert_eq!(out, "a: 1\r\n---\r\nb:\r\n  c: 5\r\n---\r\nd: 3");
+        let out = replace_yaml(text, 2, Some(&json!({"d": [4]}))).unwrap();
+        assert_eq!(out, "a: 1\r\n---\r\nb: {c: 2}\r\n---\r\nd:\r\n- 4");
+        let inline = "a: 1\r\n--- {b: 2}\r\n";
+        let out = replace_yaml(inline, 1, Some(&json!({"b": 3}))).unwrap();
+        assert_eq!(out, "a: 1\r\n---\r\nb: 3\r\n");
     }
 
     #[test]
