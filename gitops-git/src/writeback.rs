@@ -97,9 +97,10 @@ impl GitWritebackBuilder {
     }
 
     /// The commit message. Placeholders: `{engine}`, `{count}`,
-    /// `{resources}` (one `- id (file#document)` line each), `{previous}`
-    /// (the deployed revision) and `{time}` (RFC 3339, UTC). Default:
-    /// [`DEFAULT_MESSAGE_TEMPLATE`].
+    /// `{resources}` (one `- id (file, changed in the target)` line each,
+    /// or `deleted`), `{previous}` (the deployed revision) and `{time}`
+    /// (RFC 3339, UTC), expanded in one pass (placeholders inside resource
+    /// names stay as written). Default: [`DEFAULT_MESSAGE_TEMPLATE`].
     pub fn message_template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -468,12 +469,14 @@ impl WritebackInner {
             .collect();
         let time =
             gix::date::Time::now_utc().format_or_unix(gix::date::time::format::ISO8601_STRICT);
-        self.template
-            .replace("{engine}", request.engine)
-            .replace("{count}", &request.drifted.len().to_string())
-            .replace("{resources}", &resources.join("\n"))
-            .replace("{previous}", &request.revision.to_string())
-            .replace("{time}", &time)
+        let values = [
+            ("{engine}", request.engine.to_owned()),
+            ("{count}", request.drifted.len().to_string()),
+            ("{resources}", resources.join("\n")),
+            ("{previous}", request.revision.to_string()),
+            ("{time}", time),
+        ];
+        expand(&self.template, &values)
     }
 
     /// The branch head now, brought into the repository commits are built in.
@@ -541,6 +544,29 @@ impl WritebackInner {
             Published::Moved => Attempt::Moved,
         })
     }
+}
+
+/// Replaces each placeholder of `template` in one pass: a value that
+/// contains a placeholder (a resource named `{time}`) is not expanded again.
+fn expand(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        match values.iter().find(|(name, _)| rest.starts_with(name)) {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 enum Attempt {

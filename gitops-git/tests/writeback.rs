@@ -809,3 +809,38 @@ fn an_upstream_commit_that_already_records_the_drift_is_not_a_conflict() {
         assert_eq!(remote_head(&fx, "main"), upstream);
     });
 }
+
+#[test]
+fn placeholders_in_resource_names_are_not_expanded_in_the_commit_message() {
+    let fx = Fixture::new();
+    let manifest = "kind: App\nmetadata: { name: \"{previous}-{time}\" }\nspec: { a: 1 }\n";
+    fx.commit(&[("app.yaml", manifest)], "initial");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, fx.url_path(), "placeholders");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .message_template("{engine} wrote back:\n{resources}\n")
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/{previous}-{time}",
+            Some(json!({"a": 2})),
+        )
+        .await;
+        write(&writeback, &deployed, &[d])
+            .await
+            .expect("write-back")
+            .expect("a commit");
+    });
+    let message = git(&fx.remote, &["log", "-1", "--format=%B", "main"]);
+    assert_eq!(
+        message,
+        "shop wrote back:\n- App/{previous}-{time} (app.yaml, changed in the target)"
+    );
+}
