@@ -461,10 +461,12 @@ impl WritebackInner {
                 } else {
                     "deleted"
                 };
-                format!(
-                    "- {} ({}, {what} in the target)",
-                    d.resource.id, d.resource.origin
-                )
+                // The file as the repository names it, not as the snapshot does.
+                let origin = gitops_core::Origin {
+                    path: self.repo_path(&d.resource.origin.path),
+                    document: d.resource.origin.document,
+                };
+                format!("- {} ({origin}, {what} in the target)", d.resource.id)
             })
             .collect();
         let time =

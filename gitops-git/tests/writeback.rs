@@ -844,3 +844,43 @@ fn placeholders_in_resource_names_are_not_expanded_in_the_commit_message() {
         "shop wrote back:\n- App/{previous}-{time} (app.yaml, changed in the target)"
     );
 }
+
+#[test]
+fn the_commit_message_names_files_by_their_path_in_the_repository() {
+    let fx = Fixture::new();
+    fx.commit(&[("deploy/app.yaml", APP)], "initial");
+    fx.push();
+    let rt = runtime();
+    let src = GitSource::builder(fx.url_path(), ReferencePolicy::branch("main"))
+        .cache_dir(fx.cache("subdir-message"))
+        .path("deploy")
+        .build()
+        .expect("source");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .message_template("{resources}")
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let web = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({"replicas": 5})),
+        )
+        .await;
+        let db = drifted(&src, &*render, &deployed, "App/db", None).await;
+        write(&writeback, &deployed, &[web, db])
+            .await
+            .expect("write-back")
+            .expect("a commit");
+    });
+    let message = git(&fx.remote, &["log", "-1", "--format=%B", "main"]);
+    assert_eq!(
+        message,
+        "- App/web (deploy/app.yaml, changed in the target)\n\
+         - App/db (deploy/app.yaml (document 2), deleted in the target)"
+    );
+}
