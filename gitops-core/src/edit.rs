@@ -167,6 +167,25 @@ pub(crate) fn replace_yaml(
     Ok(out)
 }
 
+/// The byte ranges of the elements of a JSON array, in order.
+fn json_elements(text: &str) -> Result<Vec<Range<usize>>, String> {
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(elements
+        .iter()
+        .map(|element| {
+            let raw = element.get();
+            // The raw value borrows from `text`: its address gives its offset.
+            let start = raw.as_ptr() as usize - text.as_ptr() as usize;
+            start..start + raw.len()
+        })
+        .collect())
+}
+
+fn element_out_of_range(count: usize, index: usize) -> String {
+    format!("the array has {count} documents, not {}", index + 1)
+}
+
 /// Replaces element `index` of a JSON array with `doc` (pretty-printed at the
 /// element's indentation), leaving the other elements' bytes as they were.
 pub(crate) fn replace_json_element(
@@ -174,19 +193,10 @@ pub(crate) fn replace_json_element(
     index: usize,
     doc: &Value,
 ) -> Result<String, String> {
-    let elements: Vec<&serde_json::value::RawValue> =
-        serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let Some(element) = elements.get(index) else {
-        return Err(format!(
-            "the array has {} documents, not {}",
-            elements.len(),
-            index + 1
-        ));
+    let elements = json_elements(text)?;
+    let Some(Range { start, end }) = elements.get(index).cloned() else {
+        return Err(element_out_of_range(elements.len(), index));
     };
-    let raw = element.get();
-    // The raw value borrows from `text`: its address gives its offset.
-    let start = raw.as_ptr() as usize - text.as_ptr() as usize;
-    let end = start + raw.len();
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let indent: String = text[line_start..start]
         .chars()
@@ -195,6 +205,23 @@ pub(crate) fn replace_json_element(
     let pretty = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
     let replacement = pretty.replace('\n', &format!("\n{indent}"));
     Ok(format!("{}{}{}", &text[..start], replacement, &text[end..]))
+}
+
+/// Removes element `index` of a JSON array with its separator, leaving the
+/// other elements' bytes as they were.
+pub(crate) fn remove_json_element(text: &str, index: usize) -> Result<String, String> {
+    let elements = json_elements(text)?;
+    let Some(element) = elements.get(index) else {
+        return Err(element_out_of_range(elements.len(), index));
+    };
+    // Up to the next element (its comma and the space before it), or, for
+    // the last one, from the end of the previous element (its comma).
+    let cut = match (elements.get(index + 1), index.checked_sub(1)) {
+        (Some(next), _) => element.start..next.start,
+        (None, Some(previous)) => elements[previous].end..element.end,
+        (None, None) => element.clone(),
+    };
+    Ok(format!("{}{}", &text[..cut.start], &text[cut.end..]))
 }
 
 #[cfg(test)]

@@ -541,6 +541,9 @@ impl Render for ManifestRender {
             (Format::Json, Some(doc)) => serde_json::to_string_pretty(doc)
                 .map(|t| t + "\n")
                 .map_err(|e| e.to_string()),
+            (Format::Json, None) if text.trim_start().starts_with('[') => {
+                edit::remove_json_element(&text, origin.document)
+            }
             (Format::Json, None) => serde_json::to_string_pretty(&expected)
                 .map(|t| t + "\n")
                 .map_err(|e| e.to_string()),

@@ -263,3 +263,57 @@ async fn deleting_a_resource_in_the_target_removes_its_document() {
     assert!(report.converged(), "{report}");
     assert_eq!(w.target.get(&id("App/db")), Some(json!({"size": 10})));
 }
+
+/// Renders `text` as `path` and writes `id` back with `observed`.
+fn write_back_file(
+    path: &str,
+    text: &str,
+    id: &str,
+    observed: Option<serde_json::Value>,
+) -> Result<gitops_core::FileEdit, gitops_core::RenderError> {
+    use gitops_core::{Render as _, Revision, Snapshot};
+    let render = ManifestRender::new();
+    let snapshot = Snapshot::from_files(
+        Revision::new("main", "0".repeat(40)),
+        [(path, text.as_bytes())],
+    )
+    .expect("snapshot");
+    let desired = render.render(&snapshot).expect("renders");
+    let resource = desired.get(&self::id(id)).expect("resource").clone();
+    let file = gitops_core::model::SnapshotFile {
+        data: text.as_bytes().into(),
+        executable: false,
+    };
+    render.write_back(
+        &file,
+        &resource,
+        observed.map(gitops_core::Observed::new).as_ref(),
+    )
+}
+
+fn written(edit: gitops_core::FileEdit) -> String {
+    match edit {
+        gitops_core::FileEdit::Write { data, .. } => String::from_utf8(data).expect("utf-8"),
+        other => panic!("expected new content, got {other:?}"),
+    }
+}
+
+#[test]
+fn removing_an_element_of_a_json_array_keeps_the_others_byte_identical() {
+    let text = "[\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"a\"}},\n  {\"kind\":\"App\",   \"metadata\":{\"name\":\"b\"}},\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"c\"}, \"spec\": {\"s\": \"\\u00e9\"}}\n]\n";
+    let first = written(write_back_file("apps.json", text, "App/a", None).expect("a removed"));
+    assert_eq!(
+        first,
+        "[\n  {\"kind\":\"App\",   \"metadata\":{\"name\":\"b\"}},\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"c\"}, \"spec\": {\"s\": \"\\u00e9\"}}\n]\n"
+    );
+    let middle = written(write_back_file("apps.json", text, "App/b", None).expect("b removed"));
+    assert_eq!(
+        middle,
+        "[\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"a\"}},\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"c\"}, \"spec\": {\"s\": \"\\u00e9\"}}\n]\n"
+    );
+    let last = written(write_back_file("apps.json", text, "App/c", None).expect("c removed"));
+    assert_eq!(
+        last,
+        "[\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"a\"}},\n  {\"kind\":\"App\",   \"metadata\":{\"name\":\"b\"}}\n]\n"
+    );
+}
