@@ -11,7 +11,8 @@ pub(crate) struct YamlDocument {
     /// From the first content line to the end of the last content line:
     /// leading and trailing comments stay outside.
     pub content: Range<usize>,
-    /// The whole document, with its `---` line (removing it removes the document).
+    /// The whole document, with its directives, its `---` line and its `...`
+    /// line (removing it removes the document).
     pub whole: Range<usize>,
     /// The content starts on the `---` line itself (`--- {a: 1}`).
     pub inline_marker: bool,
@@ -31,6 +32,8 @@ pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
         first: Option<usize>,
         last_end: usize,
         inline_marker: bool,
+        /// The first `%` directive line before the next `---`.
+        directive: Option<usize>,
     }
     let mut docs = Vec::new();
     // A byte order mark is not content: the first line starts after it (and
@@ -45,6 +48,7 @@ pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
         first: None,
         last_end: bom,
         inline_marker: false,
+        directive: None,
     };
     let close = |open: &Open, end: usize, docs: &mut Vec<YamlDocument>| {
         if let Some(first) = open.first {
@@ -65,22 +69,30 @@ pub(crate) fn yaml_documents(text: &str) -> Vec<YamlDocument> {
             close(&open, start, &mut docs);
             let rest = line[3..].trim();
             let inline = !rest.is_empty() && !rest.starts_with('#');
+            // Directives apply to the document they precede.
+            let directive = open.first.is_none().then_some(open.directive).flatten();
             open = Open {
-                start,
+                start: directive.unwrap_or(start),
                 first: inline.then_some(start),
                 last_end: end,
                 inline_marker: inline,
+                directive: None,
             };
             continue;
         }
         if is_marker(line, "...") {
-            close(&open, start, &mut docs);
+            close(&open, end, &mut docs);
             open = Open {
                 start: end,
                 first: None,
                 last_end: end,
                 inline_marker: false,
+                directive: None,
             };
+            continue;
+        }
+        if line.starts_with('%') && open.first.is_none() {
+            open.directive.get_or_insert(start);
             continue;
         }
         let trimmed = line.trim_start();
@@ -281,6 +293,22 @@ mod tests {
         let inline = "a: 1\r\n--- {b: 2}\r\n";
         let out = replace_yaml(inline, 1, Some(&json!({"b": 3}))).unwrap();
         assert_eq!(out, "a: 1\r\n---\r\nb: 3\r\n");
+    }
+
+    #[test]
+    fn removing_a_document_takes_its_end_marker_and_its_directives() {
+        let ended = "a: 1\n...\n---\nb: 2\n...\n";
+        assert_eq!(replace_yaml(ended, 0, None).unwrap(), "---\nb: 2\n...\n");
+        assert_eq!(replace_yaml(ended, 1, None).unwrap(), "a: 1\n...\n");
+        let directives = "# head\n%YAML 1.2\n---\na: 1\n...\n%YAML 1.2\n---\nb: 2\n";
+        assert_eq!(
+            replace_yaml(directives, 0, None).unwrap(),
+            "# head\n%YAML 1.2\n---\nb: 2\n"
+        );
+        assert_eq!(
+            replace_yaml(directives, 1, None).unwrap(),
+            "# head\n%YAML 1.2\n---\na: 1\n...\n"
+        );
     }
 
     #[test]
