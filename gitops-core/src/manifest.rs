@@ -487,8 +487,9 @@ impl Render for ManifestRender {
     /// the target's order when serde_json's `preserve_order` is on). A
     /// TOML or single-document JSON file is re-serialised whole. A resource
     /// deleted in the target removes its document (or the file, when it was
-    /// the only one). The result is parsed again and refused unless it renders
-    /// exactly the intended documents.
+    /// the only one); an observed spec equal to Git's leaves the file as it
+    /// is. The result is parsed again and refused unless it renders exactly
+    /// the intended documents.
     fn write_back(
         &self,
         file: &SnapshotFile,
@@ -523,6 +524,14 @@ impl Render for ManifestRender {
             }
             doc
         });
+        if replacement.as_ref() == Some(original) {
+            // Git already holds it: rewriting would only lose the document's
+            // comments and formatting.
+            return Ok(FileEdit::Write {
+                data: file.data.to_vec(),
+                executable: file.executable,
+            });
+        }
         let mut expected = docs.clone();
         match &replacement {
             Some(doc) => expected[origin.document] = doc.clone(),

@@ -884,3 +884,36 @@ fn the_commit_message_names_files_by_their_path_in_the_repository() {
          - App/db (deploy/app.yaml (document 2), deleted in the target)"
     );
 }
+
+#[test]
+fn a_write_back_of_what_git_already_holds_makes_no_commit() {
+    // A target may report drift in something a manifest cannot hold; the
+    // observed spec then equals Git's, and rewriting the document would only
+    // drop its comments and formatting.
+    let fx = Fixture::new();
+    fx.commit(&[("app.yaml", APP)], "initial");
+    fx.push();
+    let rt = runtime();
+    let src = source(&fx, fx.url_path(), "same-spec");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .build()
+        .expect("writeback");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({"replicas": 2})),
+        )
+        .await;
+        let outcome = write(&writeback, &deployed, &[d])
+            .await
+            .expect("write-back");
+        assert!(outcome.is_none(), "no commit: {outcome:?}");
+        assert_eq!(remote_head(&fx, "main"), deployed.id);
+    });
+    assert_eq!(clone_file(&fx, "main", "app.yaml"), APP);
+}
