@@ -109,6 +109,27 @@ impl Publisher<'_> {
         let name: gix::refs::FullName = reference
             .try_into()
             .map_err(|e| failed(format!("reference {reference}: {e}"), false))?;
+        // What `git push` refuses by default (receive.denyCurrentBranch): the
+        // work tree and index of a checkout would silently stop matching it.
+        if let Some(workdir) = repo.workdir() {
+            let head = repo.head_name().map_err(|e| {
+                failed(
+                    format!("HEAD of {}: {}", workdir.display(), chain(&e)),
+                    true,
+                )
+            })?;
+            if head.is_some_and(|head| head == name) {
+                return Err(failed(
+                    format!(
+                        "refusing to move {reference}: it is checked out in {}, whose files would no \
+                         longer match it (git refuses the same push); track a bare repository, or \
+                         write back to a review branch",
+                        workdir.display()
+                    ),
+                    false,
+                ));
+            }
+        }
         let expected = match lease {
             Lease::Expect(id) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
             Lease::Force => PreviousValue::Any,

@@ -188,8 +188,10 @@ impl GitWritebackBuilder {
 /// as parent, and published:
 ///
 /// * to a **local repository** (a path or `file://` URL) by a compare-and-swap
-///   of its branch reference (a non-bare repository's work tree is not
-///   touched: its `git status` then shows the commit as reverted changes);
+///   of its branch reference; the branch checked out in a non-bare
+///   repository is never moved (its files would stop matching it, which is
+///   why `git push` refuses it too): track a bare repository there, or use a
+///   [`review_branch`](GitWritebackBuilder::review_branch);
 /// * to a **remote** with `git push --porcelain --atomic
 ///   --force-with-lease=<branch>:<deployed>` run in the source's bare cache
 ///   (gix cannot push yet), with the source's credentials passed in the

@@ -917,3 +917,58 @@ fn a_write_back_of_what_git_already_holds_makes_no_commit() {
     });
     assert_eq!(clone_file(&fx, "main", "app.yaml"), APP);
 }
+
+/// A source that is someone's checkout (a non-bare repository with `main`
+/// checked out): moving `main` under its files is refused, as `git push`
+/// refuses it; a review branch is fine.
+#[test]
+fn the_checked_out_branch_of_a_work_tree_is_never_moved() {
+    let fx = Fixture::new();
+    fx.commit(&[("app.yaml", APP)], "initial");
+    let rt = runtime();
+    let src = source(&fx, fx.work.display().to_string(), "checkout");
+    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
+    let writeback = GitWriteback::builder(&src, render.clone())
+        .build()
+        .expect("writeback");
+    let review = GitWriteback::builder(&src, render.clone())
+        .review_branch("gitops/shop")
+        .build()
+        .expect("writeback to a review branch");
+    rt.block_on(async {
+        let deployed = src.poll().await.expect("poll");
+        let d = drifted(
+            &src,
+            &*render,
+            &deployed,
+            "App/web",
+            Some(json!({ "replicas": 5 })),
+        )
+        .await;
+        let err = write(&writeback, &deployed, std::slice::from_ref(&d))
+            .await
+            .expect_err("main is checked out");
+        let text = err.to_string();
+        assert!(
+            text.contains("refusing to move refs/heads/main: it is checked out in"),
+            "{text}"
+        );
+        assert!(!err.is_transient(), "{text}");
+        assert_eq!(fx.head(), deployed.id, "main did not move");
+        assert_eq!(
+            git(&fx.work, &["status", "--porcelain"]),
+            "",
+            "the work tree still matches its branch"
+        );
+
+        let written = write(&review, &deployed, &[d])
+            .await
+            .expect("pushed")
+            .expect("a commit");
+        assert_eq!(written.published_to, "refs/heads/gitops/shop");
+        assert_eq!(
+            git(&fx.work, &["rev-parse", "gitops/shop"]),
+            written.revision.id
+        );
+    });
+}
