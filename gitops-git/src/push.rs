@@ -80,6 +80,20 @@ pub(crate) fn local_head(
         .transpose()
 }
 
+/// The `Authorization` header for `credentials`; adds what in it is secret
+/// (the encoded `user:password` pair is as secret as the password) to `secrets`.
+fn authorization(credentials: &Credentials, secrets: &mut Vec<String>) -> String {
+    match credentials {
+        Credentials::Bearer(token) => format!("Authorization: Bearer {}", token.expose()),
+        Credentials::Basic { username, password } => {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose()));
+            secrets.push(encoded.clone());
+            format!("Authorization: Basic {encoded}")
+        }
+    }
+}
+
 impl Publisher<'_> {
     /// Points `reference` at `new` (written in [`work_repo`]) under `lease`.
     pub(crate) fn publish(
@@ -176,7 +190,7 @@ impl Publisher<'_> {
     fn git(&self) -> (Command, Vec<String>) {
         let shared = self.shared;
         let credentials = shared.credentials.get(&shared.location);
-        let secrets = credentials
+        let mut secrets = credentials
             .as_ref()
             .map(Credentials::secrets)
             .unwrap_or_default();
@@ -208,18 +222,7 @@ impl Publisher<'_> {
         }
         // Secrets go through the environment (readable only by this user),
         // never through arguments (visible to everyone in /proc).
-        let header = match &credentials {
-            Some(Credentials::Bearer(token)) => {
-                Some(format!("Authorization: Bearer {}", token.expose()))
-            }
-            Some(Credentials::Basic { username, password }) => Some(format!(
-                "Authorization: Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose()))
-            )),
-            None => None,
-        };
-        if let Some(header) = header {
+        if let Some(header) = credentials.as_ref().map(|c| authorization(c, &mut secrets)) {
             cmd.env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env("GIT_CONFIG_VALUE_0", header);
@@ -376,4 +379,28 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Stri
         stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
         stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_form_of_the_credentials_survives_scrubbing() {
+        for credentials in [
+            Credentials::basic("deploy", "hunter2-pw"),
+            Credentials::bearer("tok-123456"),
+        ] {
+            let mut secrets = credentials.secrets();
+            let header = authorization(&credentials, &mut secrets);
+            let scrubbed = scrub(&format!("> {header}\n< 403"), &secrets);
+            assert!(!scrubbed.contains("hunter2-pw"), "{scrubbed}");
+            assert!(!scrubbed.contains("tok-123456"), "{scrubbed}");
+            assert!(
+                !scrubbed.contains("ZGVwbG95"),
+                "base64 of the pair: {scrubbed}"
+            );
+            assert!(scrubbed.contains("***"), "{scrubbed}");
+        }
+    }
 }
