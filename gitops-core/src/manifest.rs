@@ -556,7 +556,12 @@ impl Render for ManifestRender {
             (Format::Json, None) => serde_json::to_string_pretty(&expected)
                 .map(|t| t + "\n")
                 .map_err(|e| e.to_string()),
-            (Format::Toml, Some(doc)) => toml::to_string_pretty(doc).map_err(|e| e.to_string()),
+            (Format::Toml, Some(doc)) => match null_path(doc, &mut String::new()) {
+                Some(at) => Err(format!(
+                    "TOML has no null, and the target holds null at {at}"
+                )),
+                None => toml::to_string_pretty(doc).map_err(|e| e.to_string()),
+            },
             (Format::Toml, None) => Ok(String::new()),
         }
         .map_err(refuse)?;
@@ -573,4 +578,34 @@ impl Render for ManifestRender {
             executable: file.executable,
         })
     }
+}
+
+/// Where the first `null` in `value` is, as a path like `spec.ports[1]`.
+fn null_path(value: &Value, path: &mut String) -> Option<String> {
+    let len = path.len();
+    let found = match value {
+        Value::Null => {
+            return Some(if path.is_empty() {
+                "the top".into()
+            } else {
+                path.clone()
+            });
+        }
+        Value::Object(map) => map.iter().find_map(|(key, v)| {
+            path.truncate(len);
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            null_path(v, path)
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            path.truncate(len);
+            path.push_str(&format!("[{i}]"));
+            null_path(v, path)
+        }),
+        _ => None,
+    };
+    path.truncate(len);
+    found
 }

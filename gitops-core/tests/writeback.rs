@@ -317,3 +317,35 @@ fn removing_an_element_of_a_json_array_keeps_the_others_byte_identical() {
         "[\n  {\"kind\": \"App\", \"metadata\": {\"name\": \"a\"}},\n  {\"kind\":\"App\",   \"metadata\":{\"name\":\"b\"}}\n]\n"
     );
 }
+
+#[test]
+fn a_toml_manifest_is_rewritten_whole_and_a_null_is_refused_by_path() {
+    let text = "kind = \"App\"\n\n[metadata]\nname = \"web\"\n\n[spec]\nreplicas = 2\n";
+    let edited = written(
+        write_back_file(
+            "web.toml",
+            text,
+            "App/web",
+            Some(json!({"replicas": 5, "ports": [80, 443]})),
+        )
+        .expect("rewritten"),
+    );
+    assert_eq!(
+        edited,
+        "kind = \"App\"\n\n[metadata]\nname = \"web\"\n\n[spec]\nports = [\n    80,\n    443,\n]\nreplicas = 5\n"
+    );
+
+    let err = write_back_file(
+        "web.toml",
+        text,
+        "App/web",
+        Some(json!({"replicas": 5, "ports": [80, null]})),
+    )
+    .expect_err("TOML has no null");
+    let message = err.to_string();
+    assert!(message.contains("web.toml"), "{message}");
+    assert!(
+        message.contains("TOML has no null, and the target holds null at spec.ports[1]"),
+        "{message}"
+    );
+}
