@@ -11,7 +11,8 @@ use gitops_core::{
     WritebackError, WritebackRequest, WrittenBack,
 };
 use gitops_git::{
-    AllowedSigners, Credentials, GitSource, GitWriteback, Identity, ReferencePolicy, VerifyMode,
+    AllowedSigners, Credentials, GitSource, GitWriteback, GitWritebackBuilder, Identity,
+    ReferencePolicy, VerifyMode,
 };
 use serde_json::json;
 use support::http::HttpServer;
@@ -70,6 +71,37 @@ impl Http {
         Self {
             fx,
             _server: server,
+            rt: runtime(),
+            src,
+            render,
+            writeback,
+        }
+    }
+}
+
+/// A repository reached by its path (pushed from the fixture's work
+/// repository first), its source, the renderer and a write-back to `main`
+/// configured by `configure`.
+struct Local {
+    rt: tokio::runtime::Runtime,
+    src: GitSource,
+    render: Arc<dyn Render>,
+    writeback: GitWriteback,
+}
+
+impl Local {
+    fn new(
+        fx: &Fixture,
+        render: Arc<dyn Render>,
+        cache: &str,
+        configure: impl FnOnce(GitWritebackBuilder) -> GitWritebackBuilder,
+    ) -> Self {
+        fx.push();
+        let src = source(fx, fx.url_path(), cache);
+        let writeback = configure(GitWriteback::builder(&src, render.clone()))
+            .build()
+            .expect("writeback");
+        Self {
             rt: runtime(),
             src,
             render,
@@ -151,14 +183,14 @@ fn a_drifted_file_is_written_back_to_a_local_repository_and_visible_in_a_fresh_c
         ],
         "initial",
     );
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "local");
-    let render: Arc<dyn Render> = Arc::new(FilesRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .author(Identity::new("Ops Bot", "ops@example.com"))
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(FilesRender::new()), "local", |b| {
+        b.author(Identity::new("Ops Bot", "ops@example.com"))
+    });
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -516,13 +548,12 @@ fn a_local_repository_is_updated_by_compare_and_swap_and_rebased_or_refused() {
         ],
         "initial",
     );
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "local-cas");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(ManifestRender::new()), "local-cas", |b| b);
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -749,13 +780,12 @@ fn the_same_write_back_asked_twice_is_not_a_conflict_with_its_own_commit() {
     // push whose answer was lost) before it deploys its own commit.
     let fx = Fixture::new();
     fx.commit(&[("app.yaml", APP)], "initial");
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "twice");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(ManifestRender::new()), "twice", |b| b);
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -782,13 +812,12 @@ fn the_same_write_back_asked_twice_is_not_a_conflict_with_its_own_commit() {
 fn an_upstream_commit_that_already_records_the_drift_is_not_a_conflict() {
     let fx = Fixture::new();
     fx.commit(&[("etc/app.conf", "port = 80\n")], "initial");
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "same-upstream");
-    let render: Arc<dyn Render> = Arc::new(FilesRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(FilesRender::new()), "same-upstream", |b| b);
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -815,14 +844,14 @@ fn placeholders_in_resource_names_are_not_expanded_in_the_commit_message() {
     let fx = Fixture::new();
     let manifest = "kind: App\nmetadata: { name: \"{previous}-{time}\" }\nspec: { a: 1 }\n";
     fx.commit(&[("app.yaml", manifest)], "initial");
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "placeholders");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .message_template("{engine} wrote back:\n{resources}\n")
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(ManifestRender::new()), "placeholders", |b| {
+        b.message_template("{engine} wrote back:\n{resources}\n")
+    });
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
@@ -892,13 +921,12 @@ fn a_write_back_of_what_git_already_holds_makes_no_commit() {
     // drop its comments and formatting.
     let fx = Fixture::new();
     fx.commit(&[("app.yaml", APP)], "initial");
-    fx.push();
-    let rt = runtime();
-    let src = source(&fx, fx.url_path(), "same-spec");
-    let render: Arc<dyn Render> = Arc::new(ManifestRender::new());
-    let writeback = GitWriteback::builder(&src, render.clone())
-        .build()
-        .expect("writeback");
+    let Local {
+        rt,
+        src,
+        render,
+        writeback,
+    } = Local::new(&fx, Arc::new(ManifestRender::new()), "same-spec", |b| b);
     rt.block_on(async {
         let deployed = src.poll().await.expect("poll");
         let d = drifted(
