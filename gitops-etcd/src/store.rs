@@ -7,7 +7,8 @@
 //! <prefix>/state/<app>/inventory          ids, digests, dependencies (no manifests)
 //! <prefix>/state/<app>/record             pins, bad revisions, last applied/healthy
 //! <prefix>/state/<app>/history/<id>       one sync each, newest `retain` kept
-//! <prefix>/state/<app>/audit/<seq>        append-only, written with the inventory
+//! <prefix>/state/<app>/audit/<version>    append-only: the records of one inventory
+//!                                          save, in the same transaction
 //! ```
 //!
 //! Inventory and record writes compare the key's mod-revision with the
@@ -282,13 +283,16 @@ impl StateStore for EtcdStore {
             self.encode(&key, inventory)?,
             None,
         )];
-        for (i, record) in audit.iter().enumerate() {
-            // The expected version is unique per successful write and grows,
-            // so keys sort in the order the changes were made.
-            let audit_key = format!("{base}audit/{expected:020}-{i:06}");
+        if !audit.is_empty() {
+            // One key for the whole batch: a transaction holds at most
+            // `--max-txn-ops` operations (128 by default), and one wave can
+            // change more resources than that. The expected version is
+            // unique per successful write and grows, so keys sort in the
+            // order the changes were made.
+            let audit_key = format!("{base}audit/{expected:020}");
             ops.push(TxnOp::put(
                 audit_key.as_str(),
-                self.encode(&audit_key, record)?,
+                self.encode(&audit_key, &audit)?,
                 None,
             ));
         }
@@ -363,12 +367,21 @@ impl StateStore for EtcdStore {
             )
             .await?;
         let mut out = Vec::new();
-        for (k, v) in &records {
-            let record: AuditRecord = self.decode(k, v)?;
-            if query.matches(&record) {
-                out.push(record);
-                if query.limit.is_some_and(|l| out.len() >= l) {
-                    break;
+        'keys: for (k, v) in &records {
+            // `<expected>`: the batch of one save; `<expected>-<i>`: one
+            // record each, as earlier versions wrote them.
+            let single = k.strip_prefix(&base).is_some_and(|seq| seq.contains('-'));
+            let batch: Vec<AuditRecord> = if single {
+                vec![self.decode(k, v)?]
+            } else {
+                self.decode(k, v)?
+            };
+            for record in batch {
+                if query.matches(&record) {
+                    out.push(record);
+                    if query.limit.is_some_and(|l| out.len() >= l) {
+                        break 'keys;
+                    }
                 }
             }
         }

@@ -311,3 +311,76 @@ async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
     assert_eq!(report.revision, rev1);
     assert_eq!(web.status().blocked, None);
 }
+
+/// A wave of more resources than etcd's default `--max-txn-ops` (128) gives
+/// one inventory save as many audit records: the save must still land,
+/// inventory and every record together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_save_with_hundreds_of_audit_records_lands() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("many-audit"));
+    let t0 = SystemTime::now();
+    let records: Vec<AuditRecord> = (0..300)
+        .map(|i| audit(&format!("Key/k{i:03}"), t0))
+        .collect();
+    let v1 = store
+        .save_inventory("web", &Inventory::new(), 0, &records)
+        .await
+        .unwrap();
+    let v2 = store
+        .save_inventory("web", &Inventory::new(), v1, &[audit("Key/last", t0)])
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    let ids: Vec<String> = store
+        .audit("web", &AuditQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let mut expected: Vec<String> = (0..300).map(|i| format!("Key/k{i:03}")).collect();
+    expected.push("Key/last".into());
+    assert_eq!(ids, expected, "every record, oldest first");
+    let limited = AuditQuery {
+        limit: Some(2),
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit("web", &limited).await.unwrap().len(), 2);
+}
+
+/// Audit records written one key each (`<version>-<i>`, by earlier
+/// versions) are still read, next to batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_of_the_one_key_each_layout_are_still_read() {
+    let client = common::client().await;
+    let prefix = common::prefix("legacy-audit");
+    let store = EtcdStore::new(client.clone(), &prefix);
+    let t0 = SystemTime::now();
+    for (i, id) in ["Key/old-a", "Key/old-b"].iter().enumerate() {
+        let value = serde_json::json!({
+            "format": gitops_core::store::FORMAT_VERSION,
+            "data": audit(id, t0),
+        });
+        let key = format!("{prefix}/state/web-1/audit/{:020}-{i:06}", 0);
+        gitops_etcd::testing::put(&client, &key, &value.to_string())
+            .await
+            .unwrap();
+    }
+    let v = store
+        .save_inventory("web-1", &Inventory::new(), 0, &[])
+        .await
+        .unwrap();
+    store
+        .save_inventory("web-1", &Inventory::new(), v, &[audit("Key/new", t0)])
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .audit("web-1", &AuditQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(ids, ["Key/old-a", "Key/old-b", "Key/new"]);
+}
