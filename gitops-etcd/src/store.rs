@@ -258,6 +258,10 @@ impl EtcdStore {
     }
 }
 
+/// History entries deleted per transaction, well under etcd's default
+/// `--max-txn-ops` of 128.
+const TRIM_BATCH: usize = 64;
+
 fn nanos(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
@@ -336,11 +340,15 @@ impl StateStore for EtcdStore {
                         .with_limit(i64::try_from(excess).unwrap_or(i64::MAX)),
                 )
                 .await?;
-            let deletes = oldest
-                .into_iter()
-                .map(|(k, _)| TxnOp::delete(k, None))
-                .collect();
-            self.write(app, None, deletes).await?;
+            // A transaction holds at most `--max-txn-ops` operations (128
+            // by default); a lowered retention can leave more to trim.
+            for chunk in oldest.chunks(TRIM_BATCH) {
+                let deletes = chunk
+                    .iter()
+                    .map(|(k, _)| TxnOp::delete(k.as_str(), None))
+                    .collect();
+                self.write(app, None, deletes).await?;
+            }
         }
         Ok(())
     }

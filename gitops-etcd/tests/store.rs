@@ -384,3 +384,23 @@ async fn audit_records_of_the_one_key_each_layout_are_still_read() {
         .collect();
     assert_eq!(ids, ["Key/old-a", "Key/old-b", "Key/new"]);
 }
+
+/// Lowering the retention below what is stored by more than etcd's
+/// `--max-txn-ops` (128) trims the excess instead of failing every append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_history_retention_trims_a_large_excess() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("trim"));
+    for _ in 0..140 {
+        store
+            .append_history("web", &sample_history(), 1000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.history("web", 1000).await.unwrap().len(), 140);
+    store
+        .append_history("web", &sample_history(), 5)
+        .await
+        .unwrap();
+    assert_eq!(store.history("web", 1000).await.unwrap().len(), 5);
+}
