@@ -354,6 +354,10 @@ impl StateStore for EtcdStore {
     }
 
     async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        if limit == 0 {
+            // etcd reads a range limit of 0 as "no limit".
+            return Ok(Vec::new());
+        }
         let base = format!("{}history/", self.app_prefix(app));
         let entries = self
             .range(
@@ -367,6 +371,9 @@ impl StateStore for EtcdStore {
     }
 
     async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        if query.limit == Some(0) {
+            return Ok(Vec::new());
+        }
         let base = format!("{}audit/", self.app_prefix(app));
         let records = self
             .range(

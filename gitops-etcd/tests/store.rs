@@ -404,3 +404,26 @@ async fn lowering_history_retention_trims_a_large_excess() {
         .unwrap();
     assert_eq!(store.history("web", 1000).await.unwrap().len(), 5);
 }
+
+/// A limit of zero asks for nothing (etcd reads a range limit of 0 as "no
+/// limit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_limits_return_nothing() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("zero"));
+    let t0 = SystemTime::now();
+    store
+        .save_inventory("web", &Inventory::new(), 0, &[audit("Key/a", t0)])
+        .await
+        .unwrap();
+    store
+        .append_history("web", &sample_history(), 10)
+        .await
+        .unwrap();
+    assert!(store.history("web", 0).await.unwrap().is_empty());
+    let none = AuditQuery {
+        limit: Some(0),
+        ..AuditQuery::default()
+    };
+    assert!(store.audit("web", &none).await.unwrap().is_empty());
+}
