@@ -427,3 +427,45 @@ async fn zero_limits_return_nothing() {
     };
     assert!(store.audit("web", &none).await.unwrap().is_empty());
 }
+
+/// Applications whose names share a prefix (`web`, `web-1`, `web/x`, `web%`)
+/// never see each other's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_with_overlapping_names_are_kept_apart() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("overlap"));
+    let names = [
+        "web", "web-1", "web/x", "web%2Fx", "web%", "..", "wéb/ü", "",
+    ];
+    let t0 = SystemTime::now();
+    for name in names {
+        store
+            .save_inventory(
+                name,
+                &Inventory::new(),
+                0,
+                &[audit(&format!("Key/{}", name.len() + 1), t0)],
+            )
+            .await
+            .unwrap();
+        store
+            .append_history(name, &sample_history(), 10)
+            .await
+            .unwrap();
+    }
+    for name in names {
+        assert_eq!(
+            store
+                .audit(name, &AuditQuery::default())
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{name:?}"
+        );
+        assert_eq!(store.history(name, 10).await.unwrap().len(), 1, "{name:?}");
+    }
+    let mut sorted: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    sorted.sort();
+    assert_eq!(store.apps().await.unwrap(), sorted);
+}
