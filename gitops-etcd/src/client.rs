@@ -61,7 +61,7 @@ pub enum EtcdError {
         source: Option<BoxError>,
     },
     /// A value is larger than etcd accepts in one request.
-    #[error("etcd {key}: {bytes} bytes, more than the limit of {limit} bytes per value")]
+    #[error("etcd {key}: {bytes} bytes, more than the limit of {limit} bytes per write")]
     TooLarge {
         /// The key.
         key: String,

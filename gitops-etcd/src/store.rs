@@ -282,11 +282,9 @@ impl StateStore for EtcdStore {
     ) -> Result<u64, StoreError> {
         let base = self.app_prefix(app);
         let key = format!("{base}inventory");
-        let mut ops = vec![TxnOp::put(
-            key.as_str(),
-            self.encode(&key, inventory)?,
-            None,
-        )];
+        let value = self.encode(&key, inventory)?;
+        let mut bytes = key.len() + value.len();
+        let mut ops = vec![TxnOp::put(key.as_str(), value, None)];
         if !audit.is_empty() {
             // One key for the whole batch: a transaction holds at most
             // `--max-txn-ops` operations (128 by default), and one wave can
@@ -294,12 +292,13 @@ impl StateStore for EtcdStore {
             // unique per successful write and grows, so keys sort in the
             // order the changes were made.
             let audit_key = format!("{base}audit/{expected:020}");
-            ops.push(TxnOp::put(
-                audit_key.as_str(),
-                self.encode(&audit_key, &audit)?,
-                None,
-            ));
+            let records = self.encode(&audit_key, &audit)?;
+            bytes += audit_key.len() + records.len();
+            ops.push(TxnOp::put(audit_key.as_str(), records, None));
         }
+        // Both values go in one request: etcd refuses a request over its
+        // limit as an invalid argument, which retrying can not cure.
+        check_size(&key, bytes).map_err(|e| self.unavailable(e))?;
         let revision = self.write(app, Some((&key, expected)), ops).await?;
         Ok(u64::try_from(revision).unwrap_or(0))
     }

@@ -469,3 +469,42 @@ async fn apps_with_overlapping_names_are_kept_apart() {
     sorted.sort();
     assert_eq!(store.apps().await.unwrap(), sorted);
 }
+
+/// An inventory and its audit records each under the value limit but over
+/// etcd's request limit together are refused before sending, as a
+/// permanent error naming the key, not retried forever as "unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_save_over_the_request_limit_is_refused_before_sending() {
+    let client = common::client().await;
+    let store = EtcdStore::new(client, common::prefix("request-size"));
+    let mut inv = Inventory::new();
+    for i in 0..4000 {
+        inv.record(&Resource::new(
+            format!("Key/a-resource-with-a-rather-long-name-{i:06}")
+                .parse()
+                .unwrap(),
+            serde_json::json!({"value": i}),
+        ));
+    }
+    let t0 = SystemTime::now();
+    let records: Vec<AuditRecord> = (0..300)
+        .map(|i| AuditRecord {
+            message: "m".repeat(4_000),
+            ..audit(&format!("Key/k{i}"), t0)
+        })
+        .collect();
+    let err = store
+        .save_inventory("web", &inv, 0, &records)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("/state/web/inventory"), "{err}");
+    assert_eq!(store.load_inventory("web").await.unwrap().version, 0);
+    assert!(
+        store
+            .audit("web", &AuditQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
