@@ -148,3 +148,37 @@ async fn a_fenced_target_writes_only_while_the_lock_holds() {
     let left = target.list().await.unwrap();
     assert_eq!(left, [(format!("{prefix}/kv/a"), "1".to_owned())]);
 }
+
+/// A lock deleted and re-created by another replica (a new create-revision)
+/// does not let the old fence through: put and delete are refused and the
+/// key keeps the new owner's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
+    let client = common::client().await;
+    let prefix = common::prefix("recreated-lock");
+    let lock_key = format!("{prefix}/locks/kv");
+    let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
+    let (old, _) = testing::lock_info(&client, &lock_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let plain = EtcdTarget::new(client.clone(), format!("{prefix}/kv"));
+    let stale = plain.fenced(Fence::new("kv", &lock_key, old));
+    client.revoke_lease(lease).await.unwrap();
+    let _lease2 = testing::lock(&client, &lock_key, 10).await.unwrap();
+    let (new, _) = testing::lock_info(&client, &lock_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new > old);
+    let current = plain.fenced(Fence::new("kv", &lock_key, new));
+    let r = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 2}));
+    current.apply(&r).await.unwrap();
+    let r1 = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1}));
+    assert!(stale.apply(&r1).await.is_err());
+    assert!(stale.delete(&r.id).await.is_err());
+    assert_eq!(
+        plain.list().await.unwrap(),
+        [(format!("{prefix}/kv/a"), "2".to_owned())]
+    );
+}
