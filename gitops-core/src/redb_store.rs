@@ -350,6 +350,9 @@ impl StateStore for RedbStore {
             let records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
             let limit = query.limit.unwrap_or(usize::MAX);
             let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
+            }
             let mut push = |bytes: &[u8]| -> Result<bool, StoreError> {
                 let record: AuditRecord = decode(path, "audit", bytes)?;
                 if query.matches(&record) {

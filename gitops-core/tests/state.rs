@@ -551,3 +551,34 @@ async fn a_lost_state_is_rebuilt_by_adoption_and_survives_restarts() {
         "pruned after adoption and restart"
     );
 }
+
+/// A limit of zero means none, in every store and for both queries.
+#[tokio::test(start_paused = true)]
+async fn zero_limits_return_nothing_in_every_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores: [Arc<dyn StateStore>; 2] = [
+        Arc::new(RedbStore::open(dir.path()).expect("opens")),
+        Arc::new(gitops_core::MemoryStore::new()),
+    ];
+    for store in stores {
+        let source = Arc::new(MemorySource::new("main"));
+        let target = Arc::new(MemoryTarget::new());
+        let engine = engine_on(&source, &target, store.clone(), quick());
+        source.commit([("app.yaml", [doc("a", 1), doc("b", 1)].concat())]);
+        engine.sync_once().await.expect("sync");
+        let app = engine.handle().name().to_owned();
+        let app = app.as_str();
+        assert_eq!(store.history(app, 0).await.expect("history").len(), 0);
+        assert_eq!(store.history(app, 1).await.expect("history").len(), 1);
+        let none = AuditQuery {
+            limit: Some(0),
+            ..AuditQuery::default()
+        };
+        assert_eq!(store.audit(app, &none).await.expect("audit").len(), 0);
+        let one = AuditQuery {
+            limit: Some(1),
+            ..AuditQuery::default()
+        };
+        assert_eq!(store.audit(app, &one).await.expect("audit").len(), 1);
+    }
+}
