@@ -8,6 +8,7 @@ use futures::StreamExt as _;
 use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{Health, Observed, Resource};
+use crate::render::{DesiredState, RenderError};
 use crate::source::BoxError;
 
 /// How many observes the default [`Target::observe_many`] runs at once.
@@ -162,5 +163,16 @@ pub trait Target: Send + Sync {
     /// target sets itself (timestamps, defaults, status).
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
         Diff::between(&observed.spec, &desired.spec)
+    }
+
+    /// Refuses a whole desired state this target cannot hold, before any of
+    /// it is applied: resources it does not manage, or two resources that
+    /// would be the same object in it. A refusal is handled like a render
+    /// error (nothing applied, the last good state stays, the revision is
+    /// reported as refused), so a bad commit never half-applies. Name the
+    /// file with [`RenderError::Invalid`]. The default accepts everything.
+    fn check(&self, desired: &DesiredState) -> Result<(), RenderError> {
+        let _ = desired;
+        Ok(())
     }
 }

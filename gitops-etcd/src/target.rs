@@ -3,7 +3,9 @@
 //!
 //! A resource `Kind/name` (or `Kind/namespace/name`) is the key
 //! `<prefix>/name` (or `<prefix>/namespace/name`); the kind only
-//! documents what the value is. The spec says what to store:
+//! documents what the value is, so a commit with two resources that would be
+//! one key (`Key/x` and `Config/x`) is refused before anything is written.
+//! The spec says what to store:
 //!
 //! ```yaml
 //! kind: Key
@@ -21,7 +23,11 @@
 
 use async_trait::async_trait;
 use etcd_client::{Txn, TxnOp};
-use gitops_core::{Diff, Observed, Resource, ResourceId, Target, TargetError};
+use std::collections::HashMap;
+
+use gitops_core::{
+    DesiredState, Diff, Observed, RenderError, Resource, ResourceId, Target, TargetError,
+};
 use serde_json::{Value, json};
 
 use crate::client::{EtcdClient, EtcdError, check_size};
@@ -177,6 +183,28 @@ fn encode(r: &Resource) -> Result<String, TargetError> {
 
 #[async_trait]
 impl Target for EtcdTarget {
+    /// Refuses two resources that would be the same key (`Key/x` and
+    /// `Config/x`, or a name `a/b` and namespace `a` with name `b`), naming
+    /// both files, before anything is written.
+    fn check(&self, desired: &DesiredState) -> Result<(), RenderError> {
+        let mut keys: HashMap<String, &Resource> = HashMap::new();
+        for resource in desired.resources() {
+            if let Some(first) = keys.insert(self.key(&resource.id), resource) {
+                return Err(RenderError::Invalid {
+                    origin: resource.origin.clone(),
+                    message: format!(
+                        "{} would be the same etcd key {} as {} (in {})",
+                        resource.id,
+                        self.key(&resource.id),
+                        first.id,
+                        first.origin
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
         let key = self.key(id);
         let resp = self

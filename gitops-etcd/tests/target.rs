@@ -182,3 +182,42 @@ async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
         [(format!("{prefix}/kv/a"), "2".to_owned())]
     );
 }
+
+/// Two resources that would be one key: the commit is refused as a whole,
+/// naming both files, and nothing is written; the next good commit deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resources_that_would_share_a_key_are_refused_before_any_write() {
+    let client = common::client().await;
+    let prefix = common::prefix("collide");
+    let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
+    let source = Arc::new(MemorySource::new("main"));
+    let engine = Engine::builder()
+        .name("kv")
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
+    let other = "kind: Key\nmetadata: { name: other }\nspec: { value: 1 }\n";
+    for (a, b) in [
+        (
+            "kind: Key\nmetadata: { name: x }\nspec: { value: 1 }\n",
+            "kind: Config\nmetadata: { name: x }\nspec: { value: 2 }\n",
+        ),
+        (
+            "kind: Key\nmetadata: { name: web/x }\nspec: { value: 1 }\n",
+            "kind: Key\nmetadata: { name: x, namespace: web }\nspec: { value: 2 }\n",
+        ),
+    ] {
+        source.commit([("a.yaml", a), ("b.yaml", b), ("c.yaml", other)]);
+        let err = engine.sync_once().await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("would be the same etcd key"), "{text}");
+        assert!(text.contains("a.yaml") && text.contains("b.yaml"), "{text}");
+        assert_eq!(target.list().await.unwrap(), [], "nothing written");
+    }
+    source.commit([("c.yaml", other)]);
+    assert!(engine.sync_once().await.unwrap().converged());
+    assert_eq!(target.list().await.unwrap().len(), 1);
+}

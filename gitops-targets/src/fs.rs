@@ -13,7 +13,8 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 use gitops_core::files::FILE_KIND;
 use gitops_core::model::validate_relative_path;
 use gitops_core::{
-    Diff, FieldChange, Health, Observed, Resource, ResourceId, Target, TargetError, async_trait,
+    DesiredState, Diff, FieldChange, Health, Observed, RenderError, Resource, ResourceId, Target,
+    TargetError, async_trait,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
@@ -930,6 +931,21 @@ fn joined(id: &ResourceId, e: io::Error) -> TargetError {
 
 #[async_trait]
 impl Target for FsTarget {
+    /// Refuses, before anything is written, a resource this target cannot
+    /// hold (another kind, a namespace, a path escaping the root), naming
+    /// its file: a commit is applied whole or not at all.
+    fn check(&self, desired: &DesiredState) -> Result<(), RenderError> {
+        for resource in desired.resources() {
+            if let Err(e) = path_of(&resource.id) {
+                return Err(RenderError::Invalid {
+                    origin: resource.origin.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
         let inner = Arc::clone(&self.inner);
         let owned = id.clone();

@@ -689,3 +689,56 @@ async fn disk_full_on_a_tiny_tmpfs() {
         "old content intact"
     );
 }
+
+/// Hands the engine fixed resources, whatever the snapshot holds.
+struct Fixed(Vec<Resource>);
+
+impl gitops_core::Render for Fixed {
+    fn render(
+        &self,
+        snapshot: &gitops_core::Snapshot,
+    ) -> Result<gitops_core::DesiredState, gitops_core::RenderError> {
+        gitops_core::DesiredState::new(snapshot.revision().clone(), self.0.clone())
+    }
+}
+
+/// A commit holding one resource FsTarget cannot hold is refused whole, as
+/// a bad revision naming the file (stalled, not retried as an outage), and
+/// none of its files are written.
+#[tokio::test]
+async fn a_commit_with_a_resource_it_cannot_hold_is_refused_naming_its_file() {
+    let fx = fixture();
+    let target = Arc::new(FsTarget::open(&fx.root).expect("open"));
+    let mut foreign = Resource::new(
+        ResourceId::new("Config", "settings").expect("valid id"),
+        json!({"a": 1}),
+    );
+    foreign.origin.path = "deploy/settings.yaml".into();
+    let mut resources = vec![file("a.txt", b"a\n"), file("b/c.txt", b"c\n"), foreign];
+    resources[2].depends_on.push(id("a.txt"));
+    let source = Arc::new(gitops_core::testing::MemorySource::new("main"));
+    source.commit([("any", "x")]);
+    let engine = gitops_core::Engine::builder()
+        .source(source)
+        .render(Arc::new(Fixed(resources)))
+        .target(target)
+        .build()
+        .expect("engine");
+    let err = engine.sync_once().await.expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "refused: deploy/settings.yaml: Config/settings: invalid spec: FsTarget manages kind \"File\" only"
+        ),
+        "{text}"
+    );
+    assert!(
+        matches!(err, gitops_core::EngineError::Render { .. }),
+        "{err:?}"
+    );
+    let status = engine.status();
+    let stalled = status.condition(gitops_core::ConditionKind::Stalled);
+    assert!(stalled.status, "{status}");
+    assert_eq!(stalled.reason, "RenderFailed");
+    assert_eq!(listing(&fx.root), Vec::<String>::new(), "nothing written");
+}

@@ -929,6 +929,7 @@ impl Inner {
         let desired = self
             .render
             .render(&snapshot)
+            .and_then(|desired| self.target.check(&desired).map(|()| desired))
             .map_err(|source| EngineError::Render {
                 revision: Box::new(revision.clone()),
                 source,
