@@ -19,8 +19,9 @@
 //! its sync passed) and stays so for the stage's soak time, with every
 //! resource of the stage's inventory answering `Healthy` to
 //! [`Target::health`] at each check (every `check_interval`, and at the
-//! end). A sample that is not healthy starts the soak again; a newer
-//! revision in stage N replaces the candidate.
+//! end). A sample that is not healthy starts the soak again, and so does a
+//! newer revision starting to sync in stage N (the target is no longer at
+//! the candidate); once Ready, the newer revision replaces the candidate.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -623,6 +624,14 @@ impl Inner {
         let status = stage.engine.status();
         if ready_at(&status).is_none_or(|r| r.id != candidate.id) {
             return Some(format!("not Ready at {candidate}: {status}"));
+        }
+        // Ready stays at the candidate while a newer revision is being
+        // applied (or was left half-applied by a superseded or stopped
+        // sync): the target is no longer at the candidate.
+        if let Some(attempted) = &status.last_attempted
+            && attempted.id != candidate.id
+        {
+            return Some(format!("the stage started syncing {attempted}"));
         }
         // Belt and braces: the last sync of this revision that ran gates
         // must have passed them all.

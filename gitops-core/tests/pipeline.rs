@@ -334,3 +334,68 @@ async fn a_failed_promotion_is_retried_and_stages_read_their_own_paths() {
         "pipeline configuration: stage a is defined twice"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_stops_soaking_while_a_newer_one_is_being_applied() {
+    // Staging's post-sync gate takes 8 minutes on v=2 and then fails it.
+    let source = Arc::new(MemorySource::new("main"));
+    let staging = Arc::new(MemoryTarget::new());
+    let production = Arc::new(MemoryTarget::new());
+    let slow = Arc::new(AtomicBool::new(false));
+    let flag = slow.clone();
+    let slow_smoke = gate_fn("smoke", move |_: GateInput| {
+        let slow = flag.load(Ordering::SeqCst);
+        async move {
+            if slow {
+                tokio::time::sleep(8 * MINUTE).await;
+                Err("smoke test: checkout returns 500".to_owned())
+            } else {
+                Ok("smoke test passed".to_owned())
+            }
+        }
+    });
+    let pipeline = Pipeline::builder(source.clone())
+        .stage(
+            Stage::new("staging", staging.clone())
+                .soak(10 * MINUTE)
+                .configure(move |b| {
+                    b.post_sync_gate(slow_smoke)
+                        .interval(Duration::from_secs(30))
+                }),
+        )
+        .stage(Stage::new("production", production.clone()))
+        .check_interval(Duration::from_secs(10))
+        .build()
+        .expect("pipeline");
+    let running = pipeline.clone();
+    let agent = tokio::spawn(async move { running.run().await });
+
+    source.commit([("app.yaml", doc(1))]);
+    tokio::time::sleep(5 * MINUTE).await;
+    assert_eq!(staging.get(&id()), Some(json!({"v": 1})));
+    // v=2 lands in staging at about 5.5 minutes; its gate runs until 13.5.
+    slow.store(true, Ordering::SeqCst);
+    source.commit([("app.yaml", doc(2))]);
+    tokio::time::sleep(MINUTE).await;
+    assert_eq!(staging.get(&id()), Some(json!({"v": 2})), "being applied");
+    let soaking = pipeline.soaking("staging").expect("soaking");
+    assert!(
+        soaking
+            .last_failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("the stage started syncing main@sha1:")),
+        "{soaking:?}"
+    );
+
+    // At 10 minutes v=1 has not been in staging for its soak time: staging
+    // has run v=2 since 5.5 minutes.
+    tokio::time::sleep(6 * MINUTE).await;
+    assert!(
+        production.contents().is_empty(),
+        "v=1 promoted although staging ran v=2 for half its soak: {:?}",
+        production.contents()
+    );
+    assert_eq!(pipeline.promoted("production"), None);
+    pipeline.shutdown();
+    agent.await.expect("join").expect("run");
+}
