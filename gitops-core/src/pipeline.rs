@@ -525,6 +525,9 @@ impl Inner {
         let stage = &self.stages[index];
         let mut status = stage.engine.handle().watch_status();
         let mut shutdown = self.shutdown.subscribe();
+        // A revision that soaked but whose promotion failed: the retry
+        // checks it once more instead of soaking it again.
+        let mut unpromoted: Option<String> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -539,14 +542,21 @@ impl Inner {
                 continue;
             };
             tracing::info!(stage = %stage.name, revision = %candidate, soak = ?stage.soak, "soaking");
-            match self
-                .soak(stage, &candidate, &mut status, &mut shutdown)
-                .await
-            {
+            let soaked = if unpromoted.take().as_ref() == Some(&candidate.id) {
+                match self.unhealthy(stage, &candidate).await {
+                    None => Soak::Passed,
+                    Some(reason) => Soak::Unhealthy(reason),
+                }
+            } else {
+                self.soak(stage, &candidate, &mut status, &mut shutdown)
+                    .await
+            };
+            match soaked {
                 Soak::Passed => {
                     if self.pass(index, &candidate).await {
                         *stage.soak_state() = None;
                     } else {
+                        unpromoted = Some(candidate.id.clone());
                         self.pause(&mut shutdown).await;
                     }
                 }

@@ -399,3 +399,22 @@ async fn a_revision_stops_soaking_while_a_newer_one_is_being_applied() {
     pipeline.shutdown();
     agent.await.expect("join").expect("run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_promotion_is_retried_at_the_next_check_not_after_another_soak() {
+    let w = world();
+    w.promoter.fail_next(1);
+    let rev = w.source.commit([("app.yaml", doc(1))]);
+    tokio::time::sleep(10 * MINUTE + Duration::from_secs(5)).await;
+    assert_eq!(w.promoter.calls(), [], "the failed call is not recorded");
+    assert!(w.production.contents().is_empty(), "the promoter failed");
+
+    // Retried at the next check (10 s), not after a second 10-minute soak.
+    tokio::time::sleep(MINUTE).await;
+    assert_eq!(
+        w.promoter.calls().first(),
+        Some(&("staging".to_owned(), rev.clone()))
+    );
+    assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
+    w.stop().await;
+}
