@@ -66,7 +66,7 @@ use crate::promote::Promoter;
 use crate::render::Render;
 use crate::source::{Source, SourceError};
 use crate::status::{ConditionKind, Status};
-use crate::store::{AuditAction, AuditRecord, MemoryStore, StateStore, StoreError};
+use crate::store::{AuditAction, AuditQuery, AuditRecord, MemoryStore, StateStore, StoreError};
 use crate::target::Target;
 
 /// Why a pipeline could not be built or run.
@@ -471,8 +471,35 @@ impl Inner {
 
     /// After a restart: each gated stage may keep running what it last
     /// applied (it was promoted to get there), and that counts as passed
-    /// by the stage before.
+    /// by the stage before. The last stage, which hands on to nobody, has
+    /// passed what its audit log last records as promoted (so it is not
+    /// promoted again).
     async fn seed(&self) -> Result<(), PipelineError> {
+        if let Some(last) = self.stages.last()
+            && last.passed().is_none()
+            && let Ok(id) = ResourceId::new("Stage", last.name.clone())
+        {
+            let query = AuditQuery {
+                id: Some(id),
+                ..AuditQuery::default()
+            };
+            let records = self
+                .store
+                .audit(&last.name, &query)
+                .await
+                .map_err(|source| PipelineError::Store {
+                    stage: last.name.clone(),
+                    source,
+                })?;
+            if let Some(record) = records
+                .iter()
+                .rev()
+                .find(|r| r.action == AuditAction::Promote)
+            {
+                *last.passed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(record.revision.clone());
+            }
+        }
         for (index, stage) in self.stages.iter().enumerate() {
             let Some(gate) = &stage.gate else { continue };
             if gate.current.borrow().is_some() {

@@ -418,3 +418,54 @@ async fn a_failed_promotion_is_retried_at_the_next_check_not_after_another_soak(
     assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_does_not_promote_again_what_already_passed() {
+    let source = Arc::new(MemorySource::new("main"));
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    let staging = Arc::new(MemoryTarget::new());
+    let production = Arc::new(MemoryTarget::new());
+    let promoter = Arc::new(MemoryPromoter::new());
+    let start = || {
+        let pipeline = Pipeline::builder(source.clone())
+            .store(store.clone())
+            .stage(Stage::new("staging", staging.clone()).soak(MINUTE))
+            .stage(Stage::new("production", production.clone()).soak(MINUTE))
+            .promoter(promoter.clone())
+            .build()
+            .expect("pipeline");
+        let running = pipeline.clone();
+        (pipeline, tokio::spawn(async move { running.run().await }))
+    };
+    let rev = source.commit([("app.yaml", doc(1))]);
+    let (pipeline, agent) = start();
+    tokio::time::sleep(5 * MINUTE).await;
+    assert_eq!(promoter.calls().len(), 2, "{:?}", promoter.calls());
+    pipeline.shutdown();
+    agent.await.expect("join").expect("run");
+
+    // Restarted with the same store: both stages already passed `rev`.
+    let (pipeline, agent) = start();
+    tokio::time::sleep(5 * MINUTE).await;
+    let calls = promoter.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "promoted again after the restart: {calls:?}"
+    );
+    for stage in ["staging", "production"] {
+        let audit = pipeline
+            .engine(stage)
+            .expect("stage")
+            .audit(&AuditQuery {
+                id: Some(format!("Stage/{stage}").parse().expect("id")),
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit");
+        assert_eq!(audit.len(), 1, "{stage}: {audit:?}");
+        assert_eq!(audit[0].revision, rev.id);
+    }
+    pipeline.shutdown();
+    agent.await.expect("join").expect("run");
+}
