@@ -181,3 +181,63 @@ async fn a_failing_post_sync_gate_fails_the_revision_and_rolls_back() {
     handle.shutdown();
     run.await.expect("joins").expect("run ends");
 }
+
+/// A revision whose post-sync gate failed is already on the target, so
+/// syncing it again plans no changes; that must not make it Ready without
+/// its gates (an explicit sync, or an engine restarted over the same store).
+#[tokio::test(start_paused = true)]
+async fn a_revision_that_failed_its_post_sync_gate_is_not_ready_when_synced_again() {
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    let fail = Arc::new(AtomicBool::new(false));
+    let build = || {
+        let fail = fail.clone();
+        Engine::builder()
+            .source(source.clone())
+            .render(Arc::new(ManifestRender::new()))
+            .target(target.clone())
+            .store(store.clone())
+            .post_sync_gate(gate_fn("smoke", move |_: GateInput| {
+                let fail = fail.load(Ordering::SeqCst);
+                async move {
+                    if fail {
+                        Err("smoke test: 3 of 10 requests failed".to_owned())
+                    } else {
+                        Ok("10 of 10 requests passed".to_owned())
+                    }
+                }
+            }))
+            .build()
+            .expect("builds")
+    };
+    let engine = build();
+    source.commit([("app.yaml", doc("a", 1))]);
+    assert!(engine.sync_once().await.expect("sync").converged());
+
+    fail.store(true, Ordering::SeqCst);
+    let v2 = source.commit([("app.yaml", doc("a", 2))]);
+    let report = engine.sync_once().await.expect("sync");
+    assert_eq!(report.result, SyncResult::Failed, "{report}");
+    assert_eq!(target.get(&id("App/a")), Some(json!({"v": 2})));
+
+    for (what, engine) in [("again", engine), ("after a restart", build())] {
+        let report = engine.sync_once().await.expect("sync");
+        assert_eq!(report.revision, v2);
+        assert_eq!(report.result, SyncResult::Failed, "{what}: {report}");
+        assert_eq!(report.gates.len(), 1, "{what}: the gate runs again");
+        assert!(!report.gates[0].passed);
+        let status = engine.status();
+        assert!(!status.is(ConditionKind::Ready), "{what}: {status}");
+        assert_ne!(status.last_applied.map(|r| r.id), Some(v2.id.clone()));
+        let record = gitops_core::StateStore::load_record(&*store, "default")
+            .await
+            .expect("record")
+            .value;
+        assert_ne!(
+            record.last_healthy.map(|r| r.id),
+            Some(v2.id.clone()),
+            "{what}: never the rollback target"
+        );
+    }
+}

@@ -289,7 +289,8 @@ impl EngineBuilder {
     }
 
     /// A gate that must pass after a revision with changes was applied and
-    /// found healthy; a failure marks the revision failed.
+    /// found healthy (or, without changes, when its last run on this
+    /// revision failed); a failure marks the revision failed.
     pub fn post_sync_gate(mut self, gate: Arc<dyn Gate>) -> Self {
         self.post_gates.push(gate);
         self
@@ -1177,7 +1178,17 @@ impl Inner {
             .await?;
 
         let mut result = execution.result;
-        if result == SyncResult::Converged && plan.has_changes() && !self.post_gates.is_empty() {
+        // A revision whose post-sync gates failed is already on the target:
+        // synced again (explicitly, or after a restart) it plans no changes,
+        // which must not make it Ready without its gates.
+        let unverified = result == SyncResult::Converged
+            && !plan.has_changes()
+            && !self.post_gates.is_empty()
+            && self.failed_post_sync_gate(&revision).await?;
+        if result == SyncResult::Converged
+            && (plan.has_changes() || unverified)
+            && !self.post_gates.is_empty()
+        {
             let post = self
                 .run_gates(
                     GateStage::PostSync,
@@ -1358,6 +1369,33 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
+    }
+
+    /// Whether `revision` never converged here and the last post-sync gate
+    /// run on it failed (read from the record, then the history).
+    async fn failed_post_sync_gate(&self, revision: &Revision) -> Result<bool, EngineError> {
+        let record = self
+            .store
+            .load_record(&self.config.name)
+            .await
+            .map_err(EngineError::Store)?;
+        if record
+            .value
+            .last_applied
+            .is_some_and(|applied| applied.id == revision.id)
+        {
+            return Ok(false);
+        }
+        let history = self
+            .store
+            .history(&self.config.name, self.config.history_limit)
+            .await
+            .map_err(EngineError::Store)?;
+        Ok(history
+            .iter()
+            .filter(|h| h.revision.id == revision.id)
+            .find(|h| h.gates.iter().any(|g| g.stage == GateStage::PostSync))
+            .is_some_and(|h| h.gates.iter().any(|g| !g.passed)))
     }
 
     /// Runs the gates of `stage` in order (stopping at the first failure),
