@@ -766,3 +766,63 @@ async fn calls_that_outlive_their_timeout_fail_transiently() {
     assert!(err.to_string().contains("timed out after 5s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(6));
 }
+
+/// A revision whose resource was degraded after its apply is retried; the
+/// retry has nothing to apply, and must still find the resource healthy
+/// before the revision counts as Ready (and as the rollback target).
+#[tokio::test(start_paused = true)]
+async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    let engine = Engine::builder()
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .store(store.clone())
+        .config(EngineConfig {
+            interval: Duration::from_secs(30),
+            ..EngineConfig::default()
+        })
+        .build()
+        .expect("engine");
+    target.script_health(
+        &id("App/a"),
+        [Health::Degraded {
+            reason: "crash loop".into(),
+        }],
+    );
+    let rev = source.commit([("app.yaml", doc("App/a", &[], json!({"v": 1})))]);
+    let runner = engine.clone();
+    let run = tokio::spawn(async move { runner.run().await });
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+
+    let status = engine.status();
+    assert!(!status.is(ConditionKind::Ready), "{status}");
+    let history = engine.history(200).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .all(|h| h.result != SyncResult::Converged || h.revision.id != rev.id),
+        "converged while degraded: {:?}",
+        history
+            .iter()
+            .map(|h| (h.trigger, h.result))
+            .collect::<Vec<_>>()
+    );
+    let record = gitops_core::StateStore::load_record(&*store, "default")
+        .await
+        .expect("record")
+        .value;
+    assert_eq!(record.last_healthy, None);
+
+    // Healthy again: the next retry finds it so and the revision is Ready.
+    target.script_health(&id("App/a"), [Health::Healthy]);
+    engine.handle().reconcile_now();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let status = engine.status();
+    assert!(status.is(ConditionKind::Ready), "{status}");
+    assert_eq!(status.last_applied.map(|r| r.id), Some(rev.id));
+    engine.handle().shutdown();
+    run.await.expect("join").expect("run");
+}

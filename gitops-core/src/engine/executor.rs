@@ -1,7 +1,7 @@
 //! Executes a plan: waves in order, bounded concurrency inside a wave, health
 //! gating after each wave, failures blocking only their dependents, then prune.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -74,6 +74,9 @@ struct Run<'a> {
     writeback: Vec<Drifted>,
     /// Positions being created (not updated) in this sync.
     creating: Vec<bool>,
+    /// Unchanged positions whose health is checked again (they were
+    /// unhealthy when this revision was last synced).
+    rechecking: Vec<bool>,
 }
 
 impl Run<'_> {
@@ -184,7 +187,9 @@ fn recorded_digest(inventory: &Inventory, id: &ResourceId) -> Option<String> {
 impl Inner {
     /// Executes `plan`; `inventory` is updated (and saved) as resources are
     /// applied and pruned. `observed` holds the observations kept for
-    /// write-back candidates.
+    /// write-back candidates. Unchanged resources in `recheck` are waited
+    /// for like applied ones (they were unhealthy when this revision was
+    /// last synced: nothing to apply must not make them count as healthy).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute(
         &self,
@@ -194,6 +199,7 @@ impl Inner {
         inventory: &mut Inventory,
         inventory_version: &mut u64,
         mut observed: HashMap<usize, Option<Observed>>,
+        recheck: &HashSet<ResourceId>,
     ) -> Result<Execution, super::EngineError> {
         let desired = &prepared.desired;
         let digests = &prepared.digests;
@@ -206,6 +212,7 @@ impl Inner {
             drift: Vec::new(),
             writeback: Vec::new(),
             creating: vec![false; resources.len()],
+            rechecking: vec![false; resources.len()],
         };
         let apply_started = Instant::now();
         let mut result = SyncResult::Converged;
@@ -216,6 +223,7 @@ impl Inner {
                 break 'waves;
             }
             let mut to_apply: Vec<(usize, bool)> = Vec::new(); // (position, is drift revert)
+            let mut rechecks: Vec<usize> = Vec::new();
             for change in &wave.changes {
                 let Some(pos) = desired.position(&change.id) else {
                     continue;
@@ -223,7 +231,12 @@ impl Inner {
                 let resource = &resources[pos];
                 let diff = match &change.change {
                     Change::Unchanged => {
-                        run.outcome(&resource.id, Outcome::Unchanged);
+                        if recheck.contains(&resource.id) {
+                            run.rechecking[pos] = true;
+                            rechecks.push(pos);
+                        } else {
+                            run.outcome(&resource.id, Outcome::Unchanged);
+                        }
                         continue;
                     }
                     Change::Create => {
@@ -278,6 +291,19 @@ impl Inner {
                     }
                 }
                 to_apply.push((pos, drift));
+            }
+            if !rechecks.is_empty() {
+                match self.wait_healthy(desired, &rechecks, &mut run).await {
+                    HealthResult::Done => {}
+                    HealthResult::Superseded => {
+                        result = SyncResult::Superseded;
+                        break 'waves;
+                    }
+                    HealthResult::Interrupted => {
+                        result = SyncResult::Interrupted;
+                        break 'waves;
+                    }
+                }
             }
             if to_apply.is_empty() {
                 continue;
@@ -535,7 +561,9 @@ impl Inner {
                 let id = &resources[pos].id;
                 match health {
                     Ok(Health::Healthy) => {
-                        let outcome = if run.creating[pos] {
+                        let outcome = if run.rechecking[pos] {
+                            Outcome::Unchanged
+                        } else if run.creating[pos] {
                             Outcome::Created
                         } else {
                             Outcome::Updated

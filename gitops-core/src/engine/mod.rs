@@ -1120,6 +1120,7 @@ impl Inner {
                 });
             }
         }
+        let recheck = self.unhealthy_before(&revision).await?;
         let execution = self
             .execute(
                 &prepared,
@@ -1128,6 +1129,7 @@ impl Inner {
                 &mut inventory,
                 &mut version,
                 observed,
+                &recheck,
             )
             .await?;
 
@@ -1369,6 +1371,42 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
+    }
+
+    /// The resources found unhealthy when `revision`, which never converged
+    /// here, was last synced (read from the record, then the history).
+    async fn unhealthy_before(
+        &self,
+        revision: &Revision,
+    ) -> Result<HashSet<ResourceId>, EngineError> {
+        let record = self
+            .store
+            .load_record(&self.config.name)
+            .await
+            .map_err(EngineError::Store)?;
+        if record
+            .value
+            .last_applied
+            .is_some_and(|applied| applied.id == revision.id)
+        {
+            return Ok(Default::default());
+        }
+        let history = self
+            .store
+            .history(&self.config.name, self.config.history_limit)
+            .await
+            .map_err(EngineError::Store)?;
+        Ok(history
+            .iter()
+            .find(|h| h.revision.id == revision.id)
+            .map(|h| {
+                h.outcomes
+                    .iter()
+                    .filter(|o| matches!(o.outcome, Outcome::Unhealthy { .. }))
+                    .map(|o| o.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Whether `revision` never converged here and the last post-sync gate
