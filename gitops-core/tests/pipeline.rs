@@ -469,3 +469,26 @@ async fn a_restart_does_not_promote_again_what_already_passed() {
     pipeline.shutdown();
     agent.await.expect("join").expect("run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endless_soak_holds_the_revision_without_panicking() {
+    let source = Arc::new(MemorySource::new("main"));
+    let staging = Arc::new(MemoryTarget::new());
+    let production = Arc::new(MemoryTarget::new());
+    let pipeline = Pipeline::builder(source.clone())
+        .stage(Stage::new("staging", staging.clone()).soak(Duration::MAX))
+        .stage(Stage::new("production", production.clone()))
+        .build()
+        .expect("pipeline");
+    let running = pipeline.clone();
+    let agent = tokio::spawn(async move { running.run().await });
+    let rev = source.commit([("app.yaml", doc(1))]);
+    tokio::time::sleep(60 * MINUTE).await;
+    assert_eq!(staging.get(&id()), Some(json!({"v": 1})));
+    assert!(production.contents().is_empty());
+    let soaking = pipeline.soaking("staging").expect("soaking");
+    assert_eq!(soaking.revision.id, rev.id);
+    assert!(soaking.remaining > 365 * 24 * 60 * MINUTE, "{soaking:?}");
+    pipeline.shutdown();
+    agent.await.expect("no panic").expect("run");
+}
