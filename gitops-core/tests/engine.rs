@@ -822,7 +822,22 @@ async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let status = engine.status();
     assert!(status.is(ConditionKind::Ready), "{status}");
-    assert_eq!(status.last_applied.map(|r| r.id), Some(rev.id));
+    assert_eq!(status.last_applied.map(|r| r.id), Some(rev.id.clone()));
+
+    // Converged before does not count: a drift repair that leaves it
+    // degraded is not made good by the retries that follow.
+    target.script_health(
+        &id("App/a"),
+        [Health::Degraded {
+            reason: "crash loop".into(),
+        }],
+    );
+    target.edit(&id("App/a"), json!({"v": 99}));
+    engine.handle().reconcile_now();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(target.get(&id("App/a")), Some(json!({"v": 1})), "repaired");
+    let status = engine.status();
+    assert!(!status.is(ConditionKind::Ready), "{status}");
     engine.handle().shutdown();
     run.await.expect("join").expect("run");
 }

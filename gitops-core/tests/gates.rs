@@ -240,4 +240,18 @@ async fn a_revision_that_failed_its_post_sync_gate_is_not_ready_when_synced_agai
             "{what}: never the rollback target"
         );
     }
+
+    // The same for a revision that converged before: v3 passes, then its
+    // drift repair fails the gate; syncing it again runs the gate again.
+    fail.store(false, Ordering::SeqCst);
+    let engine = build();
+    source.commit([("app.yaml", doc("a", 3))]);
+    assert!(engine.sync_once().await.expect("sync").converged());
+    fail.store(true, Ordering::SeqCst);
+    target.edit(&id("App/a"), json!({"v": 99}));
+    let report = engine.sync_once().await.expect("drift repair");
+    assert_eq!(report.result, SyncResult::Failed, "{report}");
+    let report = engine.sync_once().await.expect("sync");
+    assert_eq!(report.result, SyncResult::Failed, "again: {report}");
+    assert!(!engine.status().is(ConditionKind::Ready));
 }

@@ -1120,7 +1120,8 @@ impl Inner {
                 });
             }
         }
-        let recheck = self.unhealthy_before(&revision).await?;
+        let earlier = self.earlier_syncs(&revision).await?;
+        let recheck = Self::unhealthy_before(&earlier);
         let execution = self
             .execute(
                 &prepared,
@@ -1186,7 +1187,7 @@ impl Inner {
         let unverified = result == SyncResult::Converged
             && !plan.has_changes()
             && !self.post_gates.is_empty()
-            && self.failed_post_sync_gate(&revision).await?;
+            && Self::failed_post_sync_gate(&earlier);
         if result == SyncResult::Converged
             && (plan.has_changes() || unverified)
             && !self.post_gates.is_empty()
@@ -1373,32 +1374,37 @@ impl Inner {
             .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
     }
 
-    /// The resources found unhealthy when `revision`, which never converged
-    /// here, was last synced (read from the record, then the history).
-    async fn unhealthy_before(
-        &self,
-        revision: &Revision,
-    ) -> Result<HashSet<ResourceId>, EngineError> {
-        let record = self
+    /// The earlier syncs of `revision`, newest first, unless the newest
+    /// sync of this application converged at it (the common case of a
+    /// drift check: one history entry read).
+    async fn earlier_syncs(&self, revision: &Revision) -> Result<Vec<HistoryEntry>, EngineError> {
+        let name = &self.config.name;
+        let newest = self
             .store
-            .load_record(&self.config.name)
+            .history(name, 1)
             .await
             .map_err(EngineError::Store)?;
-        if record
-            .value
-            .last_applied
-            .is_some_and(|applied| applied.id == revision.id)
+        if newest
+            .first()
+            .is_some_and(|h| h.revision.id == revision.id && h.result == SyncResult::Converged)
         {
-            return Ok(Default::default());
+            return Ok(Vec::new());
         }
-        let history = self
+        let mut history = self
             .store
-            .history(&self.config.name, self.config.history_limit)
+            .history(name, self.config.history_limit)
             .await
             .map_err(EngineError::Store)?;
-        Ok(history
-            .iter()
-            .find(|h| h.revision.id == revision.id)
+        history.retain(|h| h.revision.id == revision.id);
+        Ok(history)
+    }
+
+    /// The resources found unhealthy by the last sync of this revision, if
+    /// it did not converge: a retry with nothing to apply checks them again.
+    fn unhealthy_before(earlier: &[HistoryEntry]) -> HashSet<ResourceId> {
+        earlier
+            .first()
+            .filter(|h| h.result != SyncResult::Converged)
             .map(|h| {
                 h.outcomes
                     .iter()
@@ -1406,34 +1412,19 @@ impl Inner {
                     .map(|o| o.id.clone())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    /// Whether `revision` never converged here and the last post-sync gate
-    /// run on it failed (read from the record, then the history).
-    async fn failed_post_sync_gate(&self, revision: &Revision) -> Result<bool, EngineError> {
-        let record = self
-            .store
-            .load_record(&self.config.name)
-            .await
-            .map_err(EngineError::Store)?;
-        if record
-            .value
-            .last_applied
-            .is_some_and(|applied| applied.id == revision.id)
-        {
-            return Ok(false);
-        }
-        let history = self
-            .store
-            .history(&self.config.name, self.config.history_limit)
-            .await
-            .map_err(EngineError::Store)?;
-        Ok(history
+    /// Whether the last post-sync gate run on this revision failed, with no
+    /// converged sync of it since.
+    fn failed_post_sync_gate(earlier: &[HistoryEntry]) -> bool {
+        earlier
             .iter()
-            .filter(|h| h.revision.id == revision.id)
-            .find(|h| h.gates.iter().any(|g| g.stage == GateStage::PostSync))
-            .is_some_and(|h| h.gates.iter().any(|g| !g.passed)))
+            .find(|h| {
+                h.result == SyncResult::Converged
+                    || h.gates.iter().any(|g| g.stage == GateStage::PostSync)
+            })
+            .is_some_and(|h| h.gates.iter().any(|g| !g.passed))
     }
 
     /// Runs the gates of `stage` in order (stopping at the first failure),
