@@ -562,6 +562,9 @@ impl Inner {
             let candidate = ready_at(&status.borrow_and_update())
                 .filter(|r| stage.passed().as_ref() != Some(&r.id));
             let Some(candidate) = candidate else {
+                // Not Ready at it any more: a soaked revision whose
+                // promotion failed soaks again when it comes back.
+                unpromoted = None;
                 tokio::select! {
                     changed = status.changed() => if changed.is_err() { return Ok(()) },
                     _ = shutdown.changed() => {}
@@ -583,8 +586,10 @@ impl Inner {
                     if self.pass(index, &candidate).await {
                         *stage.soak_state() = None;
                     } else {
-                        unpromoted = Some(candidate.id.clone());
-                        self.pause(&mut shutdown).await;
+                        let still = self
+                            .watch_pause(&candidate, &mut status, &mut shutdown)
+                            .await;
+                        unpromoted = still.then(|| candidate.id.clone());
                     }
                 }
                 Soak::Moved => *stage.soak_state() = None,
@@ -605,6 +610,37 @@ impl Inner {
         tokio::select! {
             _ = tokio::time::sleep(self.check_interval) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+
+    /// Pauses for one check interval; `false` when the stage was seen
+    /// leaving `candidate` meanwhile (not Ready at it, or syncing another
+    /// revision).
+    async fn watch_pause(
+        &self,
+        candidate: &Revision,
+        status: &mut watch::Receiver<Status>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let until = soak_deadline(self.check_interval);
+        let mut still = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return still,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    let now = status.borrow_and_update();
+                    let ready = ready_at(&now).is_some_and(|r| r.id == candidate.id);
+                    let same = now
+                        .last_attempted
+                        .as_ref()
+                        .is_none_or(|r| r.id == candidate.id);
+                    still &= ready && same;
+                }
+                _ = shutdown.changed() => return still,
+            }
         }
     }
 

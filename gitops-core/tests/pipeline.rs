@@ -492,3 +492,34 @@ async fn an_endless_soak_holds_the_revision_without_panicking() {
     pipeline.shutdown();
     agent.await.expect("no panic").expect("run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_that_failed_while_its_promotion_was_retried_soaks_again() {
+    let w = world();
+    w.promoter.fail_next(1);
+    w.source.commit([("app.yaml", doc(1))]);
+    tokio::time::sleep(10 * MINUTE + Duration::from_secs(3)).await;
+    assert!(w.production.contents().is_empty(), "the promoter failed");
+
+    // Before the retry, a drift repair of v=1 fails the smoke test...
+    let staging = w.pipeline.engine("staging").expect("staging").handle();
+    w.smoke_fails.store(true, Ordering::SeqCst);
+    w.staging.edit(&id(), json!({"v": 99}));
+    staging.reconcile_now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let status = w.pipeline.status("staging").expect("status");
+    assert!(!status.is(ConditionKind::Ready), "{status}");
+    // ...and passes it again later: v=1 starts a fresh soak.
+    w.smoke_fails.store(false, Ordering::SeqCst);
+    staging.reconcile_now();
+    tokio::time::sleep(MINUTE).await;
+    let status = w.pipeline.status("staging").expect("status");
+    assert!(status.is(ConditionKind::Ready), "{status}");
+    assert!(
+        w.production.contents().is_empty(),
+        "promoted one check after failing a gate"
+    );
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
+    w.stop().await;
+}
