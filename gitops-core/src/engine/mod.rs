@@ -1374,29 +1374,36 @@ impl Inner {
             .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
     }
 
-    /// The earlier syncs of `revision`, newest first, unless the newest
-    /// sync of this application converged at it (the common case of a
-    /// drift check: one history entry read).
+    /// The latest syncs of `revision` (the newest entries of the history
+    /// while they are about it), newest first; none when the newest
+    /// converged at it, the common case of a drift check: one entry read.
+    /// Read in growing pages, so a new revision after a long history of
+    /// large syncs costs one small read, not the whole history.
     async fn earlier_syncs(&self, revision: &Revision) -> Result<Vec<HistoryEntry>, EngineError> {
         let name = &self.config.name;
-        let newest = self
-            .store
-            .history(name, 1)
-            .await
-            .map_err(EngineError::Store)?;
-        if newest
-            .first()
-            .is_some_and(|h| h.revision.id == revision.id && h.result == SyncResult::Converged)
-        {
-            return Ok(Vec::new());
+        let mut limit = 1;
+        loop {
+            let mut history = self
+                .store
+                .history(name, limit)
+                .await
+                .map_err(EngineError::Store)?;
+            if history
+                .first()
+                .is_some_and(|h| h.revision.id == revision.id && h.result == SyncResult::Converged)
+            {
+                return Ok(Vec::new());
+            }
+            let run = history
+                .iter()
+                .take_while(|h| h.revision.id == revision.id)
+                .count();
+            if run < history.len() || history.len() < limit || limit >= self.config.history_limit {
+                history.truncate(run);
+                return Ok(history);
+            }
+            limit = (limit * 8).min(self.config.history_limit);
         }
-        let mut history = self
-            .store
-            .history(name, self.config.history_limit)
-            .await
-            .map_err(EngineError::Store)?;
-        history.retain(|h| h.revision.id == revision.id);
-        Ok(history)
     }
 
     /// The resources found unhealthy by the last sync of this revision, if
