@@ -292,18 +292,11 @@ impl Inner {
                 }
                 to_apply.push((pos, drift));
             }
-            if !rechecks.is_empty() {
-                match self.wait_healthy(desired, &rechecks, &mut run).await {
-                    HealthResult::Done => {}
-                    HealthResult::Superseded => {
-                        result = SyncResult::Superseded;
-                        break 'waves;
-                    }
-                    HealthResult::Interrupted => {
-                        result = SyncResult::Interrupted;
-                        break 'waves;
-                    }
-                }
+            if !rechecks.is_empty()
+                && let Some(cut) = self.wait_healthy(desired, &rechecks, &mut run).await.cut()
+            {
+                result = cut;
+                break 'waves;
             }
             if to_apply.is_empty() {
                 continue;
@@ -396,16 +389,9 @@ impl Inner {
                 }
             }
             // Outcomes of applied resources wait for their health.
-            match self.wait_healthy(desired, &applied, &mut run).await {
-                HealthResult::Done => {}
-                HealthResult::Superseded => {
-                    result = SyncResult::Superseded;
-                    break 'waves;
-                }
-                HealthResult::Interrupted => {
-                    result = SyncResult::Interrupted;
-                    break 'waves;
-                }
+            if let Some(cut) = self.wait_healthy(desired, &applied, &mut run).await.cut() {
+                result = cut;
+                break 'waves;
             }
             // The changes of this wave and their audit records, in one write.
             *inventory_version = self
@@ -617,4 +603,15 @@ enum HealthResult {
     Done,
     Superseded,
     Interrupted,
+}
+
+impl HealthResult {
+    /// How the sync ends when the wait was cut short.
+    fn cut(self) -> Option<SyncResult> {
+        match self {
+            HealthResult::Done => None,
+            HealthResult::Superseded => Some(SyncResult::Superseded),
+            HealthResult::Interrupted => Some(SyncResult::Interrupted),
+        }
+    }
 }
