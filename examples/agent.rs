@@ -79,15 +79,26 @@ fn duration(flag: &str, value: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{flag} {value:?}: expected a duration like 30s, 5m, 500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{flag} {value:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
+    let too_long = || format!("{flag} {value:?}: longer than a year");
+    let seconds = |per: u64| n.checked_mul(per).ok_or_else(too_long);
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(seconds(60)?),
+        "h" => Duration::from_secs(seconds(3600)?),
+        _ => {
+            return Err(format!(
+                "{flag} {value:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err(format!("{flag} {value:?}: must be longer than zero"));
     }
+    if duration > Duration::from_secs(366 * 86_400) {
+        return Err(too_long());
+    }
+    Ok(duration)
 }
 
 /// `NAME SCHEDULE DURATION [ZONE] [manual]`, as described in the module docs.

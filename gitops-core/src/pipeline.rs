@@ -830,10 +830,7 @@ impl Inner {
 /// When a soak of `soak` starting now ends; a soak too long for the clock
 /// (`Duration::MAX`: promote by hand) ends about thirty years from now.
 fn soak_deadline(soak: Duration) -> Instant {
-    let now = Instant::now();
-    // Like tokio's own far future: thirty years always fit.
-    now.checked_add(soak)
-        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+    crate::engine::after(Instant::now(), soak)
 }
 
 /// The revision a status is Ready at.

@@ -841,3 +841,82 @@ async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
     engine.handle().shutdown();
     run.await.expect("join").expect("run");
 }
+
+/// `Duration::MAX` for the intervals and the health timeout means "never by
+/// itself": the agent syncs at start and on triggers, and nothing panics
+/// adding it to the clock.
+#[tokio::test(start_paused = true)]
+async fn endless_intervals_and_timeouts_mean_only_on_request() {
+    let w = world_with(
+        EngineConfig {
+            interval: Duration::MAX,
+            interval_jitter: 0.5,
+            drift_interval: Duration::MAX,
+            health_timeout: Duration::MAX,
+            ..config()
+        },
+        &doc("App/web", &[], json!({"v": 1})),
+    );
+    let handle = w.engine.handle();
+    let engine = w.engine.clone();
+    let agent = tokio::spawn(async move { engine.run().await });
+    assert!(
+        eventually(Duration::from_secs(5), || w
+            .target
+            .get(&id("App/web"))
+            .is_some())
+        .await,
+        "the first sync runs at start"
+    );
+    w.source
+        .commit([("app.yaml", doc("App/web", &[], json!({"v": 2})))]);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        w.target.get(&id("App/web")),
+        Some(json!({"v": 1})),
+        "no poll by itself"
+    );
+    handle.reconcile_now();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            w.target.get(&id("App/web")) == Some(json!({"v": 2}))
+        })
+        .await,
+        "a trigger deploys"
+    );
+    handle.shutdown();
+    agent.await.expect("join").expect("run");
+}
+
+#[test]
+fn a_zero_interval_is_refused_at_build() {
+    for (name, config) in [
+        (
+            "interval",
+            EngineConfig {
+                interval: Duration::ZERO,
+                ..config()
+            },
+        ),
+        (
+            "drift_interval",
+            EngineConfig {
+                drift_interval: Duration::ZERO,
+                ..config()
+            },
+        ),
+    ] {
+        let err = Engine::builder()
+            .source(Arc::new(MemorySource::new("main")))
+            .render(Arc::new(ManifestRender::new()))
+            .target(Arc::new(MemoryTarget::new()))
+            .config(config)
+            .build()
+            .expect_err("zero busy-loops");
+        assert!(
+            err.to_string()
+                .contains(&format!("{name} must be longer than zero")),
+            "{err}"
+        );
+    }
+}

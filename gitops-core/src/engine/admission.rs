@@ -198,7 +198,9 @@ impl Inner {
     /// retry waits a poll interval, so a closed window is no hot loop.
     pub(super) fn set_blocked(&self, state: &mut LoopState, blocked: &Blocked) {
         if let Some(retry) = state.retry.as_mut() {
-            retry.due = retry.due.max(Instant::now() + self.config.interval);
+            retry.due = retry
+                .due
+                .max(super::after(Instant::now(), self.config.interval));
         }
         let changed = self
             .status

@@ -528,7 +528,7 @@ impl Inner {
     ) -> HealthResult {
         let resources = desired.resources();
         let mut pending: Vec<usize> = applied.to_vec();
-        let deadline = Instant::now() + self.config.health_timeout;
+        let deadline = super::after(Instant::now(), self.config.health_timeout);
         let mut newer = self.wait_newer_revision(desired.revision().id.clone());
         loop {
             let calls: Vec<BoxFuture<'_, _>> = pending

@@ -152,6 +152,14 @@ impl EngineError {
     }
 }
 
+/// `now + wait`, or about thirty years from now when `wait` is too long for
+/// the clock: a `Duration::MAX` interval or timeout means "not by itself",
+/// never a panic.
+pub(crate) fn after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
 const RUNNING: u8 = 0;
 const GRACEFUL: u8 = 1;
 const ABORT: u8 = 2;
@@ -353,6 +361,18 @@ impl EngineBuilder {
             return Err(EngineError::Config(
                 "concurrency and observe_chunk must be at least 1".into(),
             ));
+        }
+        // Zero would poll (or check drift) in a busy loop.
+        for (name, value) in [
+            ("interval", self.config.interval),
+            ("drift_interval", self.config.drift_interval),
+            ("health_poll", self.config.health_poll),
+        ] {
+            if value.is_zero() {
+                return Err(EngineError::Config(format!(
+                    "{name} must be longer than zero (Duration::MAX: only when triggered)"
+                )));
+            }
         }
         if let Some(own) = self
             .dependencies
@@ -631,7 +651,7 @@ impl Engine {
         }
         let mut shutdown = inner.shutdown.subscribe();
         let mut next_poll = Instant::now();
-        let mut next_drift = Instant::now() + inner.config.drift_interval;
+        let mut next_drift = after(Instant::now(), inner.config.drift_interval);
         loop {
             if *shutdown.borrow() >= GRACEFUL {
                 return Ok(());
@@ -683,8 +703,8 @@ impl Engine {
             if inner.suspended.load(Ordering::SeqCst) {
                 // Due work waits for resume(), which triggers a reconcile.
                 let now = Instant::now();
-                next_poll = next_poll.max(now + inner.config.interval);
-                next_drift = next_drift.max(now + inner.config.drift_interval);
+                next_poll = next_poll.max(after(now, inner.config.interval));
+                next_drift = next_drift.max(after(now, inner.config.drift_interval));
                 continue;
             }
             let now = Instant::now();
@@ -704,10 +724,10 @@ impl Engine {
                 Trigger::Poll
             };
             if matches!(trigger, Trigger::Poll | Trigger::Webhook) {
-                next_poll = now + inner.jittered_interval();
+                next_poll = after(now, inner.jittered_interval());
             }
             if matches!(trigger, Trigger::Drift | Trigger::Webhook) {
-                next_drift = now + inner.config.drift_interval;
+                next_drift = after(now, inner.config.drift_interval);
             }
             state.rollback_due = false;
 
@@ -788,7 +808,9 @@ impl Inner {
 
     fn jittered_interval(&self) -> Duration {
         let jitter = self.config.interval_jitter.max(0.0) * fastrand::f64();
-        self.config.interval.mul_f64(1.0 + jitter)
+        // Saturates: `Duration::MAX` stays "never by itself".
+        Duration::try_from_secs_f64(self.config.interval.as_secs_f64() * (1.0 + jitter))
+            .unwrap_or(Duration::MAX)
     }
 
     /// Resolves when the source reports a revision other than `current`:
@@ -1509,7 +1531,7 @@ impl Inner {
                     // The wall clock and the timer may disagree by a little:
                     // never spin on a window that is about to open.
                     .max(Duration::from_secs(1));
-                (Instant::now() + wait, trigger)
+                (after(Instant::now(), wait), trigger)
             });
             return;
         }
@@ -1799,7 +1821,7 @@ impl Inner {
         match retry.backoff.next() {
             Some(delay) => {
                 retry.attempt += 1;
-                retry.due = Instant::now() + delay;
+                retry.due = after(Instant::now(), delay);
                 let info = RetryInfo {
                     attempt: retry.attempt,
                     after: delay,
