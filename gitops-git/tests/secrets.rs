@@ -4,26 +4,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use gitops_core::{Source, SourceError};
 use gitops_git::{Credentials, GitSource, ReferencePolicy};
 use support::http::HttpServer;
-use support::{Fixture, runtime};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::{Fixture, Logs, runtime};
 
 fn all_text(err: &SourceError) -> String {
     let mut text = format!("{err}\n{err:?}\n");
@@ -37,16 +21,7 @@ fn all_text(err: &SourceError) -> String {
 
 #[test]
 fn wrong_credentials_never_leak() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("global subscriber");
+    let logs = Logs::capture();
 
     let fx = Fixture::new();
     fx.commit(&[("a", "1")], "one");
@@ -128,7 +103,7 @@ fn wrong_credentials_never_leak() {
     );
     assert!(seen.contains("Bearer bearer-token-PLUGH"), "{seen}");
 
-    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("git poll failed"),
         "logs were captured: {logs}"

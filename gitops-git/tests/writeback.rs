@@ -16,7 +16,7 @@ use gitops_git::{
 };
 use serde_json::json;
 use support::http::HttpServer;
-use support::{Fixture, git, runtime, ssh_keygen};
+use support::{Fixture, Logs, git, runtime, ssh_keygen};
 
 const APP: &str = "\
 # web tier: scaled by hand in emergencies
@@ -433,36 +433,10 @@ fn a_push_rejected_by_the_server_is_a_clear_transient_error_and_is_retried() {
     });
 }
 
-/// Everything logged, at every level, by every thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn credentials_never_appear_in_errors_debug_output_or_logs() {
     const SECRET: &str = "pa55-w0rd-never-shown";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only global subscriber in this test binary");
+    let logs = Logs::capture();
     let fx = Fixture::new();
     fx.commit(&[("app.yaml", APP)], "initial");
     fx.push();
@@ -526,8 +500,7 @@ fn credentials_never_appear_in_errors_debug_output_or_logs() {
             "authentication is not transient: {text}"
         );
     });
-    let logs =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("drift written back"),
         "the logs were captured"
