@@ -52,6 +52,7 @@ pub mod render;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -48,6 +48,7 @@
 //! # }).unwrap();
 //! ```
 
+use crate::sync::LockExt as _;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -366,14 +367,11 @@ pub struct Soaking {
 
 impl StageRuntime {
     fn passed(&self) -> Option<String> {
-        self.passed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.passed.locked().clone()
     }
 
     fn soak_state(&self) -> std::sync::MutexGuard<'_, Option<SoakState>> {
-        self.soaking.lock().unwrap_or_else(|p| p.into_inner())
+        self.soaking.locked()
     }
 }
 
@@ -496,8 +494,7 @@ impl Inner {
                 .rev()
                 .find(|r| r.action == AuditAction::Promote)
             {
-                *last.passed.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(record.revision.clone());
+                *last.passed.locked() = Some(record.revision.clone());
             }
         }
         for (index, stage) in self.stages.iter().enumerate() {
@@ -514,10 +511,7 @@ impl Inner {
                     source,
                 })?;
             if let Some(applied) = record.value.last_applied {
-                *self.stages[index - 1]
-                    .passed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(applied.id.clone());
+                *self.stages[index - 1].passed.locked() = Some(applied.id.clone());
                 gate.hand_on(applied);
             }
         }
@@ -772,7 +766,7 @@ impl Inner {
         if let Err(e) = self.audit(stage, candidate, &promoted, detail).await {
             tracing::warn!(stage = %stage.name, error = %e, "could not record the promotion");
         }
-        *stage.passed.lock().unwrap_or_else(|p| p.into_inner()) = Some(candidate.id.clone());
+        *stage.passed.locked() = Some(candidate.id.clone());
         if let Some(next) = next
             && let Some(gate) = &next.gate
         {
@@ -852,10 +846,7 @@ struct PromotedSource {
 
 impl PromotedSource {
     fn hand_on(&self, revision: Revision) {
-        self.passed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(revision.id.clone());
+        self.passed.locked().insert(revision.id.clone());
         self.current.send_replace(Some(revision));
     }
 }
@@ -874,11 +865,7 @@ impl Source for PromotedSource {
     }
 
     async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
-        let passed = self
-            .passed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&revision.id);
+        let passed = self.passed.locked().contains(&revision.id);
         if !passed {
             return Err(SourceError::Other {
                 message: format!("{revision} has not passed stage {}; refused", self.from),

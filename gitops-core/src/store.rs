@@ -8,6 +8,7 @@
 //! on this for fencing). Audit records are appended in the same atomic write
 //! as the inventory change they describe.
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -276,7 +277,7 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, app: &str, f: impl FnOnce(&mut AppState) -> T) -> T {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.locked();
         f(apps.entry(app.to_owned()).or_default())
     }
 }
@@ -366,7 +367,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn apps(&self) -> Result<Vec<String>, StoreError> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.apps.locked();
         let mut names: Vec<String> = apps.keys().cloned().collect();
         names.sort();
         Ok(names)

@@ -20,6 +20,7 @@
 //! # }).unwrap();
 //! ```
 
+use crate::sync::LockExt as _;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,7 +40,7 @@ use crate::writeback::{Drifted, Writeback, WritebackError, WritebackRequest, Wri
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking test thread must not hide the state from the others.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.locked()
 }
 
 #[derive(Default)]

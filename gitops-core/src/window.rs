@@ -55,6 +55,7 @@
 //! [`EngineHandle::rollback`]: crate::EngineHandle::rollback
 //! [`EngineHandle::reconcile_now`]: crate::EngineHandle::reconcile_now
 
+use crate::sync::LockExt as _;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -96,19 +97,19 @@ impl ManualClock {
 
     /// Sets the time.
     pub fn set(&self, at: SystemTime) {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self.now.locked() = at;
     }
 
     /// Moves the time forward.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = self.now.locked();
         *now += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+        *self.now.locked()
     }
 }
 

@@ -2,6 +2,7 @@
 //! binary of its own: `tracing` caches callsite interest process-wide, and
 //! tests running in parallel without a subscriber would race this one.
 
+use gitops_core::sync::LockExt as _;
 use std::sync::Arc;
 
 use gitops_core::testing::{MemorySource, MemoryTarget};
@@ -13,10 +14,7 @@ struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        self.0.locked().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -36,6 +36,7 @@
 //! resources in flight (at most [`ReplicaConfig::handover_timeout`], then
 //! aborted) and the lock is deleted; the new owner claims it at once.
 
+use gitops_core::sync::LockExt as _;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -421,20 +422,19 @@ impl Shared {
     }
 
     fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+        self.owned.locked()
     }
 
     /// Keeps `app` from being claimed again by this replica for one TTL, so
     /// an engine that fails at once does not spin.
     fn cool_down(&self, app: &str) {
         self.cooldown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert(app.to_owned(), Instant::now() + self.config.ttl);
     }
 
     fn cooling(&self, app: &str) -> bool {
-        let mut cooldown = self.cooldown.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cooldown = self.cooldown.locked();
         let now = Instant::now();
         cooldown.retain(|_, until| *until > now);
         cooldown.contains_key(app)

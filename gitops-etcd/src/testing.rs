@@ -3,6 +3,7 @@
 //! every change under a prefix with its revision (the log that ownership is
 //! checked against).
 
+use gitops_core::sync::LockExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,7 +161,7 @@ impl Recorder {
         let sink = changes.clone();
         let task = tokio::spawn(async move {
             while let Ok(Some(resp)) = stream.message().await {
-                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sink = sink.locked();
                 for event in resp.events() {
                     let Some(kv) = event.kv() else { continue };
                     sink.push(Change {
@@ -189,7 +190,7 @@ impl Recorder {
         put(&self.client, &key, "").await?;
         for _ in 0..600 {
             {
-                let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+                let changes = self.changes.locked();
                 if changes.iter().any(|c| c.key == key) {
                     return Ok(changes
                         .iter()

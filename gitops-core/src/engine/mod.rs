@@ -36,6 +36,7 @@ mod events;
 mod executor;
 mod report;
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -471,11 +472,7 @@ impl EngineHandle {
     /// [`resume`](Self::resume) (or, with `unpin_on_new_commit`, a newer
     /// commit). Recorded in history with trigger `rollback`.
     pub fn rollback(&self, revision: Revision) {
-        *self
-            .inner
-            .rollback_request
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(revision);
+        *self.inner.rollback_request.locked() = Some(revision);
         self.reconcile_now();
     }
 
@@ -687,11 +684,7 @@ impl Engine {
             if inner.resume_request.swap(false, Ordering::SeqCst) {
                 inner.unpin(&mut state).await;
             }
-            let requested = inner
-                .rollback_request
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let requested = inner.rollback_request.locked().take();
             if let Some(revision) = requested {
                 let head = inner.source.poll().await.ok().map(|r| r.id);
                 let until = head.filter(|_| inner.config.unpin_on_new_commit);
@@ -937,8 +930,7 @@ impl Inner {
     ) -> Result<(Arc<Prepared>, Duration, Duration), EngineError> {
         let cached = self
             .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .as_ref()
             .filter(|(id, _)| *id == revision.id)
             .map(|(_, p)| p.clone());
@@ -960,8 +952,7 @@ impl Inner {
         let digests = desired.resources().iter().map(|r| r.digest()).collect();
         let render = render_started.elapsed();
         let prepared = Arc::new(Prepared { desired, digests });
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((revision.id.clone(), prepared.clone()));
+        *self.cache.locked() = Some((revision.id.clone(), prepared.clone()));
         Ok((prepared, fetch, render))
     }
 
@@ -1285,18 +1276,9 @@ impl Inner {
                 .collect(),
         };
         let remember = |key: WritebackKey| {
-            *self
-                .writeback_memo
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(key);
+            *self.writeback_memo.locked() = Some(key);
         };
-        if self
-            .writeback_memo
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            == Some(&key)
-        {
+        if self.writeback_memo.locked().as_ref() == Some(&key) {
             return Ok(None);
         }
         let Some(writeback) = &self.writeback else {
@@ -1359,7 +1341,7 @@ impl Inner {
                 let fallback = self.config.writeback_conflict;
                 tracing::warn!(%path, %message, ?fallback, "write-back conflict");
                 if fallback == WritebackConflict::Revert {
-                    *self.force_revert.lock().unwrap_or_else(|p| p.into_inner()) =
+                    *self.force_revert.locked() =
                         Some((revision.id.clone(), ids.iter().cloned().collect()));
                     // Pull mode reverts at once; push mode on its next sync.
                     self.trigger.notify_one();
@@ -1390,8 +1372,7 @@ impl Inner {
     /// Whether a write-back conflict made `id` fall back to revert at `revision`.
     pub(super) fn forced_revert(&self, revision: &str, id: &ResourceId) -> bool {
         self.force_revert
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .as_ref()
             .is_some_and(|(rev, ids)| rev == revision && ids.contains(id))
     }
