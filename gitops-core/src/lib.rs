@@ -47,6 +47,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plan;
 pub mod promote;
+pub mod record;
 pub mod redb_store;
 pub mod render;
 pub mod source;

@@ -8,23 +8,20 @@
 //! on this for fencing). Audit records are appended in the same atomic write
 //! as the inventory change they describe.
 
-use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::engine::{ResourceOutcome, SyncResult, Trigger};
-use crate::gate::GateResult;
 use crate::id::ResourceId;
-use crate::model::{Inventory, Revision};
-use crate::plan::Summary;
+use crate::model::Inventory;
 use crate::source::BoxError;
+use crate::sync::LockExt as _;
 
-/// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+// The records a store writes, defined below the store in `record`; named
+// here too because every `StateStore` signature speaks of them.
+pub use crate::record::{AuditAction, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry};
 
 /// A record and the version it was read at (0: never written).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,80 +88,6 @@ impl StoreError {
     }
 }
 
-/// One entry of the sync history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// The revision: id, reference, author, committer time, message.
-    pub revision: Revision,
-    /// Why the sync ran.
-    pub trigger: Trigger,
-    /// How it ended.
-    pub result: SyncResult,
-    /// Why it could not run, when it failed before applying anything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Plan counts.
-    pub summary: Summary,
-    /// Outcomes of the resources that changed, failed or were skipped
-    /// (unchanged ones are only counted, to keep entries small).
-    pub outcomes: Vec<ResourceOutcome>,
-    /// Gates that ran, with their output.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gates: Vec<GateResult>,
-    /// When it started.
-    pub started_at: SystemTime,
-    /// When it ended.
-    pub finished_at: SystemTime,
-}
-
-/// What an audited change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditAction {
-    /// Created in the target.
-    Create,
-    /// Updated in the target.
-    Update,
-    /// Deleted from the target.
-    Delete,
-    /// Drift recorded in Git instead of reverted.
-    Writeback,
-    /// A quality gate ran (the id is `Gate/<name>`; `detail` has its output).
-    Gate,
-    /// A revision passed a pipeline stage and was promoted (the id is
-    /// `Stage/<name>`; `reference` is the promoted reference, `detail` says
-    /// where to).
-    Promote,
-}
-
-/// One change applied to the target: who, why, what, when, from which revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// When the change was made.
-    pub at: SystemTime,
-    /// The resource.
-    pub id: ResourceId,
-    /// What was done.
-    pub action: AuditAction,
-    /// Digest of what was applied before (`None` for a create).
-    pub digest_before: Option<String>,
-    /// Digest of what is applied now (`None` for a delete).
-    pub digest_after: Option<String>,
-    /// The commit id it came from.
-    pub revision: String,
-    /// The reference (branch, tag) it was selected through.
-    pub reference: String,
-    /// Who: the commit author.
-    pub author: String,
-    /// Why: the first line of the commit message.
-    pub message: String,
-    /// What triggered the sync.
-    pub trigger: Trigger,
-    /// Extra detail: a gate's verdict and output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
 /// Which audit records to return; all filters are optional and combine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -185,23 +108,6 @@ impl AuditQuery {
             && self.since.is_none_or(|t| record.at >= t)
             && self.until.is_none_or(|t| record.at < t)
     }
-}
-
-/// What the engine must remember about revisions across restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct EngineRecord {
-    /// The last revision fully applied.
-    pub last_applied: Option<Revision>,
-    /// The last revision applied and healthy (the automatic rollback target).
-    pub last_healthy: Option<Revision>,
-    /// A revision pinned by a rollback: automatic advance stops until resume.
-    pub pinned: Option<Revision>,
-    /// With a pin: the head it was rolled back from. When set, a commit
-    /// other than this one (and the pinned one) ends the pin by itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unpin_after: Option<String>,
-    /// Revisions that failed and are not retried until a newer commit (ids).
-    pub bad: Vec<String>,
 }
 
 /// Durable engine state.

@@ -1,48 +1,14 @@
 //! Events an engine broadcasts while it works.
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Revision};
 use crate::plan::Summary;
-
-/// Why a reconcile ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The poll interval found a new revision.
-    Poll,
-    /// `EngineHandle::reconcile_now` (what a webhook receiver calls).
-    Webhook,
-    /// The drift-check interval.
-    Drift,
-    /// A scheduled retry after a transient failure.
-    Retry,
-    /// An explicit `sync_once` (push mode).
-    Manual,
-    /// A rollback to a recorded revision.
-    Rollback,
-    /// A pipeline promoted the revision past a stage (audit records only).
-    Promotion,
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Trigger::Poll => "poll",
-            Trigger::Webhook => "webhook",
-            Trigger::Drift => "drift",
-            Trigger::Retry => "retry",
-            Trigger::Manual => "manual",
-            Trigger::Rollback => "rollback",
-            Trigger::Promotion => "promotion",
-        })
-    }
-}
+use crate::record::Trigger;
 
 /// Something that happened; subscribe with `Engine::subscribe`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

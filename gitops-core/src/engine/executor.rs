@@ -21,8 +21,9 @@ use crate::store::{AuditAction, AuditRecord};
 use crate::target::TargetError;
 use crate::writeback::Drifted;
 
-use super::events::{Event, Trigger};
-use super::report::{Outcome, ResourceOutcome, SyncResult};
+use super::events::Event;
+use crate::record::Trigger;
+use crate::record::{Outcome, ResourceOutcome, SyncResult};
 use super::{Inner, Prepared};
 
 /// A boxed future; boxing with an explicit `Send` bound at each call site

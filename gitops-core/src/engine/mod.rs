@@ -49,8 +49,10 @@ use tracing::Instrument as _;
 
 pub use admission::{Dependency, Needs};
 pub use config::{EngineConfig, RetryPolicy, WritebackConflict};
-pub use events::{Event, Trigger};
-pub use report::{Outcome, ResourceOutcome, SyncReport, SyncResult, Timings};
+pub use events::Event;
+// The stored vocabulary a report speaks in (defined in `crate::record`).
+pub use crate::record::{Outcome, ResourceOutcome, SyncResult, Trigger};
+pub use report::{SyncReport, Timings};
 
 use crate::gate::{Gate, GateInput, GateResult, GateStage};
 use crate::id::ResourceId;

@@ -3,109 +3,12 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::gate::GateResult;
-use crate::id::ResourceId;
 use crate::model::Revision;
 use crate::plan::Plan;
-
-use super::events::Trigger;
-
-/// What happened to one resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Created.
-    Created,
-    /// Updated.
-    Updated,
-    /// Already as desired.
-    Unchanged,
-    /// Deleted because it left Git.
-    Pruned,
-    /// Drifted and left alone by policy (`ignore`), or handed to write-back.
-    DriftKept,
-    /// Apply, delete or health failed.
-    Failed {
-        /// The error text.
-        error: String,
-        /// Whether a retry may help.
-        transient: bool,
-    },
-    /// Applied, but did not become healthy (`Degraded`, or still
-    /// `Progressing` at the health timeout).
-    Unhealthy {
-        /// Why, in the target's words.
-        reason: String,
-    },
-    /// Not attempted because a dependency did not succeed.
-    Skipped {
-        /// The dependency that blocked it.
-        blocked_by: ResourceId,
-    },
-    /// Not attempted: shutdown or a newer revision interrupted the sync.
-    Cancelled,
-}
-
-impl Outcome {
-    /// Whether the resource ended as Git wants it.
-    pub fn is_success(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Created
-                | Outcome::Updated
-                | Outcome::Unchanged
-                | Outcome::Pruned
-                | Outcome::DriftKept
-        )
-    }
-}
-
-/// One resource's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceOutcome {
-    /// The resource.
-    pub id: ResourceId,
-    /// What happened.
-    #[serde(flatten)]
-    pub outcome: Outcome,
-}
-
-/// How the reconcile ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncResult {
-    /// Every resource is as desired and healthy.
-    Converged,
-    /// Some resources failed; see the outcomes.
-    Failed,
-    /// A newer revision arrived while waiting; the engine moves to it.
-    Superseded,
-    /// Shutdown interrupted the sync.
-    Interrupted,
-    /// A plan only (dry run); nothing was changed.
-    Planned,
-    /// A pre-sync gate failed; nothing was applied.
-    GateFailed,
-    /// A sync window closed during the sync and the policy is to stop at
-    /// the next wave boundary; the rest is applied when the windows allow.
-    WindowClosed,
-}
-
-impl fmt::Display for SyncResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SyncResult::Converged => "converged",
-            SyncResult::Failed => "failed",
-            SyncResult::Superseded => "superseded",
-            SyncResult::Interrupted => "interrupted",
-            SyncResult::Planned => "planned",
-            SyncResult::GateFailed => "blocked by a gate",
-            SyncResult::WindowClosed => "stopped by a sync window",
-        })
-    }
-}
+use crate::record::{Outcome, ResourceOutcome, SyncResult, Trigger};
 
 /// Time spent in each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
