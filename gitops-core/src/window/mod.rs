@@ -486,16 +486,43 @@ mod tests {
     }
 
     #[test]
-    fn merging_joins_touching_and_overlapping_intervals() {
+    fn merging_joins_touching_overlapping_and_contained_intervals() {
         let t = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_651_200));
-        let windows = [
-            SyncWindow::deny("a", "0 1 * * *", Duration::from_secs(3_600)).expect("window"),
-            SyncWindow::deny("b", "0 2 * * *", Duration::from_secs(1_800)).expect("window"),
-            SyncWindow::deny("c", "0 2 * * *", Duration::from_secs(7_200)).expect("window"),
-        ];
-        let day = merged(windows.iter(), t, shift(t, SignedDuration::from_hours(24)));
         let hour = |h: i64| shift(t, SignedDuration::from_hours(h));
-        assert_eq!(day, [(hour(1), hour(4))]);
+        let deny = |name: &str, schedule: &str, hours: u64| {
+            SyncWindow::deny(name, schedule, Duration::from_secs(hours * 3_600)).expect("window")
+        };
+        let windows = [
+            deny("a", "0 1 * * *", 1),
+            deny("b", "0 2 * * *", 2),
+            deny("c", "0 3 * * *", 3),
+            deny("inside", "0 4 * * *", 1),
+            deny("apart", "0 8 * * *", 1),
+        ];
+        let day = merged(windows.iter(), t, hour(24));
+        assert_eq!(day, [(hour(1), hour(6)), (hour(8), hour(9))]);
+    }
+
+    #[test]
+    fn syncing_resumes_only_where_no_deny_window_starts() {
+        // 09:00 on a Thursday: the allow window opens at 10:00, and so does
+        // a deny window, for an hour.
+        let windows = SyncWindows::new()
+            .with(
+                SyncWindow::allow("day", "0 10 * * *", Duration::from_secs(7_200)).expect("window"),
+            )
+            .with(
+                SyncWindow::deny("deploy-freeze", "0 10 * * *", Duration::from_secs(3_600))
+                    .expect("window"),
+            );
+        let nine = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 9 * 3_600);
+        let block = windows
+            .check(nine, false)
+            .expect_err("outside the allow window");
+        assert_eq!(
+            block.until.map(format_utc).as_deref(),
+            Some("2026-11-26T11:00:00Z")
+        );
     }
 
     #[test]
