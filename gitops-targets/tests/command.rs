@@ -1,7 +1,7 @@
 //! CommandTarget against real processes: small local shell scripts are the
 //! programs (the target itself never runs a shell).
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,7 +12,7 @@ use gitops_targets::command::{Compare, Format, Payload};
 use gitops_targets::{CommandConfigError, CommandTarget, CommandTargetBuilder};
 use serde_json::{Value, json};
 
-use common::{Scripts, assert_gone, process_state, read_pid};
+use support::{Scripts, assert_gone, process_state, read_pid};
 
 const SCRIPTS: &[(&str, &str)] = &[
     (
