@@ -7,7 +7,7 @@
 //! The replicas are this test binary run again with
 //! `GITOPS_ETCD_TEST_REPLICA` set (see [`replica_process_entry_point`]).
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
@@ -190,7 +190,7 @@ fn replica_process_entry_point() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let client = common::client().await;
+        let client = support::client().await;
         let config = ReplicaConfig::new(&id, &prefix).ttl(TTL);
         let replica = Replica::start(client, config, apps(APPS), factory(prefix, id.clone()))
             .await
@@ -322,8 +322,8 @@ async fn converged(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_fail_over_fence_and_rebalance() {
-    let client = common::client().await;
-    let prefix = common::prefix("cluster");
+    let client = support::client().await;
+    let prefix = support::prefix("cluster");
     let store = EtcdStore::new(client.clone(), &prefix);
     testing::put(&client, &format!("{prefix}/src/rev"), "1")
         .await
@@ -567,13 +567,13 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl() {
-    let prefix = common::prefix("handover");
+    let prefix = support::prefix("handover");
     let ttl = Duration::from_secs(5);
     let app_names = apps(20);
     let mut replicas = Vec::new();
     for id in ["a", "b"] {
         // Each replica has its own connection, as separate processes would.
-        let client = common::client().await;
+        let client = support::client().await;
         let replica = Replica::start(
             client,
             ReplicaConfig::new(id, &prefix).ttl(ttl),
@@ -584,7 +584,7 @@ async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl()
         .unwrap();
         replicas.push(replica);
     }
-    let client = common::client().await;
+    let client = support::client().await;
     let b = replicas.pop().unwrap();
     let a = replicas.pop().unwrap();
     // Each replica's own view (published once its engines run), and etcd's.
@@ -678,10 +678,10 @@ impl Partition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_replica_stops_before_another_can_claim() {
-    let prefix = common::prefix("partition");
+    let prefix = support::prefix("partition");
     let app_names = apps(12);
     let endpoints = std::env::var(gitops_etcd::ENDPOINTS_ENV).unwrap_or_default();
-    let _ = common::client().await; // fails clearly when etcd is missing
+    let _ = support::client().await; // fails clearly when etcd is missing
     let partition = Partition::start(&endpoints).await;
     let through_proxy =
         EtcdClient::connect(&gitops_etcd::EtcdConfig::new([partition.endpoint.clone()]))
@@ -696,7 +696,7 @@ async fn a_partitioned_replica_stops_before_another_can_claim() {
     .await
     .unwrap();
     let b = Replica::start(
-        common::client().await,
+        support::client().await,
         ReplicaConfig::new("b", &prefix).ttl(TTL),
         app_names.clone(),
         factory(prefix.clone(), "b".into()),

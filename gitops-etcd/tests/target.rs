@@ -1,7 +1,7 @@
 //! EtcdTarget against a real etcd, driven by an engine: apply in each
 //! format, drift revert, prune by inventory, fenced writes.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
@@ -25,8 +25,8 @@ spec: { format: text, value: "hello\n" }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_drift_revert_and_prune() {
-    let client = common::client().await;
-    let prefix = common::prefix("target");
+    let client = support::client().await;
+    let prefix = support::prefix("target");
     let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
     let source = Arc::new(MemorySource::new("main"));
     source.commit([("keys.yaml", MANIFESTS)]);
@@ -114,8 +114,8 @@ async fn apply_drift_revert_and_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_spec_is_refused_naming_the_resource() {
-    let client = common::client().await;
-    let target = EtcdTarget::new(client, common::prefix("bad"));
+    let client = support::client().await;
+    let target = EtcdTarget::new(client, support::prefix("bad"));
     let r = Resource::new(
         "Key/x".parse().unwrap(),
         serde_json::json!({"format": "toml", "value": 1}),
@@ -127,8 +127,8 @@ async fn a_bad_spec_is_refused_naming_the_resource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_target_writes_only_while_the_lock_holds() {
-    let client = common::client().await;
-    let prefix = common::prefix("fenced-target");
+    let client = support::client().await;
+    let prefix = support::prefix("fenced-target");
     let lock_key = format!("{prefix}/locks/kv");
     let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
     let (revision, _) = testing::lock_info(&client, &lock_key)
@@ -154,8 +154,8 @@ async fn a_fenced_target_writes_only_while_the_lock_holds() {
 /// key keeps the new owner's value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
-    let client = common::client().await;
-    let prefix = common::prefix("recreated-lock");
+    let client = support::client().await;
+    let prefix = support::prefix("recreated-lock");
     let lock_key = format!("{prefix}/locks/kv");
     let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
     let (old, _) = testing::lock_info(&client, &lock_key)
@@ -187,8 +187,8 @@ async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
 /// naming both files, and nothing is written; the next good commit deploys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_resources_that_would_share_a_key_are_refused_before_any_write() {
-    let client = common::client().await;
-    let prefix = common::prefix("collide");
+    let client = support::client().await;
+    let prefix = support::prefix("collide");
     let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
     let source = Arc::new(MemorySource::new("main"));
     let engine = Engine::builder()
