@@ -1,7 +1,9 @@
 //! Shared by the integration tests: the etcd they run against.
 #![allow(dead_code)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+pub mod cluster;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gitops_etcd::{ENDPOINTS_ENV, EtcdClient, EtcdConfig};
 
@@ -33,4 +35,24 @@ pub fn prefix(name: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("/gitops-test/{name}-{}-{nanos}", std::process::id())
+}
+
+/// Polls `check` every 50 ms until it passes; returns how long it took.
+/// Panics with `what` and the last reason when `limit` passes first.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        let result = check().await;
+        match result {
+            Ok(()) => return start.elapsed(),
+            Err(why) if start.elapsed() > limit => {
+                panic!("{what}: not within {limit:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
