@@ -74,13 +74,7 @@ async fn compare_and_swap_and_audit_in_one_write() {
         .await
         .unwrap();
     assert!(v2 > v1);
-    let ids: Vec<String> = store
-        .audit("team/web", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "team/web").await;
     assert_eq!(ids, ["Key/a", "Key/b", "Key/c"], "oldest first");
     let only_b = AuditQuery {
         id: Some("Key/b".parse().unwrap()),
@@ -152,8 +146,8 @@ async fn a_fenced_store_writes_only_while_the_lock_holds() {
     let client = support::client().await;
     let prefix = support::prefix("fence");
     let lock_key = format!("{prefix}/locks/web");
-    let lease = lease_with_lock(&client, &lock_key).await;
-    let (revision, _) = lock_revision(&client, &lock_key).await;
+    let lease = support::lease_with_lock(&client, &lock_key).await;
+    let (revision, _) = support::lock_revision(&client, &lock_key).await;
     let store = EtcdStore::new(client.clone(), &prefix);
     let fenced = store.fenced(Fence::new("web", &lock_key, revision));
     let v1 = fenced
@@ -205,14 +199,14 @@ async fn a_fenced_store_writes_only_while_the_lock_holds() {
     assert!(store.history("web", 10).await.unwrap().is_empty());
 
     // Someone else claims it: the old fence still does not pass.
-    let _lease2 = lease_with_lock(&client, &lock_key).await;
+    let _lease2 = support::lease_with_lock(&client, &lock_key).await;
     assert!(
         fenced
             .save_inventory("web", &Inventory::new(), v1, &[])
             .await
             .is_err()
     );
-    let (revision2, _) = lock_revision(&client, &lock_key).await;
+    let (revision2, _) = support::lock_revision(&client, &lock_key).await;
     assert!(revision2 > revision);
     let fenced2 = store.fenced(Fence::new("web", &lock_key, revision2));
     fenced2
@@ -253,18 +247,6 @@ fn sample_history() -> gitops_core::HistoryEntry {
         started_at: SystemTime::now(),
         finished_at: SystemTime::now(),
     }
-}
-
-/// Grants a lease and creates `key` under it (fails if the key exists).
-async fn lease_with_lock(client: &EtcdClient, key: &str) -> i64 {
-    gitops_etcd::testing::lock(client, key, 10).await.unwrap()
-}
-
-async fn lock_revision(client: &EtcdClient, key: &str) -> (i64, i64) {
-    gitops_etcd::testing::lock_info(client, key)
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 /// Two replicas (two clients, two stores on one prefix) each run one app;
@@ -332,13 +314,7 @@ async fn an_inventory_save_with_hundreds_of_audit_records_lands() {
         .await
         .unwrap();
     assert!(v2 > v1);
-    let ids: Vec<String> = store
-        .audit("web", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "web").await;
     let mut expected: Vec<String> = (0..300).map(|i| format!("Key/k{i:03}")).collect();
     expected.push("Key/last".into());
     assert_eq!(ids, expected, "every record, oldest first");
@@ -375,13 +351,7 @@ async fn audit_records_of_the_one_key_each_layout_are_still_read() {
         .save_inventory("web-1", &Inventory::new(), v, &[audit("Key/new", t0)])
         .await
         .unwrap();
-    let ids: Vec<String> = store
-        .audit("web-1", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "web-1").await;
     assert_eq!(ids, ["Key/old-a", "Key/old-b", "Key/new"]);
 }
 

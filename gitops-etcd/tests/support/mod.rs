@@ -5,6 +5,7 @@ pub mod cluster;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gitops_core::{AuditQuery, StateStore};
 use gitops_etcd::{ENDPOINTS_ENV, EtcdClient, EtcdConfig};
 
 /// Connects to the test etcd, or fails with what to do about it. Never skips.
@@ -55,4 +56,29 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Grants a lease of 10 s and creates the lock `key` under it (fails if
+/// the key exists); returns the lease.
+pub async fn lease_with_lock(client: &EtcdClient, key: &str) -> i64 {
+    gitops_etcd::testing::lock(client, key, 10).await.unwrap()
+}
+
+/// The lock `key`'s (create revision, lease); it must exist.
+pub async fn lock_revision(client: &EtcdClient, key: &str) -> (i64, i64) {
+    gitops_etcd::testing::lock_info(client, key)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The ids of every audit record of `app`, oldest first.
+pub async fn audit_ids(store: &impl StateStore, app: &str) -> Vec<String> {
+    store
+        .audit(app, &AuditQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect()
 }
