@@ -35,6 +35,11 @@
 //! joined) or the replica shuts down, its engine is asked to finish the
 //! resources in flight (at most [`ReplicaConfig::handover_timeout`], then
 //! aborted) and the lock is deleted; the new owner claims it at once.
+//!
+//! Inside: `config` (settings, errors), `event`, `assign` (rendezvous
+//! hashing), `lease` (grant, keep-alive), `session` (one lease's life),
+//! `rebalance` (what to release, claim, adopt), `engines` (one per claimed
+//! application).
 
 mod assign;
 mod config;
