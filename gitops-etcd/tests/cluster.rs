@@ -7,21 +7,19 @@
 //! The replicas are this test binary run again with
 //! `GITOPS_ETCD_TEST_REPLICA` set (see [`replica_process_entry_point`]).
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gitops_core::engine::RetryPolicy;
-use gitops_core::{
-    BoxError, Diff, Engine, EngineConfig, ManifestRender, Observed, Resource, ResourceId, Revision,
-    Snapshot, Source, SourceError, StateStore, Target, TargetError, async_trait,
-};
+use gitops_core::StateStore;
 use gitops_etcd::{
-    AppContext, EtcdClient, EtcdStore, EtcdTarget, Replica, ReplicaConfig, assign, testing,
+    ClusterEvent, EtcdClient, EtcdStore, Replica, ReplicaConfig, ReplicaHandle, assign, testing,
 };
+use support::cluster::factory;
+use support::wait_until;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
 
@@ -32,147 +30,6 @@ const TTL: Duration = Duration::from_secs(2);
 
 fn apps(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("app-{i:03}")).collect()
-}
-
-/// The manifests of `app` at revision `rev`: two keys; revision 2 makes
-/// each apply take 1.5 s, so a sync is reliably in flight when the test
-/// revokes a lease.
-fn manifests(app: &str, rev: &str) -> String {
-    let delay = if rev == "2" { 1500 } else { 0 };
-    format!(
-        "kind: Key\nmetadata: {{ name: a }}\nspec: {{ value: {{ app: {app}, rev: \"{rev}\" }}, delay_ms: {delay} }}\n---\n\
-         kind: Key\nmetadata: {{ name: b }}\nspec: {{ format: text, value: \"{app}@{rev}\", delay_ms: {delay} }}\n"
-    )
-}
-
-/// A source whose revision is the key `<prefix>/src/rev`, shared by every
-/// process (a stand-in for a Git repository).
-struct EtcdRevSource {
-    client: EtcdClient,
-    key: String,
-    app: String,
-}
-
-#[async_trait]
-impl Source for EtcdRevSource {
-    async fn poll(&self) -> Result<Revision, SourceError> {
-        let value = testing::list(&self.client, &self.key)
-            .await
-            .map_err(|e| SourceError::Unavailable {
-                location: self.key.clone(),
-                message: e.to_string(),
-                source: None,
-            })?
-            .into_iter()
-            .find(|(k, _, _)| *k == self.key)
-            .map(|(_, v, _)| v)
-            .unwrap_or_else(|| "1".into());
-        Ok(Revision::new("main", value))
-    }
-
-    async fn snapshot(&self, rev: &Revision) -> Result<Snapshot, SourceError> {
-        let text = manifests(&self.app, &rev.id);
-        Snapshot::from_files(rev.clone(), [("app.yaml", text.as_bytes())]).map_err(|e| {
-            SourceError::Unavailable {
-                location: self.key.clone(),
-                message: e.to_string(),
-                source: None,
-            }
-        })
-    }
-}
-
-/// An EtcdTarget whose writes take `spec.delay_ms` and run to completion
-/// even when the engine is aborted (like a call that can not be taken
-/// back), so a fenced write after a lost lease is observable.
-struct SlowTarget {
-    inner: EtcdTarget,
-    app: String,
-    replica: String,
-}
-
-fn strip(r: &Resource) -> (Resource, u64) {
-    let mut r = r.clone();
-    let delay = r
-        .spec
-        .as_object_mut()
-        .and_then(|m| m.remove("delay_ms"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    (r, delay)
-}
-
-#[async_trait]
-impl Target for SlowTarget {
-    async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
-        self.inner.observe(id).await
-    }
-    async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
-        let (r, delay) = strip(resource);
-        let inner = self.inner.clone();
-        let line = format!("REFUSED {} {} {}", self.replica, self.app, r.id);
-        let write = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            let result = inner.apply(&r).await;
-            if result.is_err() {
-                println!("{line}");
-            }
-            result
-        });
-        write
-            .await
-            .map_err(|e| TargetError::transient(&resource.id, e.to_string()))?
-    }
-    async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
-        self.inner.delete(id).await
-    }
-    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
-        self.inner.differs(&strip(desired).0, observed)
-    }
-}
-
-fn factory(prefix: String, replica: String) -> gitops_etcd::EngineFactory {
-    Arc::new(move |ctx: &AppContext| -> Result<Engine, BoxError> {
-        let app = ctx.app().to_owned();
-        let target = EtcdTarget::new(ctx.client().clone(), format!("{prefix}/kv/{app}"))
-            .fenced(ctx.fence().clone());
-        let engine = Engine::builder()
-            .source(Arc::new(EtcdRevSource {
-                client: ctx.client().clone(),
-                key: format!("{prefix}/src/rev"),
-                app: app.clone(),
-            }))
-            .render(Arc::new(ManifestRender::new()))
-            .target(Arc::new(SlowTarget {
-                inner: target,
-                app: app.clone(),
-                replica: replica.clone(),
-            }))
-            .store(ctx.store())
-            .config(EngineConfig {
-                name: app.clone(),
-                interval: Duration::from_millis(300),
-                interval_jitter: 0.0,
-                retry: RetryPolicy {
-                    initial: Duration::from_millis(200),
-                    max_delay: Duration::from_secs(1),
-                    jitter: false,
-                    ..RetryPolicy::default()
-                },
-                ..EngineConfig::default()
-            })
-            .build()?;
-        let mut events = engine.subscribe();
-        let (replica, app) = (replica.clone(), app.clone());
-        tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                if let gitops_core::engine::Event::SyncStarted { revision, .. } = event {
-                    println!("SYNC {replica} {app} {}", revision.id);
-                }
-            }
-        });
-        Ok(engine)
-    })
 }
 
 /// Not a test of its own: when the cluster test runs this binary again with
@@ -190,7 +47,7 @@ fn replica_process_entry_point() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let client = common::client().await;
+        let client = support::client().await;
         let config = ReplicaConfig::new(&id, &prefix).ttl(TTL);
         let replica = Replica::start(client, config, apps(APPS), factory(prefix, id.clone()))
             .await
@@ -250,24 +107,6 @@ fn lines(log: &Log, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let start = Instant::now();
-    loop {
-        let result = check().await;
-        match result {
-            Ok(()) => return start.elapsed(),
-            Err(why) if start.elapsed() > limit => {
-                panic!("{what}: not within {limit:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 /// app -> (owner, lease) from the lock keys.
 async fn locks(client: &EtcdClient, prefix: &str) -> BTreeMap<String, (String, i64)> {
     let base = format!("{prefix}/locks/");
@@ -320,10 +159,22 @@ async fn converged(
     Ok(())
 }
 
+/// Waits until a line starting with `prefix` was logged.
+async fn wait_for_line(what: &str, limit: Duration, log: &Log, prefix: &str) {
+    wait_until(what, limit, || async {
+        if lines(log, prefix).is_empty() {
+            Err("not yet".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_fail_over_fence_and_rebalance() {
-    let client = common::client().await;
-    let prefix = common::prefix("cluster");
+    let client = support::client().await;
+    let prefix = support::prefix("cluster");
     let store = EtcdStore::new(client.clone(), &prefix);
     testing::put(&client, &format!("{prefix}/src/rev"), "1")
         .await
@@ -353,7 +204,52 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
     .await;
 
     // 2. kill -9 r1: its applications go to the others within the TTL.
-    let r1_apps: Vec<String> = locks(&client, &prefix)
+    kill_r1_and_take_over(&client, &prefix, &store, procs.get_mut("r1").unwrap()).await;
+
+    // 3. A new revision; r2's lease is revoked while its syncs are in flight.
+    revoke_r2_mid_sync(&client, &prefix, &log).await;
+
+    // 4. r1 restarts; r2 rejoined by itself. Work rebalances to the
+    // assignment over all three, and everything converges at revision 2.
+    procs.insert("r1", spawn_replica("r1", &prefix, &log));
+    wait_until(
+        "rebalanced: locks follow the assignment over r1, r2, r3",
+        Duration::from_secs(60),
+        || follows_assignment(&client, &prefix, &members),
+    )
+    .await;
+    assert!(
+        lines(&log, "EVENT r2 Joined").len() >= 2,
+        "r2 should have joined twice: {:?}",
+        lines(&log, "EVENT r2 ")
+    );
+    wait_until(
+        "300 applications converged at revision 2",
+        Duration::from_secs(90),
+        || converged(&store, "2", None),
+    )
+    .await;
+
+    // 5. Nothing lost: inventories, target keys and both revisions in history.
+    assert_nothing_lost(&client, &prefix, &store).await;
+
+    // 6. Exclusive ownership, checked against etcd's log.
+    let changes = recorder.changes().await.unwrap();
+    assert_exclusive_ownership(&changes, &prefix, &log, &ids);
+    for p in procs.values_mut() {
+        let _ = p.child.start_kill();
+    }
+}
+
+/// Kills r1 (kill -9): its applications are claimed by the others within
+/// the TTL, and synced by their new owners soon after.
+async fn kill_r1_and_take_over(
+    client: &EtcdClient,
+    prefix: &str,
+    store: &EtcdStore,
+    r1: &mut Proc,
+) {
+    let r1_apps: Vec<String> = locks(client, prefix)
         .await
         .into_iter()
         .filter(|(_, (owner, _))| owner == "r1")
@@ -361,9 +257,9 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
         .collect();
     assert!(!r1_apps.is_empty());
     let killed_at = std::time::SystemTime::now();
-    procs.get_mut("r1").unwrap().child.start_kill().unwrap();
+    r1.child.start_kill().unwrap();
     let takeover = wait_until("r1's applications claimed by r2/r3", TTL * 3, || async {
-        let held = locks(&client, &prefix).await;
+        let held = locks(client, prefix).await;
         match r1_apps
             .iter()
             .find(|a| held.get(*a).is_none_or(|(o, _)| o == "r1"))
@@ -402,13 +298,16 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
         resynced < TTL * 2 + Duration::from_secs(2),
         "resync took {resynced:?}"
     );
+}
 
-    // 3. A new revision; r2's lease is revoked while its syncs are in flight.
-    testing::put(&client, &format!("{prefix}/src/rev"), "2")
+/// Publishes revision 2 and revokes r2's lease while its syncs are in
+/// flight: r2 reports the lease lost and the fence refuses its writes.
+async fn revoke_r2_mid_sync(client: &EtcdClient, prefix: &str, log: &Log) {
+    testing::put(client, &format!("{prefix}/src/rev"), "2")
         .await
         .unwrap();
     wait_until("r2 syncing revision 2", Duration::from_secs(10), || async {
-        if lines(&log, "SYNC r2 ").iter().any(|l| l.ends_with(" 2")) {
+        if lines(log, "SYNC r2 ").iter().any(|l| l.ends_with(" 2")) {
             Ok(())
         } else {
             Err("no sync yet".into())
@@ -416,60 +315,26 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // inside the 1.5 s writes
-    let r2_lease = testing::list(&client, &format!("{prefix}/members/r2"))
+    let r2_lease = testing::list(client, &format!("{prefix}/members/r2"))
         .await
         .unwrap()
         .first()
         .map(|(_, _, lease)| *lease)
         .unwrap();
     client.revoke_lease(r2_lease).await.unwrap();
-    wait_until("r2 stops: lease lost", Duration::from_secs(5), || async {
-        if lines(&log, "EVENT r2 LeaseLost").is_empty() {
-            Err("not yet".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
-    wait_until(
-        "r2's in-flight writes refused by the fence",
-        Duration::from_secs(5),
-        || async {
-            if lines(&log, "REFUSED r2 ").is_empty() {
-                Err("none refused".into())
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
+    let limit = Duration::from_secs(5);
+    wait_for_line("r2 stops: lease lost", limit, log, "EVENT r2 LeaseLost").await;
+    let refused = "r2's in-flight writes refused by the fence";
+    wait_for_line(refused, limit, log, "REFUSED r2 ").await;
+}
 
-    // 4. r1 restarts; r2 rejoined by itself. Work rebalances to the
-    // assignment over all three, and everything converges at revision 2.
-    procs.insert("r1", spawn_replica("r1", &prefix, &log));
-    wait_until(
-        "rebalanced: locks follow the assignment over r1, r2, r3",
-        Duration::from_secs(60),
-        || follows_assignment(&client, &prefix, &members),
-    )
-    .await;
-    assert!(
-        lines(&log, "EVENT r2 Joined").len() >= 2,
-        "r2 should have joined twice: {:?}",
-        lines(&log, "EVENT r2 ")
-    );
-    wait_until(
-        "300 applications converged at revision 2",
-        Duration::from_secs(90),
-        || converged(&store, "2", None),
-    )
-    .await;
-
-    // 5. Nothing lost: inventories, target keys and both revisions in history.
+/// Every application has its two keys at revision 2, both in its
+/// inventory, and converged syncs of revisions 1 and 2 in its history.
+async fn assert_nothing_lost(client: &EtcdClient, prefix: &str, store: &EtcdStore) {
     for app in apps(APPS) {
         let inv = store.load_inventory(&app).await.unwrap().value;
         assert_eq!(inv.len(), 2, "{app}: inventory {inv:?}");
-        let kv = testing::list(&client, &format!("{prefix}/kv/{app}/"))
+        let kv = testing::list(client, &format!("{prefix}/kv/{app}/"))
             .await
             .unwrap();
         let values: Vec<&str> = kv.iter().map(|(_, v, _)| v.as_str()).collect();
@@ -490,17 +355,23 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
             );
         }
     }
+}
 
-    // 6. Exclusive ownership, checked against etcd's log: every write to an
-    // application's state or keys happened while its lock existed, and a
-    // lock was only ever created when free; every claim a replica reported
-    // is a lock creation with its name.
-    let changes = recorder.changes().await.unwrap();
+/// Locks still held in etcd's log replayed: app -> (owner, create revision).
+type Held = HashMap<String, (String, i64)>;
+/// Locks released in etcd's log replayed: app -> (from, to, owner).
+type Intervals = HashMap<String, Vec<(i64, i64, String)>>;
+
+/// Exclusive ownership, checked against etcd's log: every write to an
+/// application's state or keys happened while its lock existed, and a lock
+/// was only ever created when free; every claim a replica reported is a
+/// lock creation with its name.
+fn assert_exclusive_ownership(changes: &[testing::Change], prefix: &str, log: &Log, ids: &[&str]) {
     let lock_base = format!("{prefix}/locks/");
-    let mut held: HashMap<String, (String, i64)> = HashMap::new();
-    let mut intervals: HashMap<String, Vec<(i64, i64, String)>> = HashMap::new();
+    let mut held = Held::new();
+    let mut intervals = Intervals::new();
     let mut writes = 0;
-    for c in &changes {
+    for c in changes {
         if let Some(app) = c.key.strip_prefix(&lock_base) {
             if c.put {
                 assert!(
@@ -532,8 +403,19 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
         );
     }
     assert!(writes > APPS * 4, "only {writes} writes recorded");
+    assert_claims_were_lock_creations(log, ids, &held, &intervals);
+    println!(
+        "{} changes checked: {writes} writes, {} claims, all within their application's lock",
+        changes.len(),
+        intervals.values().map(Vec::len).sum::<usize>() + held.len()
+    );
+}
+
+/// Every `Claimed` event a replica printed is a lock creation in etcd's
+/// log, with the replica's name as its value.
+fn assert_claims_were_lock_creations(log: &Log, ids: &[&str], held: &Held, intervals: &Intervals) {
     for id in ids {
-        for line in lines(&log, &format!("EVENT {id} Claimed")) {
+        for line in lines(log, &format!("EVENT {id} Claimed")) {
             // EVENT r1 Claimed { app: "app-001", revision: 123 }
             let app = line.split('"').nth(1).unwrap();
             let rev: i64 = line.rsplit(' ').nth(1).unwrap().parse().unwrap();
@@ -550,41 +432,25 @@ async fn three_replicas_share_fail_over_fence_and_rebalance() {
                 });
             assert_eq!(
                 found.as_deref(),
-                Some(id),
+                Some(*id),
                 "{line}: no such lock creation in etcd's log"
             );
         }
-    }
-    println!(
-        "{} changes checked: {writes} writes, {} claims, all within their application's lock",
-        changes.len(),
-        intervals.values().map(Vec::len).sum::<usize>() + held.len()
-    );
-    for p in procs.values_mut() {
-        let _ = p.child.start_kill();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl() {
-    let prefix = common::prefix("handover");
+    let prefix = support::prefix("handover");
     let ttl = Duration::from_secs(5);
     let app_names = apps(20);
     let mut replicas = Vec::new();
     for id in ["a", "b"] {
         // Each replica has its own connection, as separate processes would.
-        let client = common::client().await;
-        let replica = Replica::start(
-            client,
-            ReplicaConfig::new(id, &prefix).ttl(ttl),
-            app_names.clone(),
-            factory(prefix.clone(), id.to_owned()),
-        )
-        .await
-        .unwrap();
-        replicas.push(replica);
+        let client = support::client().await;
+        replicas.push(start_replica(client, id, &prefix, ttl, &app_names).await);
     }
-    let client = common::client().await;
+    let client = support::client().await;
     let b = replicas.pop().unwrap();
     let a = replicas.pop().unwrap();
     // Each replica's own view (published once its engines run), and etcd's.
@@ -606,7 +472,7 @@ async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl()
     a.stop().await;
     let mut released = 0;
     while let Ok(event) = events.try_recv() {
-        if matches!(event, gitops_etcd::ClusterEvent::Released { .. }) {
+        if matches!(event, ClusterEvent::Released { .. }) {
             released += 1;
         }
     }
@@ -629,6 +495,41 @@ async fn graceful_shutdown_hands_applications_over_without_waiting_for_the_ttl()
         locks(&client, &prefix).await.is_empty(),
         "locks left after both stopped"
     );
+}
+
+/// Starts replica `id` of the cluster `prefix` on `client`, sharing `apps`,
+/// with the test's engine factory.
+async fn start_replica(
+    client: EtcdClient,
+    id: &str,
+    prefix: &str,
+    ttl: Duration,
+    apps: &[String],
+) -> ReplicaHandle {
+    let config = ReplicaConfig::new(id, prefix).ttl(ttl);
+    let factory = factory(prefix.to_owned(), id.to_owned());
+    Replica::start(client, config, apps.to_vec(), factory)
+        .await
+        .unwrap()
+}
+
+/// The first of `events` that `pick` turns into something, within `limit`
+/// (`None`: not in time).
+async fn next_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<ClusterEvent>,
+    limit: Duration,
+    mut pick: impl FnMut(ClusterEvent) -> Option<T>,
+) -> Option<T> {
+    let wait = async {
+        loop {
+            if let Ok(event) = events.recv().await
+                && let Some(picked) = pick(event)
+            {
+                return picked;
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.ok()
 }
 
 /// A TCP proxy to etcd that the test can cut, as a network partition
@@ -678,31 +579,17 @@ impl Partition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_replica_stops_before_another_can_claim() {
-    let prefix = common::prefix("partition");
+    let prefix = support::prefix("partition");
     let app_names = apps(12);
     let endpoints = std::env::var(gitops_etcd::ENDPOINTS_ENV).unwrap_or_default();
-    let _ = common::client().await; // fails clearly when etcd is missing
+    let _ = support::client().await; // fails clearly when etcd is missing
     let partition = Partition::start(&endpoints).await;
     let through_proxy =
         EtcdClient::connect(&gitops_etcd::EtcdConfig::new([partition.endpoint.clone()]))
             .await
             .unwrap();
-    let a = Replica::start(
-        through_proxy,
-        ReplicaConfig::new("a", &prefix).ttl(TTL),
-        app_names.clone(),
-        factory(prefix.clone(), "a".into()),
-    )
-    .await
-    .unwrap();
-    let b = Replica::start(
-        common::client().await,
-        ReplicaConfig::new("b", &prefix).ttl(TTL),
-        app_names.clone(),
-        factory(prefix.clone(), "b".into()),
-    )
-    .await
-    .unwrap();
+    let a = start_replica(through_proxy, "a", &prefix, TTL, &app_names).await;
+    let b = start_replica(support::client().await, "b", &prefix, TTL, &app_names).await;
     wait_until("both own applications", Duration::from_secs(30), || async {
         let (na, nb) = (a.owned().len(), b.owned().len());
         if na > 0 && nb > 0 && na + nb == app_names.len() {
@@ -720,24 +607,16 @@ async fn a_partitioned_replica_stops_before_another_can_claim() {
 
     // a notices within TTL/2 of its last acknowledged renewal and stops
     // every engine; only later does etcd expire the lease and b claim.
-    let a_stopped = tokio::time::timeout(TTL * 3, async {
-        loop {
-            if let Ok(gitops_etcd::ClusterEvent::LeaseLost { reason }) = a_events.recv().await {
-                return (Instant::now(), reason);
-            }
-        }
+    let a_stopped = next_event(&mut a_events, TTL * 3, |event| match event {
+        ClusterEvent::LeaseLost { reason } => Some((Instant::now(), reason)),
+        _ => None,
     })
     .await
     .expect("a did not notice the partition");
     assert!(a.owned().is_empty(), "a still runs {:?}", a.owned());
-    let b_claimed = tokio::time::timeout(TTL * 3, async {
-        loop {
-            if let Ok(gitops_etcd::ClusterEvent::Claimed { app, .. }) = b_events.recv().await
-                && a_apps.contains(&app)
-            {
-                return Instant::now();
-            }
-        }
+    let b_claimed = next_event(&mut b_events, TTL * 3, |event| match event {
+        ClusterEvent::Claimed { app, .. } if a_apps.contains(&app) => Some(Instant::now()),
+        _ => None,
     })
     .await
     .expect("b did not take a's applications over");

@@ -1,7 +1,7 @@
 //! EtcdStore against a real etcd: compare-and-swap, audit with the
 //! inventory, history retention, fencing, and an engine's full state.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,8 +31,8 @@ fn audit(id: &str, at: SystemTime) -> AuditRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_swap_and_audit_in_one_write() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("cas"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("cas"));
     let first = store.load_inventory("team/web").await.unwrap();
     assert_eq!(first.version, 0);
     let mut inv = Inventory::new();
@@ -74,13 +74,7 @@ async fn compare_and_swap_and_audit_in_one_write() {
         .await
         .unwrap();
     assert!(v2 > v1);
-    let ids: Vec<String> = store
-        .audit("team/web", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "team/web").await;
     assert_eq!(ids, ["Key/a", "Key/b", "Key/c"], "oldest first");
     let only_b = AuditQuery {
         id: Some("Key/b".parse().unwrap()),
@@ -106,8 +100,8 @@ async fn compare_and_swap_and_audit_in_one_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_keeps_its_history_and_audit_in_etcd() {
-    let client = common::client().await;
-    let store = Arc::new(EtcdStore::new(client, common::prefix("engine")));
+    let client = support::client().await;
+    let store = Arc::new(EtcdStore::new(client, support::prefix("engine")));
     let source = Arc::new(MemorySource::new("main"));
     let target = Arc::new(MemoryTarget::new());
     let build = || {
@@ -149,11 +143,11 @@ async fn an_engine_keeps_its_history_and_audit_in_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_store_writes_only_while_the_lock_holds() {
-    let client = common::client().await;
-    let prefix = common::prefix("fence");
+    let client = support::client().await;
+    let prefix = support::prefix("fence");
     let lock_key = format!("{prefix}/locks/web");
-    let lease = lease_with_lock(&client, &lock_key).await;
-    let (revision, _) = lock_revision(&client, &lock_key).await;
+    let lease = support::lease_with_lock(&client, &lock_key).await;
+    let (revision, _) = support::lock_revision(&client, &lock_key).await;
     let store = EtcdStore::new(client.clone(), &prefix);
     let fenced = store.fenced(Fence::new("web", &lock_key, revision));
     let v1 = fenced
@@ -205,14 +199,14 @@ async fn a_fenced_store_writes_only_while_the_lock_holds() {
     assert!(store.history("web", 10).await.unwrap().is_empty());
 
     // Someone else claims it: the old fence still does not pass.
-    let _lease2 = lease_with_lock(&client, &lock_key).await;
+    let _lease2 = support::lease_with_lock(&client, &lock_key).await;
     assert!(
         fenced
             .save_inventory("web", &Inventory::new(), v1, &[])
             .await
             .is_err()
     );
-    let (revision2, _) = lock_revision(&client, &lock_key).await;
+    let (revision2, _) = support::lock_revision(&client, &lock_key).await;
     assert!(revision2 > revision);
     let fenced2 = store.fenced(Fence::new("web", &lock_key, revision2));
     fenced2
@@ -255,23 +249,11 @@ fn sample_history() -> gitops_core::HistoryEntry {
     }
 }
 
-/// Grants a lease and creates `key` under it (fails if the key exists).
-async fn lease_with_lock(client: &EtcdClient, key: &str) -> i64 {
-    gitops_etcd::testing::lock(client, key, 10).await.unwrap()
-}
-
-async fn lock_revision(client: &EtcdClient, key: &str) -> (i64, i64) {
-    gitops_etcd::testing::lock_info(client, key)
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 /// Two replicas (two clients, two stores on one prefix) each run one app;
 /// `web` depends on `db` by name and learns about it only through etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
-    let prefix = common::prefix("depends");
+    let prefix = support::prefix("depends");
     let source = Arc::new(MemorySource::new("main"));
     let replica = |name: &'static str, store: EtcdStore, dependency: Option<Dependency>| {
         let mut builder = Engine::builder()
@@ -287,12 +269,12 @@ async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
     };
     let db = replica(
         "db",
-        EtcdStore::new(common::client().await, prefix.clone()),
+        EtcdStore::new(support::client().await, prefix.clone()),
         None,
     );
     let web = replica(
         "web",
-        EtcdStore::new(common::client().await, prefix),
+        EtcdStore::new(support::client().await, prefix),
         Some(Dependency::on_app("db")),
     );
     let rev1 = source.commit([(
@@ -317,8 +299,8 @@ async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
 /// inventory and every record together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_save_with_hundreds_of_audit_records_lands() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("many-audit"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("many-audit"));
     let t0 = SystemTime::now();
     let records: Vec<AuditRecord> = (0..300)
         .map(|i| audit(&format!("Key/k{i:03}"), t0))
@@ -332,13 +314,7 @@ async fn an_inventory_save_with_hundreds_of_audit_records_lands() {
         .await
         .unwrap();
     assert!(v2 > v1);
-    let ids: Vec<String> = store
-        .audit("web", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "web").await;
     let mut expected: Vec<String> = (0..300).map(|i| format!("Key/k{i:03}")).collect();
     expected.push("Key/last".into());
     assert_eq!(ids, expected, "every record, oldest first");
@@ -353,8 +329,8 @@ async fn an_inventory_save_with_hundreds_of_audit_records_lands() {
 /// versions) are still read, next to batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_of_the_one_key_each_layout_are_still_read() {
-    let client = common::client().await;
-    let prefix = common::prefix("legacy-audit");
+    let client = support::client().await;
+    let prefix = support::prefix("legacy-audit");
     let store = EtcdStore::new(client.clone(), &prefix);
     let t0 = SystemTime::now();
     for (i, id) in ["Key/old-a", "Key/old-b"].iter().enumerate() {
@@ -375,13 +351,7 @@ async fn audit_records_of_the_one_key_each_layout_are_still_read() {
         .save_inventory("web-1", &Inventory::new(), v, &[audit("Key/new", t0)])
         .await
         .unwrap();
-    let ids: Vec<String> = store
-        .audit("web-1", &AuditQuery::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let ids = support::audit_ids(&store, "web-1").await;
     assert_eq!(ids, ["Key/old-a", "Key/old-b", "Key/new"]);
 }
 
@@ -389,8 +359,8 @@ async fn audit_records_of_the_one_key_each_layout_are_still_read() {
 /// `--max-txn-ops` (128) trims the excess instead of failing every append.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowering_history_retention_trims_a_large_excess() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("trim"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("trim"));
     for _ in 0..140 {
         store
             .append_history("web", &sample_history(), 1000)
@@ -409,8 +379,8 @@ async fn lowering_history_retention_trims_a_large_excess() {
 /// limit").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_limits_return_nothing() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("zero"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("zero"));
     let t0 = SystemTime::now();
     store
         .save_inventory("web", &Inventory::new(), 0, &[audit("Key/a", t0)])
@@ -432,8 +402,8 @@ async fn zero_limits_return_nothing() {
 /// never see each other's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_with_overlapping_names_are_kept_apart() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("overlap"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("overlap"));
     let names = [
         "web", "web-1", "web/x", "web%2Fx", "web%", "..", "wéb/ü", "",
     ];
@@ -475,8 +445,8 @@ async fn apps_with_overlapping_names_are_kept_apart() {
 /// permanent error naming the key, not retried forever as "unavailable".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_save_over_the_request_limit_is_refused_before_sending() {
-    let client = common::client().await;
-    let store = EtcdStore::new(client, common::prefix("request-size"));
+    let client = support::client().await;
+    let store = EtcdStore::new(client, support::prefix("request-size"));
     let mut inv = Inventory::new();
     for i in 0..4000 {
         inv.record(&Resource::new(

@@ -1,7 +1,7 @@
 //! EtcdTarget against a real etcd, driven by an engine: apply in each
 //! format, drift revert, prune by inventory, fenced writes.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
@@ -23,21 +23,26 @@ metadata: { name: motd }
 spec: { format: text, value: "hello\n" }
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apply_drift_revert_and_prune() {
-    let client = common::client().await;
-    let prefix = common::prefix("target");
-    let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
-    let source = Arc::new(MemorySource::new("main"));
-    source.commit([("keys.yaml", MANIFESTS)]);
-    let engine = Engine::builder()
+/// The engine `kv`: manifests from `source` onto `target`, state in memory.
+fn kv_engine(source: &Arc<MemorySource>, target: &Arc<EtcdTarget>) -> Engine {
+    Engine::builder()
         .name("kv")
         .source(source.clone())
         .render(Arc::new(ManifestRender::new()))
         .target(target.clone())
         .store(Arc::new(MemoryStore::new()))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_drift_revert_and_prune() {
+    let client = support::client().await;
+    let prefix = support::prefix("target");
+    let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
+    let source = Arc::new(MemorySource::new("main"));
+    source.commit([("keys.yaml", MANIFESTS)]);
+    let engine = kv_engine(&source, &target);
     // A key the engine did not create: never pruned.
     testing::put(&client, &format!("{prefix}/foreign"), "keep me")
         .await
@@ -114,8 +119,8 @@ async fn apply_drift_revert_and_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_spec_is_refused_naming_the_resource() {
-    let client = common::client().await;
-    let target = EtcdTarget::new(client, common::prefix("bad"));
+    let client = support::client().await;
+    let target = EtcdTarget::new(client, support::prefix("bad"));
     let r = Resource::new(
         "Key/x".parse().unwrap(),
         serde_json::json!({"format": "toml", "value": 1}),
@@ -127,14 +132,11 @@ async fn a_bad_spec_is_refused_naming_the_resource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_target_writes_only_while_the_lock_holds() {
-    let client = common::client().await;
-    let prefix = common::prefix("fenced-target");
+    let client = support::client().await;
+    let prefix = support::prefix("fenced-target");
     let lock_key = format!("{prefix}/locks/kv");
-    let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
-    let (revision, _) = testing::lock_info(&client, &lock_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = support::lease_with_lock(&client, &lock_key).await;
+    let (revision, _) = support::lock_revision(&client, &lock_key).await;
     let target = EtcdTarget::new(client.clone(), format!("{prefix}/kv"))
         .fenced(Fence::new("kv", &lock_key, revision));
     let r = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 1}));
@@ -154,22 +156,16 @@ async fn a_fenced_target_writes_only_while_the_lock_holds() {
 /// key keeps the new owner's value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
-    let client = common::client().await;
-    let prefix = common::prefix("recreated-lock");
+    let client = support::client().await;
+    let prefix = support::prefix("recreated-lock");
     let lock_key = format!("{prefix}/locks/kv");
-    let lease = testing::lock(&client, &lock_key, 10).await.unwrap();
-    let (old, _) = testing::lock_info(&client, &lock_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = support::lease_with_lock(&client, &lock_key).await;
+    let (old, _) = support::lock_revision(&client, &lock_key).await;
     let plain = EtcdTarget::new(client.clone(), format!("{prefix}/kv"));
     let stale = plain.fenced(Fence::new("kv", &lock_key, old));
     client.revoke_lease(lease).await.unwrap();
-    let _lease2 = testing::lock(&client, &lock_key, 10).await.unwrap();
-    let (new, _) = testing::lock_info(&client, &lock_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let _lease2 = support::lease_with_lock(&client, &lock_key).await;
+    let (new, _) = support::lock_revision(&client, &lock_key).await;
     assert!(new > old);
     let current = plain.fenced(Fence::new("kv", &lock_key, new));
     let r = Resource::new("Key/a".parse().unwrap(), serde_json::json!({"value": 2}));
@@ -187,18 +183,11 @@ async fn a_fence_does_not_pass_a_lock_re_created_by_another_replica() {
 /// naming both files, and nothing is written; the next good commit deploys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_resources_that_would_share_a_key_are_refused_before_any_write() {
-    let client = common::client().await;
-    let prefix = common::prefix("collide");
+    let client = support::client().await;
+    let prefix = support::prefix("collide");
     let target = Arc::new(EtcdTarget::new(client.clone(), &prefix));
     let source = Arc::new(MemorySource::new("main"));
-    let engine = Engine::builder()
-        .name("kv")
-        .source(source.clone())
-        .render(Arc::new(ManifestRender::new()))
-        .target(target.clone())
-        .store(Arc::new(MemoryStore::new()))
-        .build()
-        .unwrap();
+    let engine = kv_engine(&source, &target);
     let other = "kind: Key\nmetadata: { name: other }\nspec: { value: 1 }\n";
     for (a, b) in [
         (

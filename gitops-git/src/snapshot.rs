@@ -2,7 +2,7 @@
 
 use gitops_core::model::validate_relative_path;
 use gitops_core::{Revision, Snapshot, SourceError};
-use gix::bstr::ByteSlice;
+use gix::bstr::{BStr, ByteSlice};
 use gix::objs::tree::EntryKind;
 
 use crate::error::objects;
@@ -72,37 +72,9 @@ pub(crate) fn read(
     previous: &BlobCache,
     next: &mut BlobCache,
 ) -> Result<Snapshot, SourceError> {
-    let commit = repo
-        .find_commit(commit_id)
-        .map_err(|e| objects(format!("commit {commit_id}"), e))?;
-    let root = commit
-        .tree_id()
-        .map_err(|e| objects(format!("tree of commit {commit_id}"), e))?
-        .detach();
-    let start = match options.path {
-        None => root,
-        Some(sub) => {
-            let tree = repo
-                .find_tree(root)
-                .map_err(|e| objects(format!("tree of commit {commit_id}"), e))?;
-            let entry = tree
-                .lookup_entry_by_path(sub)
-                .map_err(|e| objects(format!("path {sub} in commit {commit_id}"), e))?
-                .ok_or_else(|| rejected(sub, format!("not found in commit {commit_id}")))?;
-            if !entry.mode().is_tree() {
-                return Err(rejected(
-                    sub,
-                    format!("is not a directory in commit {commit_id}"),
-                ));
-            }
-            entry.object_id()
-        }
-    };
-
-    let limits = options.limits;
+    let start = start_tree(repo, commit_id, options.path)?;
     let mut snapshot = Snapshot::new(revision.clone());
-    let mut files = 0usize;
-    let mut total = 0u64;
+    let mut tally = Tally::default();
     let mut stack: Vec<(String, gix::ObjectId)> = vec![(String::new(), start)];
     while let Some((dir, tree_id)) = stack.pop() {
         let tree = repo
@@ -112,41 +84,13 @@ pub(crate) fn read(
             .decode()
             .map_err(|e| objects(format!("tree {tree_id} at {dir:?}"), e))?;
         for entry in &decoded.entries {
-            let raw = entry.filename;
-            let shown = printable(&raw.to_str_lossy());
-            let display = if dir.is_empty() {
-                shown
-            } else {
-                format!("{dir}/{shown}")
-            };
             let kind = entry.mode.kind();
-            let mode = matches!(kind, EntryKind::Link)
-                .then_some(gix::validate::path::component::Mode::Symlink);
-            gix::validate::path::component(raw, mode, COMPONENT_OPTIONS)
-                .map_err(|e| rejected(&display, format!("unsafe path component: {e}")))?;
-            let Ok(name) = raw.to_str() else {
-                return Err(rejected(display, "file name is not UTF-8"));
-            };
-            let path = if dir.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{dir}/{name}")
-            };
-            validate_relative_path(&path).map_err(|e| rejected(&path, e.reason))?;
+            let path = entry_path(&dir, entry.filename, kind)?;
             let id = entry.oid.to_owned();
             match kind {
                 EntryKind::Tree => stack.push((path, id)),
                 EntryKind::Blob | EntryKind::BlobExecutable => {
-                    files += 1;
-                    if files > limits.max_files {
-                        return Err(rejected(
-                            path,
-                            format!(
-                                "more than {} files in the snapshot (limit max_files)",
-                                limits.max_files
-                            ),
-                        ));
-                    }
+                    tally.file(&options.limits, &path)?;
                     let cached = previous.get(&id).cloned();
                     let size = match &cached {
                         Some(data) => data.len() as u64,
@@ -155,25 +99,7 @@ pub(crate) fn read(
                             .map_err(|e| objects(format!("blob {id} at {path}"), e))?
                             .size(),
                     };
-                    if size > limits.max_file_bytes {
-                        return Err(rejected(
-                            path,
-                            format!(
-                                "file is {size} bytes, larger than the limit of {} bytes (max_file_bytes)",
-                                limits.max_file_bytes
-                            ),
-                        ));
-                    }
-                    total = total.saturating_add(size);
-                    if total > limits.max_total_bytes {
-                        return Err(rejected(
-                            path,
-                            format!(
-                                "snapshot exceeds {} bytes in total (limit max_total_bytes)",
-                                limits.max_total_bytes
-                            ),
-                        ));
-                    }
+                    tally.bytes(&options.limits, &path, size)?;
                     let data: std::sync::Arc<[u8]> = match cached {
                         Some(data) => data,
                         None => repo
@@ -188,27 +114,141 @@ pub(crate) fn read(
                         .map_err(|e| rejected(e.path, e.reason))?;
                 }
                 EntryKind::Link | EntryKind::Commit => {
-                    let what = if matches!(kind, EntryKind::Link) {
-                        "symbolic link"
-                    } else {
-                        "submodule"
-                    };
-                    match options.special {
-                        SpecialEntries::Refuse => {
-                            return Err(rejected(
-                                path,
-                                format!("{what} refused (not followed; see SpecialEntries)"),
-                            ));
-                        }
-                        SpecialEntries::Skip => {
-                            tracing::warn!(path = %path, kind = what, revision = %revision, "skipping {what} in snapshot");
-                        }
-                    }
+                    let what = special_entry(&path, kind, options.special)?;
+                    tracing::warn!(path = %path, kind = what, revision = %revision, "skipping {what} in snapshot");
                 }
             }
         }
     }
     Ok(snapshot)
+}
+
+/// The tree the snapshot starts from: the commit's root, or the directory
+/// `path` in it.
+fn start_tree(
+    repo: &gix::Repository,
+    commit_id: gix::ObjectId,
+    path: Option<&str>,
+) -> Result<gix::ObjectId, SourceError> {
+    let commit = repo
+        .find_commit(commit_id)
+        .map_err(|e| objects(format!("commit {commit_id}"), e))?;
+    let root = commit
+        .tree_id()
+        .map_err(|e| objects(format!("tree of commit {commit_id}"), e))?
+        .detach();
+    let Some(sub) = path else {
+        return Ok(root);
+    };
+    let tree = repo
+        .find_tree(root)
+        .map_err(|e| objects(format!("tree of commit {commit_id}"), e))?;
+    let entry = tree
+        .lookup_entry_by_path(sub)
+        .map_err(|e| objects(format!("path {sub} in commit {commit_id}"), e))?
+        .ok_or_else(|| rejected(sub, format!("not found in commit {commit_id}")))?;
+    if !entry.mode().is_tree() {
+        return Err(rejected(
+            sub,
+            format!("is not a directory in commit {commit_id}"),
+        ));
+    }
+    Ok(entry.object_id())
+}
+
+/// The checked path of the entry `raw` (of `kind`) in directory `dir`:
+/// every component passes gix's Windows, NTFS and HFS checks, the name is
+/// UTF-8 and the whole path is a safe relative path.
+fn entry_path(dir: &str, raw: &BStr, kind: EntryKind) -> Result<String, SourceError> {
+    let shown = printable(&raw.to_str_lossy());
+    let display = if dir.is_empty() {
+        shown
+    } else {
+        format!("{dir}/{shown}")
+    };
+    let mode =
+        matches!(kind, EntryKind::Link).then_some(gix::validate::path::component::Mode::Symlink);
+    gix::validate::path::component(raw, mode, COMPONENT_OPTIONS)
+        .map_err(|e| rejected(&display, format!("unsafe path component: {e}")))?;
+    let Ok(name) = raw.to_str() else {
+        return Err(rejected(display, "file name is not UTF-8"));
+    };
+    let path = if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    };
+    validate_relative_path(&path).map_err(|e| rejected(&path, e.reason))?;
+    Ok(path)
+}
+
+/// Files and bytes counted so far, against the [`Limits`].
+#[derive(Debug, Default)]
+struct Tally {
+    files: usize,
+    total: u64,
+}
+
+impl Tally {
+    /// Counts one more file at `path`.
+    fn file(&mut self, limits: &Limits, path: &str) -> Result<(), SourceError> {
+        self.files += 1;
+        if self.files > limits.max_files {
+            return Err(rejected(
+                path,
+                format!(
+                    "more than {} files in the snapshot (limit max_files)",
+                    limits.max_files
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts the `size` bytes of the file at `path`.
+    fn bytes(&mut self, limits: &Limits, path: &str, size: u64) -> Result<(), SourceError> {
+        if size > limits.max_file_bytes {
+            return Err(rejected(
+                path,
+                format!(
+                    "file is {size} bytes, larger than the limit of {} bytes (max_file_bytes)",
+                    limits.max_file_bytes
+                ),
+            ));
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > limits.max_total_bytes {
+            return Err(rejected(
+                path,
+                format!(
+                    "snapshot exceeds {} bytes in total (limit max_total_bytes)",
+                    limits.max_total_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A symbolic link or submodule at `path`: refused, or (with
+/// [`SpecialEntries::Skip`]) what it is, for the warning.
+fn special_entry(
+    path: &str,
+    kind: EntryKind,
+    special: SpecialEntries,
+) -> Result<&'static str, SourceError> {
+    let what = if matches!(kind, EntryKind::Link) {
+        "symbolic link"
+    } else {
+        "submodule"
+    };
+    match special {
+        SpecialEntries::Refuse => Err(rejected(
+            path,
+            format!("{what} refused (not followed; see SpecialEntries)"),
+        )),
+        SpecialEntries::Skip => Ok(what),
+    }
 }
 
 /// A name safe to print: control characters escaped.
@@ -222,4 +262,78 @@ fn printable(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(err: SourceError) -> (String, String) {
+        match err {
+            SourceError::Rejected { path, reason } => (path, reason),
+            other => panic!("not a rejection: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entry_paths_are_joined_and_checked() {
+        let blob = EntryKind::Blob;
+        assert_eq!(entry_path("", "a.yaml".into(), blob).unwrap(), "a.yaml");
+        assert_eq!(
+            entry_path("x/y", "a.yaml".into(), blob).unwrap(),
+            "x/y/a.yaml"
+        );
+        let (path, why) = reason(entry_path("x", ".git".into(), EntryKind::Tree).unwrap_err());
+        assert_eq!(path, "x/.git");
+        assert!(why.starts_with("unsafe path component"), "{why}");
+        let (path, _) = reason(entry_path("x", "..".into(), EntryKind::Tree).unwrap_err());
+        assert_eq!(path, "x/..");
+        let (path, _) = reason(entry_path("", b"a\x01b".as_slice().into(), blob).unwrap_err());
+        assert_eq!(path, "a\\u{1}b", "control characters are escaped");
+        let (_, why) = reason(entry_path("", b"\xff.yaml".as_slice().into(), blob).unwrap_err());
+        assert_eq!(why, "file name is not UTF-8");
+    }
+
+    #[test]
+    fn the_tally_refuses_too_many_files_and_bytes() {
+        let limits = Limits {
+            max_file_bytes: 10,
+            max_total_bytes: 15,
+            max_files: 2,
+        };
+        let mut tally = Tally::default();
+        tally.file(&limits, "a").unwrap();
+        tally.bytes(&limits, "a", 10).unwrap();
+        let (path, why) = reason(tally.bytes(&limits, "b", 11).unwrap_err());
+        assert_eq!(path, "b");
+        assert!(why.contains("max_file_bytes"), "{why}");
+        tally.file(&limits, "c").unwrap();
+        let (path, why) = reason(tally.bytes(&limits, "c", 6).unwrap_err());
+        assert_eq!(path, "c");
+        assert!(why.contains("max_total_bytes"), "{why}");
+        let (path, why) = reason(tally.file(&limits, "d").unwrap_err());
+        assert_eq!(path, "d");
+        assert!(why.contains("max_files"), "{why}");
+    }
+
+    #[test]
+    fn special_entries_are_refused_or_named_for_the_warning() {
+        let (path, why) =
+            reason(special_entry("l", EntryKind::Link, SpecialEntries::Refuse).unwrap_err());
+        assert_eq!(path, "l");
+        assert_eq!(
+            why,
+            "symbolic link refused (not followed; see SpecialEntries)"
+        );
+        let why = special_entry("m", EntryKind::Commit, SpecialEntries::Refuse).unwrap_err();
+        assert!(reason(why).1.starts_with("submodule refused"));
+        assert_eq!(
+            special_entry("l", EntryKind::Link, SpecialEntries::Skip).unwrap(),
+            "symbolic link"
+        );
+        assert_eq!(
+            special_entry("m", EntryKind::Commit, SpecialEntries::Skip).unwrap(),
+            "submodule"
+        );
+    }
 }

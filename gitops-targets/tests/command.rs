@@ -1,7 +1,7 @@
 //! CommandTarget against real processes: small local shell scripts are the
 //! programs (the target itself never runs a shell).
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,7 +12,7 @@ use gitops_targets::command::{Compare, Format, Payload};
 use gitops_targets::{CommandConfigError, CommandTarget, CommandTargetBuilder};
 use serde_json::{Value, json};
 
-use common::{Scripts, assert_gone, process_state, read_pid};
+use support::{Scripts, assert_gone, present, process_state, read_pid};
 
 const SCRIPTS: &[(&str, &str)] = &[
     (
@@ -68,6 +68,14 @@ fn state() -> tempfile::TempDir {
     tempfile::tempdir().expect("state dir")
 }
 
+/// A target that runs `program` (no arguments) for apply, observe and delete.
+fn program_target(program: &str) -> CommandTargetBuilder {
+    CommandTarget::builder()
+        .apply([program])
+        .observe([program])
+        .delete([program])
+}
+
 fn store_target(state: &Path) -> CommandTargetBuilder {
     let store = scripts().path("store");
     CommandTarget::builder()
@@ -80,10 +88,7 @@ fn store_target(state: &Path) -> CommandTargetBuilder {
 
 fn exit_target(state: &Path, code: i32, message: &str) -> CommandTarget {
     let exit = scripts().path("exit");
-    CommandTarget::builder()
-        .apply([exit.as_str()])
-        .observe([exit.as_str()])
-        .delete([exit.as_str()])
+    program_target(&exit)
         .health([exit.as_str()])
         .env("STATE", state.to_str().expect("utf-8"))
         .env("EXIT_CODE", code.to_string())
@@ -124,11 +129,7 @@ async fn apply_observe_delete_round_trip() {
         assert!(target.observe(&r.id).await.expect("observe").is_none());
         assert_eq!(target.health(&r.id).await.expect("health"), Health::Missing);
         target.apply(&r).await.expect("apply");
-        let observed = target
-            .observe(&r.id)
-            .await
-            .expect("observe")
-            .expect("present");
+        let observed = present(&target, &r.id).await;
         assert_eq!(observed.spec, r.spec, "{payload:?} {format:?}");
         assert!(target.differs(&r, &observed).is_none());
         assert_eq!(target.health(&r.id).await.expect("health"), Health::Healthy);
@@ -219,10 +220,7 @@ async fn hostile_names_reach_the_program_as_plain_data() {
 async fn stdin_documents_and_kind_validation() {
     let record = scripts().path("record");
     let st = state();
-    let builder = CommandTarget::builder()
-        .apply([record.as_str()])
-        .observe([record.as_str()])
-        .delete([record.as_str()])
+    let builder = program_target(&record)
         .env("STATE", st.path().to_str().expect("utf-8"))
         .kinds(["Deployment"]);
     let mut r = resource("Deployment", Some("prod"), "web", json!({"replicas": 2}));
@@ -267,11 +265,7 @@ async fn environment_starts_empty_plus_the_allowlist() {
         std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
         "cargo sets CARGO_MANIFEST_DIR for test processes; this test relies on it"
     );
-    let builder = CommandTarget::builder()
-        .apply([record.as_str()])
-        .observe([record.as_str()])
-        .delete([record.as_str()])
-        .env("STATE", st.path().to_str().expect("utf-8"));
+    let builder = program_target(&record).env("STATE", st.path().to_str().expect("utf-8"));
     let r = resource("Thing", None, "x", json!({}));
     builder
         .clone()
@@ -364,20 +358,14 @@ async fn exit_code_contract() {
     assert!(err.to_string().contains("printed nothing"), "{err}");
 
     let exit = scripts().path("exit");
-    let target = CommandTarget::builder()
-        .apply([exit.as_str()])
-        .observe([exit.as_str()])
-        .delete([exit.as_str()])
+    let target = program_target(&exit)
         .env("EXIT_CODE", "0")
         .env("STDOUT", "{not json")
         .build()
         .expect("config");
     let err = target.observe(&r.id).await.expect_err("bad json");
     assert!(err.to_string().contains("bad document"), "{err}");
-    let target = CommandTarget::builder()
-        .apply([exit.as_str()])
-        .observe([exit.as_str()])
-        .delete([exit.as_str()])
+    let target = program_target(&exit)
         .env("EXIT_CODE", "0")
         .empty_stdout_is_not_found(true)
         .build()
@@ -385,12 +373,7 @@ async fn exit_code_contract() {
     assert!(target.observe(&r.id).await.expect("observe").is_none());
 
     let selfkill = scripts().path("selfkill");
-    let target = CommandTarget::builder()
-        .apply([selfkill.as_str()])
-        .observe([selfkill.as_str()])
-        .delete([selfkill.as_str()])
-        .build()
-        .expect("config");
+    let target = program_target(&selfkill).build().expect("config");
     let err = target.apply(&r).await.expect_err("killed");
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("killed by signal 9"), "{err}");
@@ -404,10 +387,7 @@ async fn hanging_command_is_killed_with_its_group_and_reaped() {
     for script in ["hang", "detach"] {
         let st = state();
         let program = scripts().path(script);
-        let target = CommandTarget::builder()
-            .apply([program.as_str()])
-            .observe([program.as_str()])
-            .delete([program.as_str()])
+        let target = program_target(&program)
             .env("STATE", st.path().to_str().expect("utf-8"))
             .timeout(Duration::from_millis(700))
             .reap_orphans(true)
@@ -439,10 +419,7 @@ async fn hanging_command_is_killed_with_its_group_and_reaped() {
 async fn a_cancelled_call_kills_the_whole_group() {
     let st = state();
     let program = scripts().path("hang");
-    let target = CommandTarget::builder()
-        .apply([program.as_str()])
-        .observe([program.as_str()])
-        .delete([program.as_str()])
+    let target = program_target(&program)
         .env("STATE", st.path().to_str().expect("utf-8"))
         .timeout(Duration::from_secs(60))
         .build()
@@ -473,10 +450,7 @@ async fn a_cancelled_call_kills_the_whole_group() {
 async fn hundred_megabytes_of_output_are_capped() {
     let r = resource("Thing", None, "x", json!({}));
     let flood_out = scripts().path("flood_out");
-    let target = CommandTarget::builder()
-        .apply([flood_out.as_str()])
-        .observe([flood_out.as_str()])
-        .delete([flood_out.as_str()])
+    let target = program_target(&flood_out)
         .output_limit(1 << 20)
         .build()
         .expect("config");
@@ -494,10 +468,7 @@ async fn hundred_megabytes_of_output_are_capped() {
     );
 
     let flood_err = scripts().path("flood_err");
-    let target = CommandTarget::builder()
-        .apply([flood_err.as_str()])
-        .observe([flood_err.as_str()])
-        .delete([flood_err.as_str()])
+    let target = program_target(&flood_err)
         .output_limit(64 << 10)
         .build()
         .expect("config");
@@ -570,12 +541,7 @@ async fn missing_binary_is_a_clear_error() {
 
     // A program removed after the target was built.
     let doomed = scripts().path("doomed");
-    let target = CommandTarget::builder()
-        .apply([doomed.as_str()])
-        .observe([doomed.as_str()])
-        .delete([doomed.as_str()])
-        .build()
-        .expect("config");
+    let target = program_target(&doomed).build().expect("config");
     std::fs::remove_file(&doomed).expect("remove");
     let r = resource("Thing", None, "x", json!({}));
     let err = target.apply(&r).await.expect_err("gone");
@@ -590,10 +556,7 @@ async fn missing_binary_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_fields_comparison_ignores_what_the_system_adds() {
     let ok = scripts().path("ok");
-    let target = CommandTarget::builder()
-        .apply([ok.as_str()])
-        .observe([ok.as_str()])
-        .delete([ok.as_str()])
+    let target = program_target(&ok)
         .compare(Compare::DesiredFields)
         .build()
         .expect("config");

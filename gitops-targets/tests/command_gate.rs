@@ -2,7 +2,7 @@
 //! gate programs (the gate itself never runs a shell), driven by an engine
 //! over the in-memory source and target.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use gitops_core::{
 use gitops_targets::{CommandGate, CommandGateError};
 use serde_json::Value;
 
-use common::{Scripts, assert_gone, read_pid};
+use support::{Scripts, assert_gone, read_pid};
 
 const SCRIPTS: &[(&str, &str)] = &[
     (

@@ -1,6 +1,8 @@
 //! FsTarget against real directories, as root: hostile ids, planted and racing
 //! symlinks, a concurrent editor process, permission denied, disk full, limits.
 
+mod support;
+
 use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,7 @@ use gitops_core::files::file_spec;
 use gitops_core::{Health, Resource, ResourceId, Target, TargetError};
 use gitops_targets::{Durability, FsOptions, FsTarget};
 use serde_json::json;
+use support::present;
 
 fn id(path: &str) -> ResourceId {
     ResourceId::new("File", path).expect("valid id")
@@ -92,11 +95,7 @@ async fn apply_observe_and_exact_drift() {
         std::fs::metadata(&path).expect("meta").permissions().mode() & 0o7777,
         0o644
     );
-    let observed = target
-        .observe(&conf.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &conf.id).await;
     assert_eq!(
         observed.spec, conf.spec,
         "observed spec has the FilesRender shape"
@@ -110,11 +109,7 @@ async fn apply_observe_and_exact_drift() {
 
     // Content drift, reported exactly.
     std::fs::write(&path, b"port = 81\n").expect("edit");
-    let observed = target
-        .observe(&conf.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &conf.id).await;
     let diff = target.differs(&conf, &observed).expect("drift");
     assert_eq!(diff.changes.len(), 1, "{diff}");
     assert_eq!(diff.changes[0].path, "spec.content");
@@ -127,21 +122,13 @@ async fn apply_observe_and_exact_drift() {
     // Mode drift only.
     std::fs::write(&path, b"port = 80\n").expect("restore");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let observed = target
-        .observe(&conf.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &conf.id).await;
     let diff = target.differs(&conf, &observed).expect("drift");
     assert_eq!(diff.changes.len(), 1, "{diff}");
     assert_eq!(diff.changes[0].path, "spec.mode");
     assert_eq!(diff.changes[0].old, Some(json!("0600")));
     target.apply(&conf).await.expect("repair");
-    let observed = target
-        .observe(&conf.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &conf.id).await;
     assert!(target.differs(&conf, &observed).is_none());
 
     // Binary content and an executable, whatever the umask.
@@ -152,22 +139,14 @@ async fn apply_observe_and_exact_drift() {
     target.apply(&bin).await.expect("apply binary");
     let meta = std::fs::metadata(f.root.join("bin/tool")).expect("meta");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
-    let observed = target
-        .observe(&bin.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &bin.id).await;
     assert_eq!(observed.spec["encoding"], "base64");
     assert!(target.differs(&bin, &observed).is_none());
 
     // The same bytes written as base64 by hand compare equal to utf-8.
     let mut as_base64 = conf.clone();
     as_base64.spec = json!({"path": "etc/app.conf", "content": "cG9ydCA9IDgwCg==", "encoding": "base64", "mode": "0644"});
-    let observed = target
-        .observe(&conf.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &conf.id).await;
     assert!(target.differs(&as_base64, &observed).is_none());
     assert!(listing(&f.outside).is_empty());
 }
@@ -288,11 +267,7 @@ async fn planted_symlinks_never_lead_outside() {
 
     // A link at a managed path: observed as drift, never read through...
     let link = file("link.conf", b"managed\n");
-    let observed = target
-        .observe(&link.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &link.id).await;
     assert_eq!(observed.spec["type"], "symlink");
     assert!(!observed.spec.to_string().contains("SECRET"));
     assert!(target.differs(&link, &observed).is_some());
@@ -410,11 +385,7 @@ async fn another_process_edits_and_deletes_between_observe_and_apply() {
             std::fs::read_to_string(path).expect("read"),
             format!("value {i}\n")
         );
-        let observed = target
-            .observe(&r.id)
-            .await
-            .expect("observe")
-            .expect("present");
+        let observed = present(&target, &r.id).await;
         assert!(target.differs(r, &observed).is_none());
     }
     let err = target
@@ -529,11 +500,7 @@ async fn stale_temp_files_are_swept_at_open_and_special_files_observed() {
     assert_eq!(target.file_count(), 1);
     // A FIFO at a managed path: observed without blocking, then replaced.
     let fifo = file("fifo.conf", b"now a file");
-    let observed = target
-        .observe(&fifo.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &fifo.id).await;
     assert_eq!(observed.spec["type"], "special");
     target.apply(&fifo).await.expect("replace fifo");
     assert_eq!(
@@ -566,11 +533,7 @@ async fn size_and_count_limits() {
     assert!(err.to_string().contains("limit of 1024"), "{err}");
     // A large file made by someone else is reported by size, not read.
     std::fs::write(f.root.join("big.conf"), vec![b'y'; 4096]).expect("big");
-    let observed = target
-        .observe(&big.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &big.id).await;
     assert_eq!(observed.spec["size"], 4096);
     assert!(observed.spec.get("content").is_none());
     std::fs::remove_file(f.root.join("big.conf")).expect("rm");
@@ -679,11 +642,7 @@ async fn disk_full_on_a_tiny_tmpfs() {
         .expect_err("no room for the new copy");
     assert!(err.is_transient(), "{err}");
     assert_eq!(listing(&mnt), ["a.bin"], "no temp file left behind");
-    let observed = target
-        .observe(&first.id)
-        .await
-        .expect("observe")
-        .expect("present");
+    let observed = present(&target, &first.id).await;
     assert!(
         target.differs(&first, &observed).is_none(),
         "old content intact"

@@ -97,48 +97,8 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let target = parts.next().unwrap_or("/").to_owned();
-        let mut headers: HashMap<String, String> = HashMap::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
-        let body = if headers
-            .get("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-        {
-            read_chunked(&mut reader)?
-        } else {
-            let len = headers
-                .get("content-length")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body)?;
-            body
-        };
-        config.stats.requests.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut log = config.stats.log.lock().expect("log");
-            log.push(format!("{request_line}{headers:?}"));
-        }
-        if body.windows(13).any(|w| w == b"command=fetch") {
-            config.stats.fetch_commands.fetch_add(1, Ordering::SeqCst);
-        }
+    while let Some(request) = read_request(&mut reader)? {
+        record(config, &request);
         if config.down.load(Ordering::SeqCst) {
             respond(
                 &mut writer,
@@ -148,14 +108,7 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
             )?;
             continue;
         }
-        let auth = headers.get("authorization");
-        let allowed = match (&config.basic, &config.bearer) {
-            (None, None) => true,
-            (basic, bearer) => {
-                auth.is_some() && (auth == basic.as_ref() || auth == bearer.as_ref())
-            }
-        };
-        if !allowed {
+        if !allowed(config, request.headers.get("authorization")) {
             config.stats.unauthorized.fetch_add(1, Ordering::SeqCst);
             respond(
                 &mut writer,
@@ -165,47 +118,8 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
             )?;
             continue;
         }
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let mut cmd = Command::new("git");
-        cmd.arg("http-backend")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_PROJECT_ROOT", &config.root)
-            .env("GIT_HTTP_EXPORT_ALL", "1")
-            .env("REQUEST_METHOD", &method)
-            .env("PATH_INFO", path)
-            .env("QUERY_STRING", query)
-            .env("REMOTE_ADDR", "127.0.0.1")
-            .env("CONTENT_LENGTH", body.len().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(ct) = headers.get("content-type") {
-            cmd.env("CONTENT_TYPE", ct);
-        }
-        if let Some(enc) = headers.get("content-encoding") {
-            cmd.env("HTTP_CONTENT_ENCODING", enc);
-        }
-        if let Some(proto) = headers.get("git-protocol") {
-            cmd.env("GIT_PROTOCOL", proto);
-        }
-        let mut child = cmd.spawn()?;
-        let mut stdin = child.stdin.take().expect("stdin");
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&body);
-        });
-        let mut out = Vec::new();
-        child.stdout.take().expect("stdout").read_to_end(&mut out)?;
-        let _ = feeder.join();
-        child.wait()?;
-        let split = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| (p, 4))
-            .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
-        let Some((head_end, sep)) = split else {
+        let out = http_backend(config, request)?;
+        let Some(cgi) = parse_cgi(&out) else {
             respond(
                 &mut writer,
                 "500 Internal Server Error",
@@ -214,25 +128,170 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
             )?;
             continue;
         };
-        let head = String::from_utf8_lossy(&out[..head_end]).into_owned();
-        let body = &out[head_end + sep..];
-        let mut status = "200 OK".to_owned();
-        let mut cgi_headers = Vec::new();
-        for line in head.lines() {
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("status") {
-                    status = v.trim().to_owned();
-                } else {
-                    cgi_headers.push((k.trim().to_owned(), v.trim().to_owned()));
-                }
-            }
-        }
-        let refs: Vec<(&str, &str)> = cgi_headers
+        let refs: Vec<(&str, &str)> = cgi
+            .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        respond(&mut writer, &status, &refs, body)?;
+        respond(&mut writer, &cgi.status, &refs, cgi.body)?;
     }
+    Ok(())
+}
+
+/// One HTTP request as received.
+struct Request {
+    /// The request line, with its line end.
+    line: String,
+    method: String,
+    target: String,
+    /// Header names in lower case.
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// Reads the next request on a kept-alive connection (`None`: closed).
+fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_owned();
+    let target = parts.next().unwrap_or("/").to_owned();
+    let mut headers: HashMap<String, String> = HashMap::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        read_chunked(reader)?
+    } else {
+        let len = headers
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    Ok(Some(Request {
+        line,
+        method,
+        target,
+        headers,
+        body,
+    }))
+}
+
+/// Counts and logs the request.
+fn record(config: &Config, request: &Request) {
+    config.stats.requests.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut log = config.stats.log.lock().expect("log");
+        log.push(format!("{}{:?}", request.line, request.headers));
+    }
+    if request.body.windows(13).any(|w| w == b"command=fetch") {
+        config.stats.fetch_commands.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a request with this `Authorization` header is let in.
+fn allowed(config: &Config, auth: Option<&String>) -> bool {
+    match (&config.basic, &config.bearer) {
+        (None, None) => true,
+        (basic, bearer) => auth.is_some() && (auth == basic.as_ref() || auth == bearer.as_ref()),
+    }
+}
+
+/// Runs `git http-backend` (CGI) for the request; returns its output.
+fn http_backend(config: &Config, request: Request) -> std::io::Result<Vec<u8>> {
+    let Request {
+        method,
+        target,
+        headers,
+        body,
+        ..
+    } = request;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut cmd = Command::new("git");
+    cmd.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_PROJECT_ROOT", &config.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(ct) = headers.get("content-type") {
+        cmd.env("CONTENT_TYPE", ct);
+    }
+    if let Some(enc) = headers.get("content-encoding") {
+        cmd.env("HTTP_CONTENT_ENCODING", enc);
+    }
+    if let Some(proto) = headers.get("git-protocol") {
+        cmd.env("GIT_PROTOCOL", proto);
+    }
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let mut out = Vec::new();
+    child.stdout.take().expect("stdout").read_to_end(&mut out)?;
+    let _ = feeder.join();
+    child.wait()?;
+    Ok(out)
+}
+
+/// What `git http-backend` answered.
+struct CgiResponse<'a> {
+    status: String,
+    headers: Vec<(String, String)>,
+    body: &'a [u8],
+}
+
+/// Splits CGI output; `None` without a blank line after the headers.
+fn parse_cgi(out: &[u8]) -> Option<CgiResponse<'_>> {
+    let (head_end, sep) = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))?;
+    let head = String::from_utf8_lossy(&out[..head_end]).into_owned();
+    let body = &out[head_end + sep..];
+    let mut status = "200 OK".to_owned();
+    let mut headers = Vec::new();
+    for line in head.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("status") {
+                status = v.trim().to_owned();
+            } else {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+    Some(CgiResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn respond(

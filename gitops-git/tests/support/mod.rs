@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod writeback;
 
 use gitops_core::sync::LockExt as _;
 use std::io::Write;

@@ -1,8 +1,12 @@
-//! Helpers shared by the process tests: script folders and /proc checks.
+//! Helpers shared by the tests: observing what a target holds, script
+//! folders and /proc checks.
+#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use gitops_core::{Observed, ResourceId, Target};
 
 /// A folder of executable `#!/bin/sh` scripts.
 pub struct Scripts {
@@ -75,4 +79,9 @@ pub async fn assert_gone(pid: u32, what: &str) {
         "{what} (pid {pid}) still exists in state {:?}: killed but not reaped",
         process_state(pid)
     );
+}
+
+/// What `target` holds at `id`, which must be there.
+pub async fn present(target: &impl Target, id: &ResourceId) -> Observed {
+    target.observe(id).await.expect("observe").expect("present")
 }

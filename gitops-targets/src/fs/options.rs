@@ -1,0 +1,128 @@
+//! How an [`FsTarget`](super::FsTarget) is opened: [`FsOptions`],
+//! [`Durability`], limits, and [`FsOpenError`].
+
+use std::io;
+use std::path::PathBuf;
+
+/// Prefix of the temporary files written before the atomic rename. Files with
+/// this prefix that a killed process left behind are removed by [`FsTarget::open`](super::FsTarget::open).
+pub const TEMP_PREFIX: &str = ".gitops-tmp-";
+
+/// Default for [`FsOptions::max_file_size`]: 16 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+
+/// Default for [`FsOptions::max_files`].
+pub const DEFAULT_MAX_FILES: usize = 1_000_000;
+
+/// When written files reach the disk. See the crate docs for the trade-off.
+///
+/// ```
+/// use gitops_targets::{Durability, FsOptions};
+/// let options = FsOptions::default().durability(Durability::PerFile);
+/// assert_eq!(options.durability_mode(), Durability::PerFile);
+/// assert_eq!(FsOptions::default().durability_mode(), Durability::PerWave);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Atomic rename only; the kernel writes back when it wants (about 30 s on
+    /// Linux). A crash can lose any write of the last seconds; a reader never
+    /// sees a torn file while the machine is up.
+    None,
+    /// `fsync` of every file before its rename and of its directory after it:
+    /// `apply` returns only when the file is on disk. Slowest.
+    PerFile,
+    /// The default: writes are atomic renames without `fsync`; one `syncfs`
+    /// of the root's filesystem runs when the engine checks health after a
+    /// wave (concurrent health calls share it) or on [`FsTarget::sync`](super::FsTarget::sync). A
+    /// wave is reported healthy only once it is on disk.
+    #[default]
+    PerWave,
+}
+
+/// Options of an [`FsTarget`](super::FsTarget).
+///
+/// ```
+/// use gitops_targets::FsOptions;
+/// let options = FsOptions::default().max_file_size(1 << 20).max_files(50_000);
+/// assert_eq!(options.max_file_size_limit(), 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub(super) durability: Durability,
+    pub(super) max_file_size: u64,
+    pub(super) max_files: usize,
+    pub(super) create_root: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_files: DEFAULT_MAX_FILES,
+            create_root: true,
+        }
+    }
+}
+
+impl FsOptions {
+    /// When writes reach the disk (default [`Durability::PerWave`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Largest file, in bytes, that is written or read (default 16 MiB).
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = bytes;
+        self
+    }
+
+    /// Most regular files the root may hold, counting files it does not
+    /// manage (default 1,000,000). Creating one more fails; replacing does not.
+    pub fn max_files(mut self, count: usize) -> Self {
+        self.max_files = count;
+        self
+    }
+
+    /// Whether [`FsTarget::open`](super::FsTarget::open) creates a missing root (default `true`).
+    pub fn create_root(mut self, create: bool) -> Self {
+        self.create_root = create;
+        self
+    }
+
+    /// The configured durability.
+    pub fn durability_mode(&self) -> Durability {
+        self.durability
+    }
+
+    /// The configured file size limit.
+    pub fn max_file_size_limit(&self) -> u64 {
+        self.max_file_size
+    }
+}
+
+/// Why an [`FsTarget`](super::FsTarget) could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum FsOpenError {
+    /// The root directory could not be created or opened.
+    #[error("cannot open target root {path}: {source}")]
+    Root {
+        /// The root.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Walking the root (to remove stale temporary files and count files) failed.
+    #[error("cannot scan target root {path} at {relative:?}: {source}")]
+    Scan {
+        /// The root.
+        path: PathBuf,
+        /// The directory inside the root being read.
+        relative: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}

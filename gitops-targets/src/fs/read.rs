@@ -1,0 +1,163 @@
+//! Reading what is at managed paths: observe (one or a sorted batch) and
+//! health.
+
+use std::io::{self, Read as _};
+use std::sync::PoisonError;
+
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
+use gitops_core::{Health, Observed, ResourceId, TargetError};
+
+use super::spec::{Fingerprint, Found, observed_spec, path_of};
+use super::{Durability, Inner, io_error, is_not_found, split_parent};
+
+/// A parent directory opened for a batch of observes: the handle, `None`
+/// when it does not exist, or why it could not be opened.
+type OpenedParent = Result<Option<Dir>, (io::ErrorKind, String)>;
+
+impl Inner {
+    pub(super) fn read(&self, path: &str) -> io::Result<Option<Found>> {
+        self.read_at(&self.root, path)
+    }
+
+    /// Reads `path` relative to `dir` (a directory inside the root).
+    pub(super) fn read_at(&self, dir: &Dir, path: &str) -> io::Result<Option<Found>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        options.follow(FollowSymlinks::No);
+        // Never block on a FIFO planted at a managed path.
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+        let file = match dir.open_with(path, &options) {
+            Ok(f) => f,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            // O_NOFOLLOW on a symlink: ELOOP.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Ok(Some(Found::Other { kind: "symlink" }));
+            }
+            Err(e) => return Err(e),
+        };
+        let stat = rustix::fs::fstat(&file)?;
+        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let mode = stat.st_mode & 0o7777;
+        match file_type {
+            rustix::fs::FileType::RegularFile => {}
+            rustix::fs::FileType::Directory => return Ok(Some(Found::Other { kind: "directory" })),
+            _ => return Ok(Some(Found::Other { kind: "special" })),
+        }
+        // Size first: a file over the limit is reported, not read.
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let limit = self.options.max_file_size;
+        if size > limit {
+            return Ok(Some(Found::TooLarge { size, mode }));
+        }
+        // One read of size + 1 bytes: getting exactly `size` means end of
+        // file. A file that changed size since fstat is read to its end,
+        // never past the limit.
+        let mut bytes = vec![0u8; size as usize + 1];
+        let n = loop {
+            match (&file).read(&mut bytes) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        bytes.truncate(n);
+        if n as u64 != size {
+            (&file).take(limit + 1 - n as u64).read_to_end(&mut bytes)?;
+        }
+        if bytes.len() as u64 > limit {
+            return Ok(Some(Found::TooLarge {
+                size: bytes.len() as u64,
+                mode,
+            }));
+        }
+        Ok(Some(Found::File { bytes, mode }))
+    }
+
+    /// Observes `ids` (sorted by path) one directory at a time: each parent
+    /// is opened once, beneath the root, and its files relative to it.
+    pub(super) fn observe_sorted(
+        &self,
+        ids: Vec<(usize, ResourceId)>,
+    ) -> Vec<(usize, Result<Option<Observed>, TargetError>)> {
+        let mut out = Vec::with_capacity(ids.len());
+        // The open parent: its path and the handle, or why it cannot be opened.
+        let mut current: Option<(String, OpenedParent)> = None;
+        for (index, id) in ids {
+            let result = (|| {
+                let path = path_of(&id)?;
+                let (parent, base) = split_parent(path);
+                if parent.is_empty() {
+                    let found = self
+                        .read(path)
+                        .map_err(|e| io_error(&id, format!("read {path}"), e))?;
+                    return Ok(found.map(|f| Observed::new(observed_spec(path, f))));
+                }
+                if current.as_ref().is_none_or(|(p, _)| p != parent) {
+                    let opened = match self.root.open_dir(parent) {
+                        Ok(d) => Ok(Some(d)),
+                        Err(e) if is_not_found(&e) => Ok(None),
+                        Err(e) => Err((e.kind(), e.to_string())),
+                    };
+                    current = Some((parent.to_owned(), opened));
+                }
+                let dir = match current.as_ref().map(|(_, d)| d) {
+                    Some(Ok(Some(dir))) => dir,
+                    Some(Err((kind, message))) => {
+                        return Err(io_error(
+                            &id,
+                            format!("open directory {parent}"),
+                            io::Error::new(*kind, message.clone()),
+                        ));
+                    }
+                    _ => return Ok(None),
+                };
+                let found = self
+                    .read_at(dir, base)
+                    .map_err(|e| io_error(&id, format!("read {path}"), e))?;
+                Ok(found.map(|f| Observed::new(observed_spec(path, f))))
+            })();
+            out.push((index, result));
+        }
+        out
+    }
+
+    pub(super) fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
+        let path = path_of(id)?;
+        let found = self
+            .read(path)
+            .map_err(|e| io_error(id, format!("read {path}"), e))?;
+        Ok(found.map(|f| Observed::new(observed_spec(path, f))))
+    }
+
+    pub(super) fn health(&self, id: &ResourceId) -> Result<Health, TargetError> {
+        let path = path_of(id)?;
+        if self.options.durability == Durability::PerWave {
+            self.sync_blocking()
+                .map_err(|e| io_error(id, "sync the target filesystem".to_owned(), e))?;
+        }
+        let found = self
+            .read(path)
+            .map_err(|e| io_error(id, format!("read {path}"), e))?;
+        let expected = self
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied();
+        Ok(match found {
+            None => Health::Missing,
+            Some(Found::File { bytes, mode }) => match expected {
+                Some(fp) if fp != Fingerprint::of(&bytes, mode) => Health::Degraded {
+                    reason: format!("{path} was changed after it was applied"),
+                },
+                _ => Health::Healthy,
+            },
+            Some(Found::TooLarge { size, .. }) => Health::Degraded {
+                reason: format!("{path} is {size} bytes, over the size limit"),
+            },
+            Some(Found::Other { kind }) => Health::Degraded {
+                reason: format!("{path} is a {kind}, not a regular file"),
+            },
+        })
+    }
+}
