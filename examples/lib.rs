@@ -82,3 +82,68 @@ impl DemoRepo {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Doc tests for `docs/engine.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/engine.md")]
+pub struct EngineGuideDoctests;
+
+/// Doc tests for `docs/manifests-and-plans.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/manifests-and-plans.md")]
+pub struct ManifestsGuideDoctests;
+
+/// Doc tests for `docs/git-source.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/git-source.md")]
+pub struct GitSourceGuideDoctests;
+
+/// Doc tests for `docs/targets.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/targets.md")]
+pub struct TargetsGuideDoctests;
+
+/// Doc tests for `docs/agent.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/agent.md")]
+pub struct AgentGuideDoctests;
+
+/// Doc tests for `docs/ci.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/ci.md")]
+pub struct CiGuideDoctests;
+
+/// Doc tests for `docs/stages-and-promotion.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/stages-and-promotion.md")]
+pub struct StagesGuideDoctests;
+
+/// Doc tests for `docs/history-and-rollback.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/history-and-rollback.md")]
+pub struct HistoryGuideDoctests;
+
+/// Doc tests for `docs/stored-data.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/stored-data.md")]
+pub struct StoredDataGuideDoctests;
+
+/// Doc tests for `docs/scale-out-on-etcd.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/scale-out-on-etcd.md")]
+pub struct EtcdGuideDoctests;
+
+/// Doc tests for `docs/performance.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+pub struct PerformanceGuideDoctests;
+
+/// Doc tests for `docs/comparison.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/comparison.md")]
+pub struct ComparisonGuideDoctests;
+
+/// Doc tests for `docs/README.md` (the guides' index).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/README.md")]
+pub struct GuidesIndexDoctests;
