@@ -325,13 +325,13 @@ fn build(args: &Args) -> Result<Engine, String> {
         engine = engine.writeback(Arc::new(writeback));
     }
     engine
-        .config(EngineConfig {
-            interval: args.interval,
-            drift_interval: args.drift_interval,
-            prune: args.prune,
-            ..EngineConfig::default()
-        })
-        .windows(args.windows.clone())
+        .config(
+            EngineConfig::default()
+                .interval(args.interval)
+                .drift_interval(args.drift_interval)
+                .prune(args.prune)
+                .windows(args.windows.clone()),
+        )
         .name("agent")
         .build()
         .map_err(|e| e.to_string())

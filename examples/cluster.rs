@@ -106,11 +106,8 @@ async fn run() -> Result<(), BoxError> {
                 .render(Arc::new(ManifestRender::new()))
                 .target(Arc::new(target))
                 .store(ctx.store())
-                .config(EngineConfig {
-                    name: ctx.app().to_owned(),
-                    interval: Duration::from_millis(500),
-                    ..EngineConfig::default()
-                })
+                .name(ctx.app().to_owned())
+                .config(EngineConfig::default().interval(Duration::from_millis(500)))
                 .build()?)
         })
     };

@@ -154,11 +154,11 @@ async fn main() -> Result<(), Error> {
         .render(Arc::new(ManifestRender::new()))
         .target(Arc::new(FsTarget::open(&target_dir)?))
         .store(Arc::new(RedbStore::open(work.path().join("state"))?))
-        .config(EngineConfig {
-            interval: Duration::from_secs(1),
-            drift_interval: Duration::from_secs(2),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .interval(Duration::from_secs(1))
+                .drift_interval(Duration::from_secs(2)),
+        )
         .name("quickstart")
         .build()?;
 

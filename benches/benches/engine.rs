@@ -15,10 +15,7 @@ fn engine(target: Arc<MemoryTarget>, render: &FixtureRender) -> Engine {
         .source(source)
         .render(Arc::new(render.clone()))
         .target(target)
-        .config(EngineConfig {
-            concurrency: 16,
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().concurrency(16))
         .build()
         .expect("builds")
 }

@@ -26,11 +26,11 @@ fn main() {
         .source(source)
         .render(Arc::new(FixtureRender::new(n, 10)))
         .target(Arc::new(MemoryTarget::new()))
-        .config(EngineConfig {
-            interval: Duration::from_secs(1),
-            drift_interval: Duration::from_secs(10),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .interval(Duration::from_secs(1))
+                .drift_interval(Duration::from_secs(10)),
+        )
         .build()
         .expect("builds");
     rt.block_on(async {

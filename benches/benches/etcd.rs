@@ -70,10 +70,8 @@ async fn start(sizes: &Sizes, run: usize) -> Cluster {
                 .render(Arc::new(ManifestRender::new()))
                 .target(Arc::new(target))
                 .store(ctx.store())
-                .config(EngineConfig {
-                    name: ctx.app().to_owned(),
-                    ..EngineConfig::default()
-                })
+                .name(ctx.app().to_owned())
+                .config(EngineConfig::default())
                 .build()?)
         })
     };

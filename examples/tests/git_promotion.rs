@@ -53,7 +53,9 @@ async fn a_release_is_promoted_by_moving_a_branch_and_tagged_after_production() 
     let tag_release = GitPromoter::builder(&source, PromotionRef::Tag("release-{short}".into()))
         .build()
         .expect("promoter");
-    let fast = |b: gitops_core::EngineBuilder| b.interval(Duration::from_millis(200));
+    let fast = |b: gitops_core::EngineBuilder| {
+        b.config(gitops_core::EngineConfig::default().interval(Duration::from_millis(200)))
+    };
     let pipeline = Pipeline::builder(Arc::new(source))
         .render(Arc::new(FilesRender::new()))
         .stage(

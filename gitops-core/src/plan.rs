@@ -79,6 +79,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan with nothing in it, for `revision` (what a sync that did not
+    /// start reports).
+    pub fn empty(revision: Revision) -> Self {
+        Self {
+            revision,
+            waves: Vec::new(),
+            prune: Vec::new(),
+            retained: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
     /// Whether applying the plan would change the target.
     pub fn has_changes(&self) -> bool {
         let s = &self.summary;

@@ -142,6 +142,27 @@ pub enum SyncResult {
     /// A sync window closed during the sync and the policy is to stop at
     /// the next wave boundary; the rest is applied when the windows allow.
     WindowClosed,
+    /// A sync window or a dependency held the sync back before it started;
+    /// nothing was changed and it is tried again later (the report says
+    /// what blocks it). Never stored: a blocked sync records no history.
+    Blocked,
+    /// The engine is suspended; nothing was changed. Never stored.
+    Suspended,
+    /// A second shutdown request aborted the sync where it stood. Never
+    /// stored.
+    Aborted,
+}
+
+impl SyncResult {
+    /// Whether the sync ran at all (a history entry is recorded for it):
+    /// false for [`Blocked`](Self::Blocked), [`Suspended`](Self::Suspended)
+    /// and [`Aborted`](Self::Aborted).
+    pub fn ran(self) -> bool {
+        !matches!(
+            self,
+            SyncResult::Blocked | SyncResult::Suspended | SyncResult::Aborted
+        )
+    }
 }
 
 impl fmt::Display for SyncResult {
@@ -154,6 +175,9 @@ impl fmt::Display for SyncResult {
             SyncResult::Planned => "planned",
             SyncResult::GateFailed => "blocked by a gate",
             SyncResult::WindowClosed => "stopped by a sync window",
+            SyncResult::Blocked => "blocked",
+            SyncResult::Suspended => "suspended",
+            SyncResult::Aborted => "aborted",
         })
     }
 }
@@ -248,4 +272,3 @@ pub struct EngineRecord {
     /// Revisions that failed and are not retried until a newer commit (ids).
     pub bad: Vec<String>,
 }
-

@@ -30,12 +30,131 @@ pub struct Condition {
     pub kind: ConditionKind,
     /// Whether it holds.
     pub status: bool,
-    /// A CamelCase reason, e.g. `ReconciliationSucceeded`.
-    pub reason: String,
+    /// Why, e.g. [`Reason::ReconciliationSucceeded`] (serialised as its
+    /// CamelCase name).
+    pub reason: Reason,
     /// A human message.
     pub message: String,
     /// When `status` last changed.
     pub since: SystemTime,
+}
+
+/// Why a condition is as it is. Serialised (and displayed) as its CamelCase
+/// name, the strings Flux-style tooling expects; compares equal to that
+/// string (`reason == "Stalled"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No reconcile has finished yet.
+    Initializing,
+    /// No reconcile is running.
+    Idle,
+    /// The condition does not hold; nothing to report.
+    None,
+    /// A reconcile is running.
+    Progressing,
+    /// The last reconcile converged.
+    ReconciliationSucceeded,
+    /// A newer revision replaced the one being synced.
+    Superseded,
+    /// Shutdown interrupted the sync.
+    Interrupted,
+    /// A sync window is closed.
+    SyncWindowClosed,
+    /// An application this one depends on is not ready.
+    DependencyNotReady,
+    /// A pre-sync gate failed.
+    GateFailed,
+    /// A post-sync gate failed.
+    PostSyncGateFailed,
+    /// A gate could not reach a verdict (it timed out, or its runner failed).
+    GateUnavailable,
+    /// A resource failed to apply, delete or become healthy.
+    ResourceFailed,
+    /// The source, the target or the store could not be reached.
+    SourceOrTargetUnavailable,
+    /// The revision could not be rendered.
+    RenderFailed,
+    /// The revision would delete every managed resource.
+    EmptyRevisionRefused,
+    /// A rollback named a revision the source cannot provide.
+    RollbackFailed,
+    /// The source refused the revision for good (e.g. verification).
+    SourceFailed,
+    /// Any other reason a reconcile could not run.
+    ReconciliationFailed,
+    /// An automatic rollback is under way.
+    RollingBack,
+    /// The revision failed and the last healthy one was restored.
+    RolledBack,
+    /// The retry budget of the revision ran out.
+    RetriesExhausted,
+    /// The engine waits for a new revision or an explicit reconcile.
+    Stalled,
+    /// A retry is scheduled.
+    RetryScheduled,
+    /// The revision failed.
+    Failed,
+}
+
+impl Reason {
+    /// The CamelCase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Initializing => "Initializing",
+            Reason::Idle => "Idle",
+            Reason::None => "None",
+            Reason::Progressing => "Progressing",
+            Reason::ReconciliationSucceeded => "ReconciliationSucceeded",
+            Reason::Superseded => "Superseded",
+            Reason::Interrupted => "Interrupted",
+            Reason::SyncWindowClosed => "SyncWindowClosed",
+            Reason::DependencyNotReady => "DependencyNotReady",
+            Reason::GateFailed => "GateFailed",
+            Reason::PostSyncGateFailed => "PostSyncGateFailed",
+            Reason::GateUnavailable => "GateUnavailable",
+            Reason::ResourceFailed => "ResourceFailed",
+            Reason::SourceOrTargetUnavailable => "SourceOrTargetUnavailable",
+            Reason::RenderFailed => "RenderFailed",
+            Reason::EmptyRevisionRefused => "EmptyRevisionRefused",
+            Reason::RollbackFailed => "RollbackFailed",
+            Reason::SourceFailed => "SourceFailed",
+            Reason::ReconciliationFailed => "ReconciliationFailed",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolledBack => "RolledBack",
+            Reason::RetriesExhausted => "RetriesExhausted",
+            Reason::Stalled => "Stalled",
+            Reason::RetryScheduled => "RetryScheduled",
+            Reason::Failed => "Failed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<BlockReason> for Reason {
+    fn from(reason: BlockReason) -> Self {
+        match reason {
+            BlockReason::SyncWindowClosed => Reason::SyncWindowClosed,
+            BlockReason::DependencyNotReady => Reason::DependencyNotReady,
+        }
+    }
 }
 
 /// A resource found drifted by the last reconcile.
@@ -119,19 +238,19 @@ pub struct Status {
 impl Default for Status {
     fn default() -> Self {
         let now = SystemTime::now();
-        let condition = |kind, reason: &str| Condition {
+        let condition = |kind, reason| Condition {
             kind,
             status: false,
-            reason: reason.to_owned(),
+            reason,
             message: String::new(),
             since: now,
         };
         Self {
             conditions: vec![
-                condition(ConditionKind::Ready, "Initializing"),
-                condition(ConditionKind::Reconciling, "Idle"),
-                condition(ConditionKind::Stalled, "None"),
-                condition(ConditionKind::Failed, "None"),
+                condition(ConditionKind::Ready, Reason::Initializing),
+                condition(ConditionKind::Reconciling, Reason::Idle),
+                condition(ConditionKind::Stalled, Reason::None),
+                condition(ConditionKind::Failed, Reason::None),
             ],
             last_applied: None,
             last_attempted: None,
@@ -163,7 +282,7 @@ impl Status {
         &mut self,
         kind: ConditionKind,
         status: bool,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) {
         if let Some(c) = self.conditions.iter_mut().find(|c| c.kind == kind) {
@@ -171,7 +290,7 @@ impl Status {
                 c.since = SystemTime::now();
             }
             c.status = status;
-            c.reason = reason.to_owned();
+            c.reason = reason;
             c.message = message.into();
         }
     }

@@ -102,10 +102,7 @@ fn engine(state: &Path, target: &Path, g: u32) -> Result<Engine, String> {
             dir: target.to_owned(),
         }))
         .store(Arc::new(store))
-        .config(EngineConfig {
-            concurrency: 2,
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().concurrency(2))
         .name(APP)
         .build()
         .map_err(|e| e.to_string())

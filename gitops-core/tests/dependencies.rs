@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gitops_core::engine::SyncResult;
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    BlockReason, ConditionKind, Dependency, Engine, EngineError, ManifestRender, MemoryStore,
-    Needs, ResourceId,
+    BlockReason, ConditionKind, Dependency, Engine, ManifestRender, MemoryStore, Needs, ResourceId,
 };
 use serde_json::json;
 
@@ -45,7 +45,7 @@ fn apps(needs: Needs) -> Apps {
         .render(Arc::new(ManifestRender::new()))
         .target(web_target.clone())
         .name("web")
-        .interval(Duration::from_secs(30))
+        .config(gitops_core::EngineConfig::default().interval(Duration::from_secs(30)))
         .depends_on(Dependency::on(&db.handle()).needs(needs))
         .build()
         .expect("web");
@@ -74,8 +74,8 @@ async fn blocked_until_the_dependency_is_ready_at_the_same_revision() {
     let apps = apps(Needs::SameOrNewerRevision);
     let rev1 = apps.source.commit([("app.yaml", doc(1))]);
 
-    let err = apps.web.sync_once().await.expect_err("db not ready");
-    assert!(matches!(err, EngineError::Blocked { .. }), "{err}");
+    let report = apps.web.sync_once().await.expect("blocked is an outcome");
+    assert_eq!(report.result, SyncResult::Blocked, "{report}");
     assert_eq!(
         blocked_message(&apps.web),
         "waiting for app `db`: not ready (Initializing)"
@@ -90,7 +90,8 @@ async fn blocked_until_the_dependency_is_ready_at_the_same_revision() {
 
     // A new commit: web waits until db runs it.
     let rev2 = apps.source.commit([("app.yaml", doc(2))]);
-    apps.web.sync_once().await.expect_err("db behind");
+    let report = apps.web.sync_once().await.expect("blocked is an outcome");
+    assert_eq!(report.result, SyncResult::Blocked, "{report}");
     assert_eq!(
         blocked_message(&apps.web),
         format!("waiting for app `db`: at {rev1}, needs {rev2} or a descendant")
@@ -109,7 +110,7 @@ async fn blocked_until_the_dependency_is_ready_at_the_same_revision() {
     // rev3: db at rev3 is not "newer" than it.
     apps.source.reset(&rev1);
     let forked = apps.source.commit([("app.yaml", doc(4))]);
-    apps.web.sync_once().await.expect_err("diverged");
+    assert_blocked(&apps.web).await;
     assert_eq!(
         blocked_message(&apps.web),
         format!("waiting for app `db`: at {rev3}, needs {forked} or a descendant")
@@ -128,7 +129,7 @@ async fn a_failed_dependency_blocks_with_its_reason() {
     apps.source
         .commit([("app.yaml", "kind: App\nmetadata: { name: x }\nspec: [")]);
     apps.db.sync_once().await.expect_err("render error");
-    apps.web.sync_once().await.expect_err("blocked");
+    assert_blocked(&apps.web).await;
     let message = blocked_message(&apps.web);
     assert!(
         message.starts_with("waiting for app `db`: not ready (RenderFailed: "),
@@ -194,7 +195,7 @@ async fn a_dependency_by_name_reads_the_shared_store() {
     let web = engine("web", &web_target, Some(Dependency::on_app("db")));
 
     let rev1 = source.commit([("app.yaml", doc(1))]);
-    web.sync_once().await.expect_err("db never ran");
+    assert_blocked(&web).await;
     assert_eq!(
         blocked_message(&web),
         "waiting for app `db`: not yet applied and healthy"
@@ -207,7 +208,7 @@ async fn a_dependency_by_name_reads_the_shared_store() {
     // db fails on rev2: it stays healthy at rev1 only, which is older.
     let rev2 = source.commit([("app.yaml", "kind: App\nmetadata: { name: x }\nspec: [")]);
     db.sync_once().await.expect_err("render error");
-    web.sync_once().await.expect_err("blocked");
+    assert_blocked(&web).await;
     assert_eq!(
         blocked_message(&web),
         format!("waiting for app `db`: at {rev1}, needs {rev2} or a descendant")
@@ -248,4 +249,10 @@ fn an_app_cannot_depend_on_itself() {
         err.to_string(),
         "engine configuration: app `web` cannot depend on itself"
     );
+}
+
+/// A sync of `engine` that a dependency holds back: an outcome, not an error.
+async fn assert_blocked(engine: &Engine) {
+    let report = engine.sync_once().await.expect("blocked is an outcome");
+    assert_eq!(report.result, SyncResult::Blocked, "{report}");
 }

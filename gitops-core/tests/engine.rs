@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use gitops_core::engine::{EngineConfig, Event, Outcome, RetryPolicy, SyncResult, Trigger};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget, MemoryWriteback};
-use gitops_core::{
-    ConditionKind, DriftPolicy, Engine, EngineError, Health, ManifestRender, ResourceId,
-};
+use gitops_core::{ConditionKind, DriftPolicy, Engine, Health, ManifestRender, ResourceId};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -40,21 +38,19 @@ struct World {
 }
 
 fn config() -> EngineConfig {
-    EngineConfig {
-        interval: Duration::from_secs(10),
-        interval_jitter: 0.0,
-        drift_interval: Duration::from_secs(60),
-        health_poll: Duration::from_secs(1),
-        health_timeout: Duration::from_secs(30),
-        retry: RetryPolicy {
+    EngineConfig::default()
+        .interval(Duration::from_secs(10))
+        .interval_jitter(0.0)
+        .drift_interval(Duration::from_secs(60))
+        .health_poll(Duration::from_secs(1))
+        .health_timeout(Duration::from_secs(30))
+        .retry(RetryPolicy {
             initial: Duration::from_secs(1),
             factor: 2.0,
             max_delay: Duration::from_secs(60),
             max_attempts: 5,
             jitter: true,
-        },
-        ..EngineConfig::default()
-    }
+        })
 }
 
 fn world_with(config: EngineConfig, manifests: &str) -> World {
@@ -263,8 +259,13 @@ async fn transient_failures_retry_with_backoff_then_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_budget_exhausted_marks_the_revision_failed_until_a_new_commit() {
-    let mut cfg = config();
-    cfg.retry.max_attempts = 2;
+    let cfg = config().retry(RetryPolicy {
+        initial: Duration::from_secs(1),
+        factor: 2.0,
+        max_delay: Duration::from_secs(60),
+        max_attempts: 2,
+        jitter: true,
+    });
     let w = world_with(cfg, &doc("App/web", &[], json!({"v": 1})));
     w.target.fail_next(&id("App/web"), 100, true);
     let engine = w.engine.clone();
@@ -537,8 +538,7 @@ async fn a_failed_delete_stays_in_the_inventory_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn reconcile_now_skips_the_poll_interval() {
-    let mut cfg = config();
-    cfg.interval = Duration::from_secs(3600);
+    let cfg = config().interval(Duration::from_secs(3600));
     let w = world_with(cfg, &doc("App/web", &[], json!({"v": 1})));
     let engine = w.engine.clone();
     let run = tokio::spawn(async move { engine.run().await });
@@ -574,10 +574,8 @@ async fn suspend_and_resume() {
     let w = world(&doc("App/web", &[], json!({"v": 1})));
     let handle = w.engine.handle();
     handle.suspend();
-    assert!(matches!(
-        w.engine.sync_once().await,
-        Err(EngineError::Suspended(_))
-    ));
+    let report = w.engine.sync_once().await.expect("suspended is an outcome");
+    assert_eq!(report.result, SyncResult::Suspended, "{report}");
     let engine = w.engine.clone();
     let run = tokio::spawn(async move { engine.run().await });
     tokio::time::sleep(Duration::from_secs(300)).await;
@@ -600,8 +598,7 @@ async fn graceful_shutdown_finishes_in_flight_and_starts_nothing_new() {
     let manifests: String = (0..20)
         .map(|i| doc(&format!("App/a{i:02}"), &[], json!({})))
         .collect();
-    let mut cfg = config();
-    cfg.concurrency = 2;
+    let cfg = config().concurrency(2);
     let w = world_with(cfg, &manifests);
     w.target.set_latency(Duration::from_secs(1));
     let engine = w.engine.clone();
@@ -633,9 +630,9 @@ async fn a_second_shutdown_aborts() {
 
 #[tokio::test(start_paused = true)]
 async fn a_newer_revision_cancels_a_health_wait() {
-    let mut cfg = config();
-    cfg.health_timeout = Duration::from_secs(3600);
-    cfg.interval = Duration::from_secs(3600);
+    let cfg = config()
+        .health_timeout(Duration::from_secs(3600))
+        .interval(Duration::from_secs(3600));
     let w = world_with(
         cfg,
         &[
@@ -690,8 +687,7 @@ async fn a_newer_revision_cancels_a_health_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn degraded_fails_at_once_and_progressing_times_out() {
-    let mut cfg = config();
-    cfg.health_timeout = Duration::from_secs(20);
+    let cfg = config().health_timeout(Duration::from_secs(20));
     let w = world_with(
         cfg,
         &[
@@ -743,8 +739,7 @@ async fn plan_is_a_dry_run() {
 
 #[tokio::test(start_paused = true)]
 async fn calls_that_outlive_their_timeout_fail_transiently() {
-    let mut cfg = config();
-    cfg.call_timeout = Duration::from_secs(5);
+    let cfg = config().call_timeout(Duration::from_secs(5));
     let w = world_with(cfg, &doc("App/slow", &[], json!({})));
 
     // A hung apply: the resource fails with a transient timeout, nothing is written.
@@ -780,10 +775,7 @@ async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
         .render(Arc::new(ManifestRender::new()))
         .target(target.clone())
         .store(store.clone())
-        .config(EngineConfig {
-            interval: Duration::from_secs(30),
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().interval(Duration::from_secs(30)))
         .build()
         .expect("engine");
     target.script_health(
@@ -848,13 +840,11 @@ async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
 #[tokio::test(start_paused = true)]
 async fn endless_intervals_and_timeouts_mean_only_on_request() {
     let w = world_with(
-        EngineConfig {
-            interval: Duration::MAX,
-            interval_jitter: 0.5,
-            drift_interval: Duration::MAX,
-            health_timeout: Duration::MAX,
-            ..config()
-        },
+        config()
+            .interval(Duration::MAX)
+            .interval_jitter(0.5)
+            .drift_interval(Duration::MAX)
+            .health_timeout(Duration::MAX),
         &doc("App/web", &[], json!({"v": 1})),
     );
     let handle = w.engine.handle();
@@ -891,20 +881,8 @@ async fn endless_intervals_and_timeouts_mean_only_on_request() {
 #[test]
 fn a_zero_interval_is_refused_at_build() {
     for (name, config) in [
-        (
-            "interval",
-            EngineConfig {
-                interval: Duration::ZERO,
-                ..config()
-            },
-        ),
-        (
-            "drift_interval",
-            EngineConfig {
-                drift_interval: Duration::ZERO,
-                ..config()
-            },
-        ),
+        ("interval", config().interval(Duration::ZERO)),
+        ("drift_interval", config().drift_interval(Duration::ZERO)),
     ] {
         let err = Engine::builder()
             .source(Arc::new(MemorySource::new("main")))

@@ -130,10 +130,7 @@ impl StateMachineTest for EngineModel {
             .render(Arc::new(ManifestRender::new()))
             .target(target.clone())
             // The model explores deleting everything; the guard has its own test.
-            .config(EngineConfig {
-                allow_empty: true,
-                ..EngineConfig::default()
-            })
+            .config(EngineConfig::default().allow_empty(true))
             .build()
             .expect("builds");
         let rt = tokio::runtime::Builder::new_current_thread()

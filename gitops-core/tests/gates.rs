@@ -129,11 +129,9 @@ async fn no_changes_no_gate_run() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_post_sync_gate_fails_the_revision_and_rolls_back() {
-    let config = EngineConfig {
-        auto_rollback: true,
-        interval: Duration::from_secs(10),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .auto_rollback(true)
+        .interval(Duration::from_secs(10));
     let fail = Arc::new(AtomicBool::new(false));
     let (source, target, engine) = world(config, false, Some(fail.clone()));
     source.commit([("app.yaml", doc("a", 1))]);

@@ -73,12 +73,9 @@ fn world() -> World {
         .stage(
             Stage::new("staging", staging.clone())
                 .soak(10 * MINUTE)
-                .configure(move |b| b.post_sync_gate(smoke).interval(Duration::from_secs(30))),
+                .configure(move |b| b.post_sync_gate(smoke).config(every(30))),
         )
-        .stage(
-            Stage::new("production", production.clone())
-                .configure(|b| b.interval(Duration::from_secs(30))),
-        )
+        .stage(Stage::new("production", production.clone()).configure(|b| b.config(every(30))))
         .promoter(promoter.clone())
         .check_interval(Duration::from_secs(10))
         .build()
@@ -358,10 +355,7 @@ async fn a_revision_stops_soaking_while_a_newer_one_is_being_applied() {
         .stage(
             Stage::new("staging", staging.clone())
                 .soak(10 * MINUTE)
-                .configure(move |b| {
-                    b.post_sync_gate(slow_smoke)
-                        .interval(Duration::from_secs(30))
-                }),
+                .configure(move |b| b.post_sync_gate(slow_smoke).config(every(30))),
         )
         .stage(Stage::new("production", production.clone()))
         .check_interval(Duration::from_secs(10))
@@ -522,4 +516,9 @@ async fn a_revision_that_failed_while_its_promotion_was_retried_soaks_again() {
     tokio::time::sleep(10 * MINUTE).await;
     assert_eq!(w.production.get(&id()), Some(json!({"v": 1})));
     w.stop().await;
+}
+
+/// Polls every `secs` seconds.
+fn every(secs: u64) -> gitops_core::EngineConfig {
+    gitops_core::EngineConfig::default().interval(Duration::from_secs(secs))
 }

@@ -39,13 +39,11 @@ fn engine_on(
 }
 
 fn quick() -> EngineConfig {
-    EngineConfig {
-        interval: Duration::from_secs(10),
-        interval_jitter: 0.0,
-        health_poll: Duration::from_secs(1),
-        health_timeout: Duration::from_secs(10),
-        ..EngineConfig::default()
-    }
+    EngineConfig::default()
+        .interval(Duration::from_secs(10))
+        .interval_jitter(0.0)
+        .health_poll(Duration::from_secs(1))
+        .health_timeout(Duration::from_secs(10))
 }
 
 async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -158,8 +156,7 @@ async fn history_and_audit_record_every_sync_and_change() {
     let store: Arc<dyn StateStore> = Arc::new(RedbStore::open(dir.path()).expect("opens"));
     let source = Arc::new(MemorySource::new("main"));
     let target = Arc::new(MemoryTarget::new());
-    let mut config = quick();
-    config.history_limit = 3;
+    let config = quick().history_limit(3);
     let engine = engine_on(&source, &target, store.clone(), config);
 
     let r1 = source.commit([("app.yaml", [doc("a", 1), doc("b", 1)].concat())]);
@@ -275,15 +272,7 @@ async fn an_empty_revision_is_refused_unless_allowed() {
     assert_eq!(target.contents().len(), 2, "nothing deleted");
     assert!(engine.status().is(ConditionKind::Stalled));
 
-    let permissive = engine_on(
-        &source,
-        &target,
-        store,
-        EngineConfig {
-            allow_empty: true,
-            ..quick()
-        },
-    );
+    let permissive = engine_on(&source, &target, store, quick().allow_empty(true));
     let report = permissive.sync_once().await.expect("sync");
     assert_eq!(report.counts()[2], 2, "{report}");
     assert!(target.contents().is_empty());
@@ -366,10 +355,7 @@ async fn manual_rollback_pins_until_resume() {
 async fn rollback_through_the_handle_can_unpin_on_a_newer_commit() {
     let source = Arc::new(MemorySource::new("main"));
     let target = Arc::new(MemoryTarget::new());
-    let config = EngineConfig {
-        unpin_on_new_commit: true,
-        ..quick()
-    };
+    let config = quick().unpin_on_new_commit(true);
     let engine = engine_on(
         &source,
         &target,
@@ -418,10 +404,7 @@ async fn rollback_through_the_handle_can_unpin_on_a_newer_commit() {
 async fn automated_rollback_restores_the_last_healthy_revision_without_flip_flop() {
     let source = Arc::new(MemorySource::new("main"));
     let target = Arc::new(MemoryTarget::new());
-    let config = EngineConfig {
-        auto_rollback: true,
-        ..quick()
-    };
+    let config = quick().auto_rollback(true);
     let engine = engine_on(
         &source,
         &target,

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use gitops_core::engine::{SyncResult, Trigger};
+use gitops_core::engine::{EngineConfig, SyncResult, Trigger};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
 use gitops_core::window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, format_utc};
 use gitops_core::{
-    BlockReason, ConditionKind, Engine, EngineError, GateInput, ManifestRender, ResourceId, gate_fn,
+    BlockReason, ConditionKind, Engine, GateInput, ManifestRender, ResourceId, gate_fn,
 };
 use serde_json::json;
 
@@ -329,6 +329,7 @@ struct World {
     source: Arc<MemorySource>,
     target: Arc<MemoryTarget>,
     clock: Arc<ManualClock>,
+    windows: SyncWindows,
     engine: Engine,
 }
 
@@ -340,16 +341,20 @@ fn world(windows: SyncWindows, start: SystemTime) -> World {
         .source(source.clone())
         .render(Arc::new(ManifestRender::new()))
         .target(target.clone())
-        .windows(windows)
+        .config(
+            EngineConfig::default()
+                .windows(windows.clone())
+                .interval(Duration::from_secs(30))
+                .drift_interval(Duration::from_secs(60)),
+        )
         .clock(clock.clone())
-        .interval(Duration::from_secs(30))
-        .drift_interval(Duration::from_secs(60))
         .build()
         .expect("engine");
     World {
         source,
         target,
         clock,
+        windows,
         engine,
     }
 }
@@ -442,13 +447,16 @@ async fn the_agent_wakes_when_the_window_opens_not_at_its_next_poll() {
         .source(source.clone())
         .render(Arc::new(ManifestRender::new()))
         .target(target.clone())
-        .windows(SyncWindows::new().with(freeze(false)))
+        .config(
+            EngineConfig::default()
+                .windows(SyncWindows::new().with(freeze(false)))
+                .interval(hours(1))
+                .drift_interval(Duration::from_secs(50 * MINUTE)),
+        )
         .clock(Arc::new(TimerClock {
             wall: at(10 * HOUR + 30 * MINUTE),
             timer: tokio::time::Instant::now(),
         }))
-        .interval(hours(1))
-        .drift_interval(Duration::from_secs(50 * MINUTE))
         .build()
         .expect("engine");
     source.commit([("app.yaml", doc("web", 1, None))]);
@@ -500,12 +508,18 @@ async fn the_agent_wakes_when_the_window_opens_not_at_its_next_poll() {
 async fn manual_syncs_in_a_deny_window_follow_its_manual_sync_flag() {
     let w = world(SyncWindows::new().with(freeze(false)), at(11 * HOUR));
     w.source.commit([("app.yaml", doc("web", 1, None))]);
-    let err = w.engine.sync_once().await.expect_err("blocked");
-    assert!(matches!(&err, EngineError::Blocked { .. }), "{err}");
+    let report = w
+        .engine
+        .sync_once()
+        .await
+        .expect("a blocked sync is an outcome");
+    assert_eq!(report.result, SyncResult::Blocked, "{report}");
+    let blocked = report.blocked.as_ref().expect("what blocks it");
     assert!(
-        err.to_string()
+        blocked
+            .message
             .ends_with("sync blocked by deny window freeze until 2026-11-26T12:00:00Z"),
-        "{err}"
+        "{report}"
     );
     assert!(w.target.contents().is_empty());
 
@@ -533,7 +547,7 @@ async fn sync_into_a_freeze(policy: InProgress) -> World {
         .source(w.source.clone())
         .render(Arc::new(ManifestRender::new()))
         .target(w.target.clone())
-        .windows(w.engine.config().windows.clone())
+        .config(EngineConfig::default().windows(w.windows.clone()))
         .clock(w.clock.clone())
         .pre_sync_gate(gate_fn("slow-check", move |_: GateInput| {
             let clock = clock.clone();

@@ -43,14 +43,14 @@ fn world(conflict: WritebackConflict) -> World {
         .render(render)
         .target(target.clone())
         .writeback(writeback.clone())
-        .config(EngineConfig {
-            name: "shop".into(),
-            interval: Duration::from_secs(10),
-            interval_jitter: 0.0,
-            drift_interval: Duration::from_secs(30),
-            writeback_conflict: conflict,
-            ..EngineConfig::default()
-        })
+        .name("shop")
+        .config(
+            EngineConfig::default()
+                .interval(Duration::from_secs(10))
+                .interval_jitter(0.0)
+                .drift_interval(Duration::from_secs(30))
+                .writeback_conflict(conflict),
+        )
         .build()
         .expect("builds");
     World {

@@ -111,11 +111,8 @@ async fn an_engine_keeps_its_history_and_audit_in_etcd() {
             .render(Arc::new(ManifestRender::new()))
             .target(target.clone())
             .store(store.clone())
-            .config(gitops_core::EngineConfig {
-                name: "web".into(),
-                history_limit: 3,
-                ..Default::default()
-            })
+            .name("web")
+            .config(gitops_core::EngineConfig::default().history_limit(3))
             .build()
             .unwrap()
     };

@@ -10,9 +10,11 @@
 
 use tokio::time::Instant;
 
-use super::{EngineError, EngineHandle, Event, Inner, LoopState, Trigger};
+use super::state::{Inner, LoopState};
+use super::{EngineHandle, Event};
 use crate::model::Revision;
-use crate::status::{BlockReason, Blocked, ConditionKind};
+use crate::record::Trigger;
+use crate::status::{BlockReason, Blocked, ConditionKind, Reason};
 use crate::window::InProgress;
 
 /// What an application needs from an application it depends on.
@@ -87,7 +89,7 @@ impl Dependency {
 impl EngineHandle {
     /// The application name of the engine.
     pub fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner.name
     }
 }
 
@@ -97,26 +99,19 @@ pub(super) fn is_manual(trigger: Trigger) -> bool {
 }
 
 impl Inner {
-    /// `Err(EngineError::Blocked)` when a window or a dependency holds the
-    /// reconcile of `revision` back; clears the blocked status otherwise.
-    pub(super) async fn admit(
-        &self,
-        trigger: Trigger,
-        revision: &Revision,
-    ) -> Result<(), EngineError> {
-        let blocked = |reason, message: String, until| EngineError::Blocked {
-            revision: Box::new(revision.clone()),
-            blocked: Box::new(Blocked {
-                reason,
-                message,
-                until,
-                revision: Some(revision.clone()),
-            }),
+    /// What blocks the reconcile of `revision`, when a window or a
+    /// dependency holds it back; clears the blocked status otherwise.
+    pub(super) async fn admit(&self, trigger: Trigger, revision: &Revision) -> Result<(), Blocked> {
+        let blocked = |reason, message: String, until| Blocked {
+            reason,
+            message,
+            until,
+            revision: Some(revision.clone()),
         };
         if let Err(block) = self
             .config
             .windows
-            .check(self.clock.now(), is_manual(trigger))
+            .check(self.parts.clock.now(), is_manual(trigger))
         {
             return Err(blocked(
                 BlockReason::SyncWindowClosed,
@@ -124,7 +119,7 @@ impl Inner {
                 block.until,
             ));
         }
-        for dependency in &self.dependencies {
+        for dependency in &self.parts.dependencies {
             if let Some(message) = self.dependency_waits(dependency, revision).await {
                 return Err(blocked(BlockReason::DependencyNotReady, message, None));
             }
@@ -148,7 +143,7 @@ impl Inner {
                 let ready = status.condition(ConditionKind::Ready);
                 let Some(applied) = status.last_applied.clone().filter(|_| ready.status) else {
                     let why = if ready.message.is_empty() {
-                        ready.reason.clone()
+                        ready.reason.to_string()
                     } else {
                         format!("{}: {}", ready.reason, ready.message)
                     };
@@ -156,7 +151,7 @@ impl Inner {
                 };
                 applied
             }
-            Upstream::Stored(app) => match self.store.load_record(app).await {
+            Upstream::Stored(app) => match self.parts.store.load_record(app).await {
                 Ok(record) => match record.value.last_healthy {
                     Some(applied) => applied,
                     None => {
@@ -175,7 +170,7 @@ impl Inner {
         if dependency.needs == Needs::Ready || applied.id == revision.id {
             return None;
         }
-        match self.source.is_ancestor(revision, &applied).await {
+        match self.parts.source.is_ancestor(revision, &applied).await {
             Ok(Some(true)) => None,
             Ok(_) => Some(format!(
                 "waiting for app `{name}`: at {applied}, needs {revision} or a descendant"
@@ -191,7 +186,9 @@ impl Inner {
     pub(super) fn window_stops(&self, trigger: Trigger) -> bool {
         let windows = &self.config.windows;
         windows.in_progress_policy() == InProgress::StopAtWaveBoundary
-            && windows.check(self.clock.now(), is_manual(trigger)).is_err()
+            && windows
+                .check(self.parts.clock.now(), is_manual(trigger))
+                .is_err()
     }
 
     /// Records a block in the status (and an event when it changes). A due
@@ -212,11 +209,11 @@ impl Inner {
             tracing::info!(reason = blocked.reason.as_str(), message = %blocked.message, "blocked");
             self.emit(Event::Blocked {
                 revision: blocked.revision.clone(),
-                reason: blocked.reason.as_str().to_owned(),
+                reason: blocked.reason,
                 message: blocked.message.clone(),
             });
         }
-        let reason = blocked.reason.as_str();
+        let reason: Reason = blocked.reason.into();
         self.status.send_modify(|s| {
             s.blocked = Some(blocked.clone());
             match blocked.reason {

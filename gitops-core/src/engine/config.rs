@@ -1,4 +1,5 @@
-//! Engine policies and their defaults.
+//! Engine policies and their defaults: [`EngineConfig`] (built with
+//! `#[must_use]` setters, one per knob), [`RetryPolicy`], [`WritebackConflict`].
 
 use std::time::Duration;
 
@@ -44,63 +45,44 @@ pub enum WritebackConflict {
     Revert,
 }
 
-/// How an engine behaves. Every field has a documented default.
+/// How an engine behaves: every policy with its documented default, set
+/// with one `#[must_use]` setter each and handed to
+/// [`EngineBuilder::config`](super::EngineBuilder::config).
+///
+/// ```
+/// use std::time::Duration;
+/// use gitops_core::engine::EngineConfig;
+///
+/// let config = EngineConfig::default()
+///     .interval(Duration::from_secs(10))
+///     .drift_interval(Duration::from_secs(120))
+///     .auto_rollback(true);
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
-    /// The application name: the key of this engine's records in the state
-    /// store (default `default`).
-    pub name: String,
-    /// How often pull mode polls the source (default 30 s).
-    pub interval: Duration,
-    /// Random extra fraction of `interval` added to each wait, so many agents
-    /// do not poll in step (default 0.1 = up to 10%).
-    pub interval_jitter: f64,
-    /// How often pull mode observes every managed resource for drift, even
-    /// when Git is quiet (default 60 s).
-    pub drift_interval: Duration,
-    /// Resources applied at once inside a wave (default 8).
-    pub concurrency: usize,
-    /// Limit for each observe, apply, delete or health call (default 60 s).
-    pub call_timeout: Duration,
-    /// How long a wave may stay `Progressing` before it fails (default 5 min).
-    pub health_timeout: Duration,
-    /// Pause between health checks of a wave (default 2 s).
-    pub health_poll: Duration,
-    /// Backoff for transient failures.
-    pub retry: RetryPolicy,
-    /// Delete resources that left Git (default on; only inventory ids, and
-    /// only after every apply of the sync succeeded).
-    pub prune: bool,
-    /// Resources observed per batch (default 1,000); bounds the memory held
-    /// for observations.
-    pub observe_chunk: usize,
-    /// History entries kept per application (default 100).
-    pub history_limit: usize,
-    /// Accept a revision that would delete every managed resource (default
-    /// off: a directory deleted in Git must not wipe production by accident).
-    pub allow_empty: bool,
-    /// When a revision fails (retries exhausted, or not healthy in time),
-    /// redeploy the last healthy revision and mark the failed one bad until
-    /// a newer commit arrives (default off).
-    pub auto_rollback: bool,
-    /// Limit for each quality gate (default 10 min); a gate that takes
-    /// longer fails.
-    pub gate_timeout: Duration,
-    /// After a manual rollback, advance again by itself once a commit newer
-    /// than the one rolled back from appears (default off: stay pinned until
-    /// `resume()`).
-    pub unpin_on_new_commit: bool,
-    /// What a write-back conflict falls back to (default
-    /// [`WritebackConflict::Keep`]).
-    pub writeback_conflict: WritebackConflict,
-    /// When syncs may change the target (default: no windows, always).
-    pub windows: SyncWindows,
+    pub(crate) interval: Duration,
+    pub(crate) interval_jitter: f64,
+    pub(crate) drift_interval: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) call_timeout: Duration,
+    pub(crate) health_timeout: Duration,
+    pub(crate) health_poll: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) prune: bool,
+    pub(crate) observe_chunk: usize,
+    pub(crate) history_limit: usize,
+    pub(crate) allow_empty: bool,
+    pub(crate) auto_rollback: bool,
+    pub(crate) gate_timeout: Duration,
+    pub(crate) unpin_on_new_commit: bool,
+    pub(crate) writeback_conflict: WritebackConflict,
+    pub(crate) windows: SyncWindows,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            name: "default".to_owned(),
             interval: Duration::from_secs(30),
             interval_jitter: 0.1,
             drift_interval: Duration::from_secs(60),
@@ -114,10 +96,131 @@ impl Default for EngineConfig {
             history_limit: 100,
             allow_empty: false,
             auto_rollback: false,
-            unpin_on_new_commit: false,
             gate_timeout: Duration::from_secs(600),
+            unpin_on_new_commit: false,
             writeback_conflict: WritebackConflict::Keep,
             windows: SyncWindows::new(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// How often pull mode polls the source (default 30 s). `Duration::MAX`: only when triggered; zero is refused at build.
+    #[must_use]
+    pub fn interval(mut self, value: Duration) -> Self {
+        self.interval = value;
+        self
+    }
+
+    /// Random extra fraction of the poll interval added to each wait, so many agents do not poll in step (default 0.1 = up to 10%).
+    #[must_use]
+    pub fn interval_jitter(mut self, value: f64) -> Self {
+        self.interval_jitter = value;
+        self
+    }
+
+    /// How often pull mode observes every managed resource for drift, even when Git is quiet (default 60 s). `Duration::MAX`: only when triggered; zero is refused at build.
+    #[must_use]
+    pub fn drift_interval(mut self, value: Duration) -> Self {
+        self.drift_interval = value;
+        self
+    }
+
+    /// Resources applied at once inside a wave (default 8; at least 1).
+    #[must_use]
+    pub fn concurrency(mut self, value: usize) -> Self {
+        self.concurrency = value;
+        self
+    }
+
+    /// Limit for each observe, apply, delete or health call (default 60 s).
+    #[must_use]
+    pub fn call_timeout(mut self, value: Duration) -> Self {
+        self.call_timeout = value;
+        self
+    }
+
+    /// How long a wave may stay `Progressing` before it fails (default 5 min).
+    #[must_use]
+    pub fn health_timeout(mut self, value: Duration) -> Self {
+        self.health_timeout = value;
+        self
+    }
+
+    /// Pause between health checks of a wave (default 2 s; zero is refused at build).
+    #[must_use]
+    pub fn health_poll(mut self, value: Duration) -> Self {
+        self.health_poll = value;
+        self
+    }
+
+    /// Backoff for transient failures (default [`RetryPolicy::default`]).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Delete resources that left Git (default on; only inventory ids, and only after every apply of the sync succeeded).
+    #[must_use]
+    pub fn prune(mut self, on: bool) -> Self {
+        self.prune = on;
+        self
+    }
+
+    /// Resources observed per batch (default 1,000; at least 1); bounds the memory held for observations.
+    #[must_use]
+    pub fn observe_chunk(mut self, value: usize) -> Self {
+        self.observe_chunk = value;
+        self
+    }
+
+    /// History entries kept per application (default 100).
+    #[must_use]
+    pub fn history_limit(mut self, value: usize) -> Self {
+        self.history_limit = value;
+        self
+    }
+
+    /// Accept a revision that would delete every managed resource (default off: a directory deleted in Git must not wipe production by accident).
+    #[must_use]
+    pub fn allow_empty(mut self, on: bool) -> Self {
+        self.allow_empty = on;
+        self
+    }
+
+    /// When a revision fails (retries exhausted, or not healthy in time), redeploy the last healthy revision and mark the failed one bad until a newer commit arrives (default off).
+    #[must_use]
+    pub fn auto_rollback(mut self, on: bool) -> Self {
+        self.auto_rollback = on;
+        self
+    }
+
+    /// Limit for each quality gate (default 10 min); a gate that takes longer reached no verdict and is retried with backoff.
+    #[must_use]
+    pub fn gate_timeout(mut self, value: Duration) -> Self {
+        self.gate_timeout = value;
+        self
+    }
+
+    /// After a manual rollback, advance again by itself once a commit newer than the one rolled back from appears (default off: stay pinned until `resume()`).
+    #[must_use]
+    pub fn unpin_on_new_commit(mut self, on: bool) -> Self {
+        self.unpin_on_new_commit = on;
+        self
+    }
+
+    /// What a write-back conflict falls back to (default [`WritebackConflict::Keep`]).
+    #[must_use]
+    pub fn writeback_conflict(mut self, policy: WritebackConflict) -> Self {
+        self.writeback_conflict = policy;
+        self
+    }
+
+    /// When syncs may change the target (default: no windows, always).
+    #[must_use]
+    pub fn windows(mut self, windows: SyncWindows) -> Self {
+        self.windows = windows;
+        self
     }
 }

@@ -8,7 +8,18 @@ use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Revision};
 use crate::plan::Summary;
-use crate::record::Trigger;
+use crate::record::{SyncResult, Trigger};
+use crate::status::{BlockReason, Reason};
+
+/// What an apply did to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyAction {
+    /// It did not exist in the target.
+    Create,
+    /// It existed and differed.
+    Update,
+}
 
 /// Something that happened; subscribe with `Engine::subscribe`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,8 +36,8 @@ pub enum Event {
     SyncFinished {
         /// The revision.
         revision: Revision,
-        /// `converged`, `failed`, `superseded`, ...
-        result: String,
+        /// How it ended (the value the history records).
+        result: SyncResult,
         /// How long it took.
         duration: Duration,
         /// The plan's counts: created, updated, deleted, unchanged.
@@ -36,8 +47,8 @@ pub enum Event {
     ResourceApplied {
         /// The resource.
         id: ResourceId,
-        /// `create` or `update`.
-        action: &'static str,
+        /// Created or updated.
+        action: ApplyAction,
     },
     /// Applying, or waiting for the health of, a resource failed.
     ResourceFailed {
@@ -106,16 +117,18 @@ pub enum Event {
     Stalled {
         /// The revision, when one was read.
         revision: Option<Revision>,
-        /// Why.
-        reason: String,
+        /// Why, as the status condition says it.
+        reason: Reason,
+        /// What happened, in words.
+        message: String,
     },
     /// A sync window or a dependency holds the engine back (sent when the
     /// reason changes, not on every check).
     Blocked {
         /// The revision that waits.
         revision: Option<Revision>,
-        /// `SyncWindowClosed` or `DependencyNotReady`.
-        reason: String,
+        /// A window or a dependency.
+        reason: BlockReason,
         /// What blocks it and until when.
         message: String,
     },
@@ -127,5 +140,9 @@ pub enum Event {
         attempt: usize,
         /// Delay until the retry.
         after: Duration,
+        /// Why the retry is needed, as the status condition says it.
+        reason: Reason,
+        /// The failure, in words.
+        message: String,
     },
 }

@@ -1,30 +1,29 @@
 //! Executes a plan: waves in order, bounded concurrency inside a wave, health
 //! gating after each wave, failures blocking only their dependents, then prune.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use tokio::time::{Instant, timeout};
+
 use tracing::Instrument as _;
 
-use crate::id::ResourceId;
 use std::time::SystemTime;
 
-use crate::model::{DriftPolicy, Health, Inventory, InventoryEntry, Observed, Resource, Revision};
-use crate::plan::{Change, Plan};
+use super::events::{ApplyAction, Event};
+use super::prepare::Kept;
+use super::state::{Inner, LoopState, Prepared};
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Inventory, InventoryEntry, Resource, Revision};
+use crate::plan::{Change, Plan, Wave};
+use crate::record::{AuditAction, AuditRecord, Outcome, ResourceOutcome, SyncResult, Trigger};
 use crate::render::DesiredState;
 use crate::status::DriftEntry;
-use crate::store::{AuditAction, AuditRecord};
 use crate::target::TargetError;
 use crate::writeback::Drifted;
-
-use super::events::Event;
-use crate::record::Trigger;
-use crate::record::{Outcome, ResourceOutcome, SyncResult};
-use super::{Inner, Prepared};
 
 /// A boxed future; boxing with an explicit `Send` bound at each call site
 /// keeps the engine's futures `Send` (closures returning borrowing async
@@ -65,23 +64,23 @@ pub(super) struct Execution {
 }
 
 /// Per-resource state while executing.
-struct Run<'a> {
-    inner: &'a Inner,
-    desired: &'a DesiredState,
+pub(super) struct Run<'a> {
+    pub inner: &'a Inner,
+    pub desired: &'a DesiredState,
     /// Whether each desired position ended successfully (dependents may proceed).
-    ok: Vec<bool>,
-    outcomes: Vec<ResourceOutcome>,
+    pub ok: Vec<bool>,
+    pub outcomes: Vec<ResourceOutcome>,
     drift: Vec<DriftEntry>,
     writeback: Vec<Drifted>,
     /// Positions being created (not updated) in this sync.
-    creating: Vec<bool>,
+    pub creating: Vec<bool>,
     /// Unchanged positions whose health is checked again (they were
     /// unhealthy when this revision was last synced).
-    rechecking: Vec<bool>,
+    pub rechecking: Vec<bool>,
 }
 
 impl Run<'_> {
-    fn outcome(&mut self, id: &ResourceId, outcome: Outcome) {
+    pub(super) fn outcome(&mut self, id: &ResourceId, outcome: Outcome) {
         match &outcome {
             Outcome::Unhealthy { reason } => {
                 tracing::warn!(%id, %reason, "resource unhealthy");
@@ -106,9 +105,9 @@ impl Run<'_> {
             Outcome::Created | Outcome::Updated => self.inner.emit(Event::ResourceApplied {
                 id: id.clone(),
                 action: if outcome == Outcome::Created {
-                    "create"
+                    ApplyAction::Create
                 } else {
-                    "update"
+                    ApplyAction::Update
                 },
             }),
             Outcome::Pruned => self.inner.emit(Event::ResourcePruned { id: id.clone() }),
@@ -120,13 +119,13 @@ impl Run<'_> {
         });
     }
 
-    fn unhealthy(&mut self, pos: usize, reason: String) {
+    pub(super) fn unhealthy(&mut self, pos: usize, reason: String) {
         self.ok[pos] = false;
         let id = self.desired.resources()[pos].id.clone();
         self.outcome(&id, Outcome::Unhealthy { reason });
     }
 
-    fn fail(&mut self, pos: usize, error: &TargetError) {
+    pub(super) fn fail(&mut self, pos: usize, error: &TargetError) {
         self.ok[pos] = false;
         let id = &self.desired.resources()[pos].id;
         self.outcome(
@@ -185,239 +184,95 @@ fn recorded_digest(inventory: &Inventory, id: &ResourceId) -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
+/// What the executor works on; the inventory is updated (and saved) as
+/// resources are applied and pruned.
+pub(super) struct Execute<'a> {
+    pub prepared: &'a Prepared,
+    pub audit: &'a AuditContext<'a>,
+    pub plan: &'a Plan,
+    pub inventory: &'a mut Inventory,
+    pub version: &'a mut u64,
+    /// Observations kept for write-back candidates.
+    pub observed: Kept,
+    /// Unchanged resources waited for like applied ones: they were
+    /// unhealthy when this revision was last synced, and nothing to apply
+    /// must not make them count as healthy.
+    pub recheck: &'a HashSet<ResourceId>,
+    /// The loop state (which resources a write-back conflict sends back to revert).
+    pub state: &'a LoopState,
+}
+
+/// One wave, sorted: what to apply (position, whether it reverts drift)
+/// and which unchanged resources to wait for again.
+#[derive(Default)]
+struct Sorted {
+    apply: Vec<(usize, bool)>,
+    rechecks: Vec<usize>,
+}
+
 impl Inner {
-    /// Executes `plan`; `inventory` is updated (and saved) as resources are
-    /// applied and pruned. `observed` holds the observations kept for
-    /// write-back candidates. Unchanged resources in `recheck` are waited
-    /// for like applied ones (they were unhealthy when this revision was
-    /// last synced: nothing to apply must not make them count as healthy).
-    #[allow(clippy::too_many_arguments)]
+    /// Executes the plan wave by wave, then prunes.
     pub(super) async fn execute(
         &self,
-        prepared: &Prepared,
-        audit: &AuditContext<'_>,
-        plan: &Plan,
-        inventory: &mut Inventory,
-        inventory_version: &mut u64,
-        mut observed: HashMap<usize, Option<Observed>>,
-        recheck: &HashSet<ResourceId>,
+        mut ex: Execute<'_>,
     ) -> Result<Execution, super::EngineError> {
-        let desired = &prepared.desired;
-        let digests = &prepared.digests;
-        let resources = desired.resources();
+        let desired = &ex.prepared.desired;
+        let count = desired.resources().len();
         let mut run = Run {
             inner: self,
             desired,
-            ok: vec![true; resources.len()],
-            outcomes: Vec::with_capacity(resources.len()),
+            ok: vec![true; count],
+            outcomes: Vec::with_capacity(count),
             drift: Vec::new(),
             writeback: Vec::new(),
-            creating: vec![false; resources.len()],
-            rechecking: vec![false; resources.len()],
+            creating: vec![false; count],
+            rechecking: vec![false; count],
         };
         let apply_started = Instant::now();
         let mut result = SyncResult::Converged;
-
-        'waves: for (index, wave) in plan.waves.iter().enumerate() {
-            if index > 0 && self.window_stops(audit.trigger) {
+        for (index, wave) in ex.plan.waves.iter().enumerate() {
+            if index > 0 && self.window_stops(ex.audit.trigger) {
                 result = SyncResult::WindowClosed;
-                break 'waves;
+                break;
             }
-            let mut to_apply: Vec<(usize, bool)> = Vec::new(); // (position, is drift revert)
-            let mut rechecks: Vec<usize> = Vec::new();
-            for change in &wave.changes {
-                let Some(pos) = desired.position(&change.id) else {
-                    continue;
-                };
-                let resource = &resources[pos];
-                let diff = match &change.change {
-                    Change::Unchanged => {
-                        if recheck.contains(&resource.id) {
-                            run.rechecking[pos] = true;
-                            rechecks.push(pos);
-                        } else {
-                            run.outcome(&resource.id, Outcome::Unchanged);
-                        }
-                        continue;
-                    }
-                    Change::Create => {
-                        run.creating[pos] = true;
-                        None
-                    }
-                    Change::Update { diff } => Some(diff.clone()),
-                    Change::Delete => continue,
-                };
-                if let Some(blocker) = desired.graph().dependencies(pos).find(|&d| !run.ok[d]) {
-                    run.ok[pos] = false;
-                    let blocked_by = resources[blocker].id.clone();
-                    run.outcome(&resource.id, Outcome::Skipped { blocked_by });
-                    continue;
-                }
-                let drift = is_drift(inventory, resource, &digests[pos]);
-                if drift {
-                    let policy = resource.policy.drift;
-                    self.emit(Event::DriftDetected {
-                        id: resource.id.clone(),
-                        policy,
-                        diff: diff.clone(),
-                    });
-                    // A write-back conflict may have sent this one back to revert.
-                    let policy = if policy == DriftPolicy::Writeback
-                        && self.forced_revert(&audit.revision.id, &resource.id)
-                    {
-                        DriftPolicy::Revert
-                    } else {
-                        policy
-                    };
-                    run.drift.push(DriftEntry {
-                        id: resource.id.clone(),
-                        policy,
-                        diff,
-                        resolved: policy == DriftPolicy::Revert,
-                    });
-                    match policy {
-                        DriftPolicy::Revert => {}
-                        DriftPolicy::Ignore => {
-                            run.outcome(&resource.id, Outcome::DriftKept);
-                            continue;
-                        }
-                        DriftPolicy::Writeback => {
-                            run.writeback.push(Drifted {
-                                resource: resource.clone(),
-                                observed: observed.remove(&pos).flatten(),
-                            });
-                            run.outcome(&resource.id, Outcome::DriftKept);
-                            continue;
-                        }
-                    }
-                }
-                to_apply.push((pos, drift));
-            }
-            if !rechecks.is_empty()
-                && let Some(cut) = self.wait_healthy(desired, &rechecks, &mut run).await.cut()
+            let sorted = self.sort_wave(wave, &mut ex, &mut run);
+            if !sorted.rechecks.is_empty()
+                && let Some(cut) = self
+                    .wait_healthy(desired, &sorted.rechecks, &mut run)
+                    .await
+                    .cut()
             {
                 result = cut;
-                break 'waves;
+                break;
             }
-            if to_apply.is_empty() {
+            if sorted.apply.is_empty() {
                 continue;
             }
-
-            // Remember new ids before creating them, so a crash mid-wave never
-            // leaves a resource we created outside the inventory (prune safety).
-            let mut intent = false;
-            for &(pos, _) in &to_apply {
-                let r = &resources[pos];
-                if !inventory.contains(&r.id) {
-                    // An empty digest: "being created", never mistaken for drift.
-                    inventory.insert(
-                        r.id.clone(),
-                        InventoryEntry {
-                            digest: String::new(),
-                            depends_on: r.depends_on.clone(),
-                            prune: r.policy.prune,
-                        },
-                    );
-                    intent = true;
-                }
-            }
-            if intent {
-                *inventory_version = self
-                    .store
-                    .save_inventory(&self.config.name, inventory, *inventory_version, &[])
-                    .await
-                    .map_err(super::EngineError::Store)?;
-            }
-
-            let calls: Vec<BoxFuture<'_, _>> = to_apply
-                .iter()
-                .map(|&(pos, drift)| -> BoxFuture<'_, _> {
-                    let r = &resources[pos];
-                    let span = tracing::info_span!("apply", id = %r.id);
-                    Box::pin(
-                        async move {
-                            if self.shutting_down() {
-                                return (pos, drift, None);
-                            }
-                            let res =
-                                timed(&r.id, self.config.call_timeout, self.target.apply(r)).await;
-                            (pos, drift, Some(res))
-                        }
-                        .instrument(span),
-                    )
-                })
-                .collect();
-            let results = bounded(calls, self.config.concurrency).await;
-
-            let mut applied = Vec::new();
-            let mut records = Vec::new();
-            let mut cancelled = false;
-            for (pos, drift, res) in results {
-                let r = &resources[pos];
-                match res {
-                    None => {
-                        cancelled = true;
-                        run.ok[pos] = false;
-                        run.outcome(&r.id, Outcome::Cancelled);
-                    }
-                    Some(Err(e)) => run.fail(pos, &e),
-                    Some(Ok(())) => {
-                        let before = recorded_digest(inventory, &r.id);
-                        let action = if run.creating[pos] {
-                            AuditAction::Create
-                        } else {
-                            AuditAction::Update
-                        };
-                        records.push(audit.record(
-                            &r.id,
-                            action,
-                            before,
-                            Some(digests[pos].clone()),
-                        ));
-                        inventory.insert(
-                            r.id.clone(),
-                            InventoryEntry {
-                                digest: digests[pos].clone(),
-                                depends_on: r.depends_on.clone(),
-                                prune: r.policy.prune,
-                            },
-                        );
-                        if drift {
-                            self.emit(Event::DriftReverted { id: r.id.clone() });
-                        }
-                        applied.push(pos);
-                    }
-                }
-            }
-            // Outcomes of applied resources wait for their health.
-            if let Some(cut) = self.wait_healthy(desired, &applied, &mut run).await.cut() {
+            if let Some(cut) = self.apply_wave(&sorted.apply, &mut ex, &mut run).await? {
                 result = cut;
-                break 'waves;
-            }
-            // The changes of this wave and their audit records, in one write.
-            *inventory_version = self
-                .store
-                .save_inventory(&self.config.name, inventory, *inventory_version, &records)
-                .await
-                .map_err(super::EngineError::Store)?;
-            if cancelled || self.shutting_down() {
-                result = SyncResult::Interrupted;
-                break 'waves;
+                break;
             }
         }
         let apply_time = apply_started.elapsed();
 
         let prune_started = Instant::now();
         if result == SyncResult::Converged
-            && !plan.prune.is_empty()
-            && self.window_stops(audit.trigger)
+            && !ex.plan.prune.is_empty()
+            && self.window_stops(ex.audit.trigger)
         {
             result = SyncResult::WindowClosed;
         }
         if result == SyncResult::Converged {
             let failed = run.ok.iter().any(|ok| !ok);
-            self.prune(plan, audit, inventory, inventory_version, &mut run, failed)
-                .await?;
+            self.prune(
+                ex.plan,
+                ex.audit,
+                ex.inventory,
+                ex.version,
+                &mut run,
+                failed,
+            )
+            .await?;
         }
         let prune_time = prune_started.elapsed();
 
@@ -432,6 +287,195 @@ impl Inner {
             apply_time,
             prune_time,
         })
+    }
+
+    /// Sorts one wave: unchanged (or rechecked), skipped behind a failed
+    /// dependency, drift kept by policy or handed to write-back, or applied.
+    fn sort_wave(&self, wave: &Wave, ex: &mut Execute<'_>, run: &mut Run<'_>) -> Sorted {
+        let desired = &ex.prepared.desired;
+        let resources = desired.resources();
+        let mut sorted = Sorted::default();
+        for change in &wave.changes {
+            let Some(pos) = desired.position(&change.id) else {
+                continue;
+            };
+            let resource = &resources[pos];
+            let diff = match &change.change {
+                Change::Unchanged => {
+                    if ex.recheck.contains(&resource.id) {
+                        run.rechecking[pos] = true;
+                        sorted.rechecks.push(pos);
+                    } else {
+                        run.outcome(&resource.id, Outcome::Unchanged);
+                    }
+                    continue;
+                }
+                Change::Create => {
+                    run.creating[pos] = true;
+                    None
+                }
+                Change::Update { diff } => Some(diff.clone()),
+                Change::Delete => continue,
+            };
+            if let Some(blocker) = desired.graph().dependencies(pos).find(|&d| !run.ok[d]) {
+                run.ok[pos] = false;
+                let blocked_by = resources[blocker].id.clone();
+                run.outcome(&resource.id, Outcome::Skipped { blocked_by });
+                continue;
+            }
+            let drift = is_drift(ex.inventory, resource, &ex.prepared.digests[pos]);
+            if drift && !self.revert_drift(pos, resource, diff, ex, run) {
+                continue;
+            }
+            sorted.apply.push((pos, drift));
+        }
+        sorted
+    }
+
+    /// Reports drift of the resource at `pos`; whether to revert it (its
+    /// policy, or a write-back conflict that falls back to revert).
+    fn revert_drift(
+        &self,
+        pos: usize,
+        resource: &Resource,
+        diff: Option<crate::diff::Diff>,
+        ex: &mut Execute<'_>,
+        run: &mut Run<'_>,
+    ) -> bool {
+        let policy = resource.policy.drift;
+        self.emit(Event::DriftDetected {
+            id: resource.id.clone(),
+            policy,
+            diff: diff.clone(),
+        });
+        let policy = if policy == DriftPolicy::Writeback
+            && ex.state.forced_revert(&ex.audit.revision.id, &resource.id)
+        {
+            DriftPolicy::Revert
+        } else {
+            policy
+        };
+        run.drift.push(DriftEntry {
+            id: resource.id.clone(),
+            policy,
+            diff,
+            resolved: policy == DriftPolicy::Revert,
+        });
+        match policy {
+            DriftPolicy::Revert => return true,
+            DriftPolicy::Ignore => {}
+            DriftPolicy::Writeback => run.writeback.push(Drifted {
+                resource: resource.clone(),
+                observed: ex.observed.remove(&pos).flatten(),
+            }),
+        }
+        run.outcome(&resource.id, Outcome::DriftKept);
+        false
+    }
+
+    /// Applies one wave: records new ids first (a crash mid-wave never
+    /// leaves a resource we created outside the inventory), applies with
+    /// bounded concurrency, waits for health, saves the wave and its audit
+    /// records in one write. How the sync ends, when the wave cut it short.
+    async fn apply_wave(
+        &self,
+        to_apply: &[(usize, bool)],
+        ex: &mut Execute<'_>,
+        run: &mut Run<'_>,
+    ) -> Result<Option<SyncResult>, super::EngineError> {
+        let resources = ex.prepared.desired.resources();
+        let digests = &ex.prepared.digests;
+        self.record_intent(to_apply, ex).await?;
+        let calls: Vec<BoxFuture<'_, _>> = to_apply
+            .iter()
+            .map(|&(pos, drift)| -> BoxFuture<'_, _> {
+                let r = &resources[pos];
+                let span = tracing::info_span!("apply", id = %r.id);
+                Box::pin(
+                    async move {
+                        if self.shutting_down() {
+                            return (pos, drift, None);
+                        }
+                        let limit = self.config.call_timeout;
+                        let res = timed(&r.id, limit, self.parts.target.apply(r)).await;
+                        (pos, drift, Some(res))
+                    }
+                    .instrument(span),
+                )
+            })
+            .collect();
+        let results = bounded(calls, self.config.concurrency).await;
+
+        let mut applied = Vec::new();
+        let mut records = Vec::new();
+        let mut cancelled = false;
+        for (pos, drift, res) in results {
+            let r = &resources[pos];
+            match res {
+                None => {
+                    cancelled = true;
+                    run.ok[pos] = false;
+                    run.outcome(&r.id, Outcome::Cancelled);
+                }
+                Some(Err(e)) => run.fail(pos, &e),
+                Some(Ok(())) => {
+                    let before = recorded_digest(ex.inventory, &r.id);
+                    let action = if run.creating[pos] {
+                        AuditAction::Create
+                    } else {
+                        AuditAction::Update
+                    };
+                    let after = Some(digests[pos].clone());
+                    records.push(ex.audit.record(&r.id, action, before, after));
+                    ex.inventory.insert(r.id.clone(), entry(r, &digests[pos]));
+                    if drift {
+                        self.emit(Event::DriftReverted { id: r.id.clone() });
+                    }
+                    applied.push(pos);
+                }
+            }
+        }
+        // Outcomes of applied resources wait for their health.
+        if let Some(cut) = self.wait_healthy(run.desired, &applied, run).await.cut() {
+            return Ok(Some(cut));
+        }
+        *ex.version = self
+            .parts
+            .store
+            .save_inventory(&self.name, ex.inventory, *ex.version, &records)
+            .await
+            .map_err(super::EngineError::Store)?;
+        if cancelled || self.shutting_down() {
+            return Ok(Some(SyncResult::Interrupted));
+        }
+        Ok(None)
+    }
+
+    /// Records ids about to be created with an empty digest ("being
+    /// created", never mistaken for drift) before creating them.
+    async fn record_intent(
+        &self,
+        to_apply: &[(usize, bool)],
+        ex: &mut Execute<'_>,
+    ) -> Result<(), super::EngineError> {
+        let resources = ex.prepared.desired.resources();
+        let mut intent = false;
+        for &(pos, _) in to_apply {
+            let r = &resources[pos];
+            if !ex.inventory.contains(&r.id) {
+                ex.inventory.insert(r.id.clone(), entry(r, ""));
+                intent = true;
+            }
+        }
+        if intent {
+            *ex.version = self
+                .parts
+                .store
+                .save_inventory(&self.name, ex.inventory, *ex.version, &[])
+                .await
+                .map_err(super::EngineError::Store)?;
+        }
+        Ok(())
     }
 
     /// Deletes what left Git, dependents first, only ids from the inventory;
@@ -476,7 +520,8 @@ impl Inner {
                 .map(|c| -> BoxFuture<'_, _> {
                     let id = &c.id;
                     Box::pin(async move {
-                        let res = timed(id, self.config.call_timeout, self.target.delete(id)).await;
+                        let res =
+                            timed(id, self.config.call_timeout, self.parts.target.delete(id)).await;
                         (id, res)
                     })
                 })
@@ -510,109 +555,21 @@ impl Inner {
         }
         if !records.is_empty() {
             *inventory_version = self
+                .parts
                 .store
-                .save_inventory(&self.config.name, inventory, *inventory_version, &records)
+                .save_inventory(&self.name, inventory, *inventory_version, &records)
                 .await
                 .map_err(super::EngineError::Store)?;
         }
         Ok(())
     }
-
-    /// Waits until every resource in `applied` is healthy: `Progressing` and
-    /// `Missing` keep waiting up to the health timeout, `Degraded` fails at
-    /// once. A newer revision or a shutdown ends the wait early.
-    async fn wait_healthy(
-        &self,
-        desired: &DesiredState,
-        applied: &[usize],
-        run: &mut Run<'_>,
-    ) -> HealthResult {
-        let resources = desired.resources();
-        let mut pending: Vec<usize> = applied.to_vec();
-        let deadline = super::after(Instant::now(), self.config.health_timeout);
-        let mut newer = self.wait_newer_revision(desired.revision().id.clone());
-        loop {
-            let calls: Vec<BoxFuture<'_, _>> = pending
-                .iter()
-                .map(|&pos| -> BoxFuture<'_, _> {
-                    let id = &resources[pos].id;
-                    Box::pin(async move {
-                        let h = timed(id, self.config.call_timeout, self.target.health(id)).await;
-                        (pos, h)
-                    })
-                })
-                .collect();
-            let checks = bounded(calls, self.config.concurrency).await;
-            let mut still = Vec::new();
-            for (pos, health) in checks {
-                let id = &resources[pos].id;
-                match health {
-                    Ok(Health::Healthy) => {
-                        let outcome = if run.rechecking[pos] {
-                            Outcome::Unchanged
-                        } else if run.creating[pos] {
-                            Outcome::Created
-                        } else {
-                            Outcome::Updated
-                        };
-                        run.outcome(id, outcome);
-                    }
-                    Ok(Health::Degraded { reason }) => {
-                        run.unhealthy(pos, format!("{id}: degraded: {reason}"));
-                    }
-                    Ok(Health::Progressing | Health::Missing) => still.push(pos),
-                    Err(e) => run.fail(pos, &e),
-                }
-            }
-            if still.is_empty() {
-                return HealthResult::Done;
-            }
-            still.sort_unstable();
-            if Instant::now() >= deadline {
-                for pos in still {
-                    let id = &resources[pos].id;
-                    let msg = format!("{id}: not healthy after {:?}", self.config.health_timeout);
-                    run.unhealthy(pos, msg);
-                }
-                return HealthResult::Done;
-            }
-            pending = still;
-            let pause = self.config.health_poll.min(deadline - Instant::now());
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                newer = &mut newer => {
-                    tracing::info!(revision = %newer, "newer revision: health wait cancelled");
-                    for pos in pending {
-                        run.ok[pos] = false;
-                        run.outcome(&resources[pos].id, Outcome::Cancelled);
-                    }
-                    return HealthResult::Superseded;
-                }
-                _ = Box::pin(self.graceful_shutdown()) as BoxFuture<'_, ()> => {
-                    for pos in pending {
-                        run.ok[pos] = false;
-                        run.outcome(&resources[pos].id, Outcome::Cancelled);
-                    }
-                    return HealthResult::Interrupted;
-                }
-            }
-        }
-    }
 }
 
-enum HealthResult {
-    Done,
-    Superseded,
-    Interrupted,
-}
-
-impl HealthResult {
-    /// How the sync ends when the wait was cut short.
-    fn cut(self) -> Option<SyncResult> {
-        match self {
-            HealthResult::Done => None,
-            HealthResult::Superseded => Some(SyncResult::Superseded),
-            HealthResult::Interrupted => Some(SyncResult::Interrupted),
-        }
+/// The inventory entry of `r` applied with `digest`.
+fn entry(r: &Resource, digest: &str) -> InventoryEntry {
+    InventoryEntry {
+        digest: digest.to_owned(),
+        depends_on: r.depends_on.clone(),
+        prune: r.policy.prune,
     }
 }

@@ -9,6 +9,7 @@ use crate::gate::GateResult;
 use crate::model::Revision;
 use crate::plan::Plan;
 use crate::record::{Outcome, ResourceOutcome, SyncResult, Trigger};
+use crate::status::Blocked;
 
 /// Time spent in each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -52,9 +53,29 @@ pub struct SyncReport {
     /// was made on the reference the engine deploys from (the next release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_back: Option<Revision>,
+    /// What held the sync back, when the result is [`SyncResult::Blocked`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
 }
 
 impl SyncReport {
+    /// A report of a sync of `revision` that changed nothing and ended as
+    /// `result` (blocked, suspended, aborted).
+    pub fn untouched(revision: Revision, trigger: Trigger, result: SyncResult) -> Self {
+        Self {
+            plan: crate::plan::Plan::empty(revision.clone()),
+            revision,
+            trigger,
+            started_at: SystemTime::now(),
+            result,
+            outcomes: Vec::new(),
+            gates: Vec::new(),
+            timings: Timings::default(),
+            written_back: None,
+            blocked: None,
+        }
+    }
+
     /// Whether the target now matches the revision.
     pub fn converged(&self) -> bool {
         self.result == SyncResult::Converged
@@ -86,6 +107,9 @@ impl fmt::Display for SyncReport {
             "{} {} ({}): {created} created, {updated} updated, {pruned} deleted, {unchanged} unchanged",
             self.revision, self.result, self.trigger
         )?;
+        if let Some(blocked) = &self.blocked {
+            return write!(f, "\n  {}", blocked.message);
+        }
         if failed + skipped > 0 {
             write!(f, ", {failed} failed, {skipped} skipped")?;
         }

@@ -218,7 +218,12 @@ mod tests {
 
     fn ready_at_a() -> Status {
         let mut status = Status::default();
-        status.set(ConditionKind::Ready, true, "ReconciliationSucceeded", "ok");
+        status.set(
+            ConditionKind::Ready,
+            true,
+            crate::status::Reason::ReconciliationSucceeded,
+            "ok",
+        );
         status.last_applied = Some(Revision::new("main", "a"));
         status
     }
@@ -226,7 +231,12 @@ mod tests {
     #[test]
     fn a_stage_that_is_not_ready_has_nothing_to_promote() {
         let mut status = ready_at_a();
-        status.set(ConditionKind::Ready, false, "Progressing", "applying");
+        status.set(
+            ConditionKind::Ready,
+            false,
+            crate::status::Reason::Progressing,
+            "applying",
+        );
         assert_eq!(next_move(&status, None, None), Move::Wait);
         assert_eq!(next_move(&Status::default(), None, None), Move::Wait);
     }

@@ -238,7 +238,12 @@ mod tests {
 
     fn ready(applied: &str, attempted: Option<&str>) -> Status {
         let mut status = Status::default();
-        status.set(ConditionKind::Ready, true, "ReconciliationSucceeded", "ok");
+        status.set(
+            ConditionKind::Ready,
+            true,
+            crate::status::Reason::ReconciliationSucceeded,
+            "ok",
+        );
         status.last_applied = Some(rev(applied));
         status.last_attempted = attempted.map(rev);
         status
@@ -254,7 +259,12 @@ mod tests {
         let other = status_problem(&ready("b", Some("b")), &candidate).expect("at b");
         assert!(other.starts_with("not Ready at main@"), "{other}");
         let mut not_ready = ready("a", Some("a"));
-        not_ready.set(ConditionKind::Ready, false, "Progressing", "applying");
+        not_ready.set(
+            ConditionKind::Ready,
+            false,
+            crate::status::Reason::Progressing,
+            "applying",
+        );
         let problem = status_problem(&not_ready, &candidate).expect("not Ready");
         assert!(problem.starts_with("not Ready at main@"), "{problem}");
         assert!(!still_at(&not_ready, &candidate));
@@ -284,6 +294,7 @@ mod tests {
                     passed: *passed,
                     output: String::new(),
                     duration: Duration::ZERO,
+                    error: None,
                 })
                 .collect(),
             started_at: now,

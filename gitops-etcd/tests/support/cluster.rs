@@ -131,18 +131,18 @@ pub fn factory(prefix: String, replica: String) -> gitops_etcd::EngineFactory {
                 replica: replica.clone(),
             }))
             .store(ctx.store())
-            .config(EngineConfig {
-                name: app.clone(),
-                interval: Duration::from_millis(300),
-                interval_jitter: 0.0,
-                retry: RetryPolicy {
-                    initial: Duration::from_millis(200),
-                    max_delay: Duration::from_secs(1),
-                    jitter: false,
-                    ..RetryPolicy::default()
-                },
-                ..EngineConfig::default()
-            })
+            .name(app.clone())
+            .config(
+                EngineConfig::default()
+                    .interval(Duration::from_millis(300))
+                    .interval_jitter(0.0)
+                    .retry(RetryPolicy {
+                        initial: Duration::from_millis(200),
+                        max_delay: Duration::from_secs(1),
+                        jitter: false,
+                        ..RetryPolicy::default()
+                    }),
+            )
             .build()?;
         let mut events = engine.subscribe();
         let (replica, app) = (replica.clone(), app.clone());

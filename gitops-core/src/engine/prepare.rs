@@ -1,0 +1,159 @@
+//! The read-only phases of a reconcile: render the revision (cached while it
+//! stays the same), observe the target and plan; and what earlier syncs of
+//! the revision found.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::EngineError;
+use super::state::{Inner, LoopState, Prepared};
+use crate::gate::GateStage;
+use crate::id::ResourceId;
+use crate::model::{DriftPolicy, Inventory, Observed, Revision};
+use crate::plan::{Plan, PlanError, Planner};
+use crate::record::{HistoryEntry, Outcome, SyncResult};
+use crate::render::DesiredState;
+use crate::target::TargetError;
+
+/// Observations kept for write-back candidates, by desired position.
+pub(super) type Kept = HashMap<usize, Option<Observed>>;
+
+impl Inner {
+    /// The rendered revision, from the cache when the revision is unchanged;
+    /// with the time spent fetching and rendering (zero when cached).
+    pub(super) async fn prepare(
+        &self,
+        state: &mut LoopState,
+        revision: &Revision,
+    ) -> Result<(Arc<Prepared>, Duration, Duration), EngineError> {
+        if let Some((_, prepared)) = state.cache.as_ref().filter(|(id, _)| *id == revision.id) {
+            return Ok((prepared.clone(), Duration::ZERO, Duration::ZERO));
+        }
+        let fetch_started = Instant::now();
+        let snapshot = self.parts.source.snapshot(revision).await?;
+        let fetch = fetch_started.elapsed();
+        let render_started = Instant::now();
+        let desired = self
+            .parts
+            .render
+            .render(&snapshot)
+            .and_then(|desired| self.parts.target.check(&desired).map(|()| desired))
+            .map_err(|source| EngineError::Render {
+                revision: Box::new(revision.clone()),
+                source,
+            })?;
+        let digests = desired.resources().iter().map(|r| r.digest()).collect();
+        let render = render_started.elapsed();
+        let prepared = Arc::new(Prepared { desired, digests });
+        state.cache = Some((revision.id.clone(), prepared.clone()));
+        Ok((prepared, fetch, render))
+    }
+
+    /// Observes the desired resources in chunks and plans. Keeps the
+    /// observations of resources that may be written back.
+    pub(super) async fn observe_and_plan(
+        &self,
+        desired: &DesiredState,
+        inventory: &Inventory,
+    ) -> Result<(Plan, Kept), EngineError> {
+        let target = &*self.parts.target;
+        let planner = Planner::with_target(target);
+        let mut builder = planner.builder(desired);
+        let mut kept = HashMap::new();
+        let resources = desired.resources();
+        let chunk_size = self.config.observe_chunk;
+        for (chunk_index, chunk) in resources.chunks(chunk_size).enumerate() {
+            let ids: Vec<_> = chunk.iter().map(|r| r.id.clone()).collect();
+            // One batch is one call: it gets the per-call limit, so a hung
+            // target cannot stall the reconcile.
+            let limit = self.config.call_timeout;
+            let Ok(results) = tokio::time::timeout(limit, target.observe_many(&ids)).await else {
+                return Err(EngineError::Observe(TargetError::Timeout {
+                    id: ids[0].clone(),
+                    after: limit,
+                }));
+            };
+            if results.len() != ids.len() {
+                return Err(EngineError::Plan(PlanError::ObservationCount {
+                    desired: ids.len(),
+                    observed: results.len(),
+                }));
+            }
+            for (offset, result) in results.into_iter().enumerate() {
+                let position = chunk_index * chunk_size + offset;
+                let observed = result.map_err(EngineError::Observe)?;
+                builder.observe(position, observed.as_ref());
+                if resources[position].policy.drift == DriftPolicy::Writeback {
+                    kept.insert(position, observed);
+                }
+            }
+        }
+        Ok((builder.finish(inventory)?, kept))
+    }
+
+    /// The latest syncs of `revision` (the newest entries of the history
+    /// while they are about it), newest first; none when the newest
+    /// converged at it, the common case of a drift check: one entry read.
+    /// Read in growing pages, so a new revision after a long history of
+    /// large syncs costs one small read, not the whole history.
+    pub(super) async fn earlier_syncs(
+        &self,
+        revision: &Revision,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        let mut limit = 1;
+        loop {
+            let mut history = self
+                .parts
+                .store
+                .history(&self.name, limit)
+                .await
+                .map_err(EngineError::Store)?;
+            if history
+                .first()
+                .is_some_and(|h| h.revision.id == revision.id && h.result == SyncResult::Converged)
+            {
+                return Ok(Vec::new());
+            }
+            let run = history
+                .iter()
+                .take_while(|h| h.revision.id == revision.id)
+                .count();
+            if run < history.len() || history.len() < limit || limit >= self.config.history_limit {
+                history.truncate(run);
+                return Ok(history);
+            }
+            limit = (limit * 8).min(self.config.history_limit);
+        }
+    }
+}
+
+/// The resources found unhealthy by the last sync of this revision, if it
+/// did not converge: a retry with nothing to apply checks them again.
+pub(super) fn unhealthy_before(earlier: &[HistoryEntry]) -> HashSet<ResourceId> {
+    earlier
+        .first()
+        .filter(|h| h.result != SyncResult::Converged)
+        .map(|h| {
+            h.outcomes
+                .iter()
+                .filter(|o| matches!(o.outcome, Outcome::Unhealthy { .. }))
+                .map(|o| o.id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the last post-sync gate run on this revision failed, with no
+/// converged sync of it since.
+pub(super) fn failed_post_sync_gate(earlier: &[HistoryEntry]) -> bool {
+    earlier
+        .iter()
+        .find(|h| {
+            h.result == SyncResult::Converged
+                || h.gates.iter().any(|g| g.stage == GateStage::PostSync)
+        })
+        .is_some_and(|h| h.gates.iter().any(|g| !g.passed))
+}

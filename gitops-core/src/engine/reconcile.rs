@@ -1,0 +1,325 @@
+//! One reconcile, phase by phase: read the revision, admit it (windows,
+//! dependencies), prepare (fetch and render), observe and plan, pre-sync
+//! gates, execute, record what already matches, write back, post-sync gates.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::executor::{AuditContext, Execute};
+use super::gates::GateRun;
+use super::prepare::{failed_post_sync_gate, unhealthy_before};
+use super::state::{Inner, LoopState, Prepared};
+use super::writeback::WritebackRun;
+use super::{EngineError, Event, SyncReport, Timings};
+use crate::gate::{GateResult, GateStage};
+use crate::model::{Inventory, InventoryEntry, Revision};
+use crate::plan::{Change, Plan};
+use crate::record::{SyncResult, Trigger};
+use crate::status::{ConditionKind, Reason};
+
+/// What one reconcile knows as it goes.
+struct Sync<'a> {
+    revision: &'a Revision,
+    trigger: Trigger,
+    started: Instant,
+    started_at: SystemTime,
+    timings: Timings,
+}
+
+impl Sync<'_> {
+    /// The report of this sync, its total time taken now.
+    fn report(mut self, result: SyncResult, plan: Arc<Plan>, gates: Vec<GateResult>) -> SyncReport {
+        self.timings.total = self.started.elapsed();
+        SyncReport {
+            revision: self.revision.clone(),
+            trigger: self.trigger,
+            started_at: self.started_at,
+            result,
+            plan: Arc::unwrap_or_clone(plan),
+            outcomes: Vec::new(),
+            gates,
+            timings: self.timings,
+            written_back: None,
+            blocked: None,
+        }
+    }
+}
+
+impl Inner {
+    /// A reconcile that a second shutdown request aborts (reported as
+    /// [`SyncResult::Aborted`]).
+    pub(super) async fn guarded_reconcile(
+        &self,
+        state: &mut LoopState,
+        trigger: Trigger,
+        pinned: Option<Revision>,
+    ) -> Result<SyncReport, EngineError> {
+        let mut read = None;
+        let finished = tokio::select! {
+            result = self.reconcile(state, trigger, pinned.clone(), &mut read) => Some(result),
+            _ = self.abort() => None,
+        };
+        finished.unwrap_or_else(|| {
+            let revision = read
+                .or(pinned)
+                .or_else(|| self.status.borrow().last_attempted.clone())
+                // Aborted before any revision was read: named by nothing.
+                .unwrap_or_else(|| Revision::new("", ""));
+            Ok(SyncReport::untouched(
+                revision,
+                trigger,
+                SyncResult::Aborted,
+            ))
+        })
+    }
+
+    /// One reconcile inside a `reconcile` span carrying the app, the trigger
+    /// and (once read) the revision; resource spans nest inside it. The
+    /// revision read is left in `read`.
+    async fn reconcile(
+        &self,
+        state: &mut LoopState,
+        trigger: Trigger,
+        pinned: Option<Revision>,
+        read: &mut Option<Revision>,
+    ) -> Result<SyncReport, EngineError> {
+        let span = tracing::info_span!(
+            "reconcile",
+            app = %self.name,
+            %trigger,
+            revision = tracing::field::Empty
+        );
+        async {
+            // Level-triggered: the current revision, unless a rollback pins one.
+            let revision = match pinned {
+                Some(rev) => rev,
+                None => self.parts.source.poll().await?,
+            };
+            span.record("revision", tracing::field::display(&revision));
+            let revision = read.insert(revision);
+            self.reconcile_at(state, trigger, revision).await
+        }
+        .instrument(span.clone())
+        .await
+    }
+
+    async fn reconcile_at(
+        &self,
+        state: &mut LoopState,
+        trigger: Trigger,
+        revision: &Revision,
+    ) -> Result<SyncReport, EngineError> {
+        let mut sync = Sync {
+            revision,
+            trigger,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            timings: Timings::default(),
+        };
+        if let Err(blocked) = self.admit(trigger, revision).await {
+            let mut report = SyncReport::untouched(revision.clone(), trigger, SyncResult::Blocked);
+            report.blocked = Some(blocked);
+            return Ok(report);
+        }
+        self.started(revision, trigger);
+        let prepared = match self.prepare(state, revision).await {
+            Ok((prepared, fetch, render)) => {
+                sync.timings.fetch = fetch;
+                sync.timings.render = render;
+                prepared
+            }
+            Err(EngineError::Source(source)) if trigger == Trigger::Rollback => {
+                return Err(EngineError::Rollback {
+                    revision: Box::new(revision.clone()),
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let plan_started = Instant::now();
+        let (mut inventory, mut version) = self.load_inventory(revision, &prepared).await?;
+        let (plan, observed) = self.observe_and_plan(&prepared.desired, &inventory).await?;
+        sync.timings.plan = plan_started.elapsed();
+        tracing::debug!(summary = ?plan.summary, "planned");
+        let audit = AuditContext { revision, trigger };
+        let plan = Arc::new(plan);
+        // Gates judge changes; a no-op reconcile (a drift check that finds
+        // nothing) does not run a test suite again.
+        let mut gates = Vec::new();
+        if plan.has_changes() && !self.parts.pre_gates.is_empty() {
+            let run = GateRun {
+                revision,
+                plan: &plan,
+                audit: &audit,
+                inventory: &inventory,
+                version: &mut version,
+            };
+            gates = self.run_gates(GateStage::PreSync, run).await?;
+            if gates.iter().any(|g| !g.passed) {
+                return Ok(self.finished(sync, SyncResult::GateFailed, plan, gates));
+            }
+        }
+        let earlier = self.earlier_syncs(revision).await?;
+        let execution = self
+            .execute(Execute {
+                prepared: &prepared,
+                audit: &audit,
+                plan: &plan,
+                inventory: &mut inventory,
+                version: &mut version,
+                observed,
+                recheck: &unhealthy_before(&earlier),
+                state,
+            })
+            .await?;
+        sync.timings.apply = execution.apply_time;
+        sync.timings.prune = execution.prune_time;
+        self.refresh(&prepared, &plan, &mut inventory, &mut version)
+            .await?;
+        let run = WritebackRun {
+            revision,
+            drifted: &execution.writeback,
+            audit: &audit,
+            inventory: &inventory,
+            version: &mut version,
+        };
+        let written_back = self.write_back(state, run).await?;
+
+        let mut result = execution.result;
+        // A revision whose post-sync gates failed is already on the target:
+        // synced again (explicitly, or after a restart) it plans no changes,
+        // which must not make it Ready without its gates.
+        let unverified = !plan.has_changes() && failed_post_sync_gate(&earlier);
+        if result == SyncResult::Converged
+            && (plan.has_changes() || unverified)
+            && !self.parts.post_gates.is_empty()
+        {
+            let run = GateRun {
+                revision,
+                plan: &plan,
+                audit: &audit,
+                inventory: &inventory,
+                version: &mut version,
+            };
+            let post = self.run_gates(GateStage::PostSync, run).await?;
+            if post.iter().any(|g| !g.passed) {
+                result = SyncResult::Failed;
+            }
+            gates.extend(post);
+        }
+        self.status
+            .send_modify(|s| s.drift = execution.drift.clone());
+        let mut report = self.finished(sync, result, plan, gates);
+        report.outcomes = execution.outcomes;
+        report.written_back = written_back;
+        Ok(report)
+    }
+
+    /// The sync starts: status and event.
+    fn started(&self, revision: &Revision, trigger: Trigger) {
+        self.status.send_modify(|s| {
+            s.last_attempted = Some(revision.clone());
+            s.set(
+                ConditionKind::Reconciling,
+                true,
+                Reason::Progressing,
+                format!("reconciling {revision}"),
+            );
+        });
+        self.emit(Event::SyncStarted {
+            revision: revision.clone(),
+            trigger,
+        });
+    }
+
+    /// The sync ends: its event and its report.
+    fn finished(
+        &self,
+        sync: Sync<'_>,
+        result: SyncResult,
+        plan: Arc<Plan>,
+        gates: Vec<GateResult>,
+    ) -> SyncReport {
+        let report = sync.report(result, plan, gates);
+        self.emit(Event::SyncFinished {
+            revision: report.revision.clone(),
+            result,
+            duration: report.timings.total,
+            summary: report.plan.summary,
+        });
+        report
+    }
+
+    /// The stored inventory; refuses a revision that would delete every
+    /// managed resource unless `allow_empty`.
+    async fn load_inventory(
+        &self,
+        revision: &Revision,
+        prepared: &Prepared,
+    ) -> Result<(Inventory, u64), EngineError> {
+        let loaded = self
+            .parts
+            .store
+            .load_inventory(&self.name)
+            .await
+            .map_err(EngineError::Store)?;
+        let inventory = loaded.value;
+        if prepared.desired.is_empty() && !inventory.is_empty() && !self.config.allow_empty {
+            return Err(EngineError::EmptyRevision {
+                managed: inventory.len(),
+                revision: Box::new(revision.clone()),
+            });
+        }
+        Ok((inventory, loaded.version))
+    }
+
+    /// Records what already matches Git but is not recorded, or recorded
+    /// with another digest (a lost state, a first sync onto an identical
+    /// target, an apply whose record a crash lost).
+    async fn refresh(
+        &self,
+        prepared: &Prepared,
+        plan: &Plan,
+        inventory: &mut Inventory,
+        version: &mut u64,
+    ) -> Result<(), EngineError> {
+        let desired = &prepared.desired;
+        let mut refreshed = false;
+        for change in plan.waves.iter().flat_map(|w| &w.changes) {
+            if change.change != Change::Unchanged {
+                continue;
+            }
+            let Some(pos) = desired.position(&change.id) else {
+                continue;
+            };
+            let digest = &prepared.digests[pos];
+            if inventory
+                .get(&change.id)
+                .is_none_or(|e| e.digest != *digest)
+            {
+                let r = &desired.resources()[pos];
+                inventory.insert(
+                    r.id.clone(),
+                    InventoryEntry {
+                        digest: digest.clone(),
+                        depends_on: r.depends_on.clone(),
+                        prune: r.policy.prune,
+                    },
+                );
+                refreshed = true;
+            }
+        }
+        if refreshed {
+            *version = self
+                .parts
+                .store
+                .save_inventory(&self.name, inventory, *version, &[])
+                .await
+                .map_err(EngineError::Store)?;
+        }
+        Ok(())
+    }
+}
