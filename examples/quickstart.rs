@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gitops_core::engine::{Event, Trigger};
+use gitops_core::engine::{Event, SyncResult, Trigger};
 use gitops_core::{AuditQuery, Engine, EngineConfig, ManifestRender, RedbStore};
 use gitops_examples::DemoRepo;
 use gitops_git::{GitSource, ReferencePolicy};
@@ -42,11 +42,11 @@ fn file_manifest(name: &str, depends_on: &[&str], content: &str) -> String {
 }
 
 /// Waits until a sync of commit `id` finishes; returns its result.
-async fn synced(events: &mut Receiver<Event>, id: &str) -> Result<String, Error> {
+async fn synced(events: &mut Receiver<Event>, id: &str) -> Result<SyncResult, Error> {
     wait_for(events, |e| match e {
         Event::SyncFinished {
             revision, result, ..
-        } if revision.id == id => Some(result.clone()),
+        } if revision.id == id => Some(*result),
         _ => None,
     })
     .await
@@ -215,7 +215,7 @@ async fn main() -> Result<(), Error> {
     repo.commit("Make db depend on app (oops)")?;
     handle.reconcile_now();
     let reason = wait_for(&mut events, |e| match e {
-        Event::Stalled { reason, .. } => Some(reason.clone()),
+        Event::Stalled { message, .. } => Some(message.clone()),
         _ => None,
     })
     .await?;

@@ -253,3 +253,126 @@ async fn a_revision_that_failed_its_post_sync_gate_is_not_ready_when_synced_agai
     assert_eq!(report.result, SyncResult::Failed, "again: {report}");
     assert!(!engine.status().is(ConditionKind::Ready));
 }
+
+/// An engine in pull mode with one pre-sync gate, `check`, and the events it sends.
+fn gated(
+    check: Arc<dyn gitops_core::Gate>,
+) -> (
+    Arc<MemorySource>,
+    Arc<MemoryTarget>,
+    Engine,
+    tokio::sync::broadcast::Receiver<gitops_core::engine::Event>,
+) {
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let config = EngineConfig::default()
+        .gate_timeout(Duration::from_secs(60))
+        .interval(Duration::from_secs(3600))
+        .drift_interval(Duration::from_secs(3600));
+    let engine = Engine::builder()
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .config(config)
+        .pre_sync_gate(check)
+        .build()
+        .expect("builds");
+    let events = engine.subscribe();
+    (source, target, engine, events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_that_times_out_is_retried_with_backoff_not_stalled() {
+    use gitops_core::engine::Event;
+    use gitops_core::status::Reason;
+    use std::sync::atomic::AtomicUsize;
+    // The scanner hangs on its first two runs (longer than the gate
+    // timeout), then answers.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let scanner = gate_fn("scanner", move |_: GateInput| {
+        let run = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if run < 2 {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+            Ok::<_, String>("clean".to_owned())
+        }
+    });
+    let (source, target, engine, mut events) = gated(scanner);
+    source.commit([("app.yaml", doc("a", 1))]);
+    let handle = engine.handle();
+    let agent = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    let mut retries = Vec::new();
+    loop {
+        match events.recv().await.expect("events") {
+            Event::RetryScheduled {
+                reason, message, ..
+            } => retries.push((reason, message)),
+            Event::Stalled { message, .. } => panic!("stalled on a gate timeout: {message}"),
+            Event::SyncFinished {
+                result: SyncResult::Converged,
+                ..
+            } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    for (reason, message) in &retries {
+        assert_eq!(*reason, Reason::GateUnavailable);
+        assert!(message.contains("timed out after 60s"), "{message}");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(target.get(&id("App/a")), Some(json!({"v": 1})));
+    assert!(engine.status().is(ConditionKind::Ready));
+    handle.shutdown();
+    agent.await.expect("joins").expect("runs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_that_fails_stalls_without_retrying() {
+    use gitops_core::engine::Event;
+    use gitops_core::status::Reason;
+    use std::sync::atomic::AtomicUsize;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let scanner = gate_fn("scanner", move |_: GateInput| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err::<String, _>("policy violation".to_owned()) }
+    });
+    let (source, target, engine, mut events) = gated(scanner);
+    source.commit([("app.yaml", doc("a", 1))]);
+    let handle = engine.handle();
+    let agent = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    loop {
+        match events.recv().await.expect("events") {
+            Event::Stalled {
+                reason, message, ..
+            } => {
+                assert_eq!(reason, Reason::GateFailed);
+                assert!(message.contains("policy violation"), "{message}");
+                break;
+            }
+            Event::RetryScheduled { message, .. } => panic!("retried a failed gate: {message}"),
+            _ => {}
+        }
+    }
+    // An hour of polls and drift checks later: still held, never run again.
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let stalled = engine.status();
+    assert!(stalled.is(ConditionKind::Stalled));
+    assert_eq!(
+        stalled.condition(ConditionKind::Stalled).reason,
+        Reason::GateFailed
+    );
+    assert!(target.contents().is_empty(), "nothing applied");
+    handle.shutdown();
+    agent.await.expect("joins").expect("runs");
+}

@@ -36,6 +36,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gitops_core::gate::GateVerdict;
 use gitops_core::{Gate, GateInput, GateStage, async_trait};
 
 use crate::process::{self, Capture, Invocation, Program, ResolveError, RunError};
@@ -220,14 +221,16 @@ impl Gate for CommandGate {
         &self.name
     }
 
-    async fn check(&self, input: &GateInput) -> Result<String, String> {
+    async fn check(&self, input: &GateInput) -> GateVerdict {
         let stage = stage_name(input.stage);
-        let stdin = serde_json::to_vec(&serde_json::json!({
+        let stdin = match serde_json::to_vec(&serde_json::json!({
             "stage": stage,
             "revision": input.revision,
             "plan": &*input.plan,
-        }))
-        .map_err(|e| format!("cannot encode the gate input: {e}"))?;
+        })) {
+            Ok(stdin) => stdin,
+            Err(e) => return error(format!("cannot encode the gate input: {e}"), false),
+        };
         let result = process::run(Invocation {
             program: &self.program.path,
             args: self.program.args.clone(),
@@ -257,23 +260,37 @@ impl Gate for CommandGate {
                     (false, false) => format!("{stdout}\n{stderr}"),
                 };
                 if out.status.success() {
-                    Ok(text)
+                    GateVerdict::Passed(text)
                 } else {
                     let status = process::describe_status(out.status);
                     let sep = if text.is_empty() { "" } else { "\n" };
-                    Err(format!("{text}{sep}[`{display}` {status}]"))
+                    GateVerdict::Failed(format!("{text}{sep}[`{display}` {status}]"))
                 }
             }
-            Err(RunError::Timeout) => Err(format!(
-                "[`{display}` timed out after {:?}; its process group was killed]",
-                self.timeout
-            )),
-            Err(RunError::Spawn(e)) => Err(format!(
-                "[cannot start {}: {e}]",
-                self.program.path.display()
-            )),
-            Err(RunError::Io(e)) => Err(format!("[`{display}`: I/O error: {e}]")),
-            Err(RunError::Overflow) => Err(format!("[`{display}`: output over the limit]")),
+            // No verdict: the check did not finish. Run again with backoff.
+            Err(RunError::Timeout) => error(
+                format!(
+                    "[`{display}` timed out after {:?}; its process group was killed]",
+                    self.timeout
+                ),
+                true,
+            ),
+            // A missing or forbidden program stays so until someone fixes it.
+            Err(RunError::Spawn(e)) => {
+                use std::io::ErrorKind::{NotFound, PermissionDenied};
+                let transient = !matches!(e.kind(), NotFound | PermissionDenied);
+                let path = self.program.path.display();
+                error(format!("[cannot start {path}: {e}]"), transient)
+            }
+            Err(RunError::Io(e)) => error(format!("[`{display}`: I/O error: {e}]"), true),
+            Err(RunError::Overflow) => {
+                GateVerdict::Failed(format!("[`{display}`: output over the limit]"))
+            }
         }
     }
+}
+
+/// A gate run that reached no verdict.
+fn error(message: String, transient: bool) -> GateVerdict {
+    GateVerdict::Error { message, transient }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use gitops_core::engine::SyncResult;
+use gitops_core::gate::GateVerdict;
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
     AuditAction, AuditQuery, ConditionKind, Engine, Gate, GateInput, GateStage, ManifestRender,
@@ -246,7 +247,9 @@ async fn output_is_capped_to_its_tail() {
             summary: Default::default(),
         }),
     };
-    let output = gate.check(&input).await.expect("passes");
+    let GateVerdict::Passed(output) = gate.check(&input).await else {
+        panic!("the gate should pass");
+    };
     assert!(
         output.ends_with("verdict: all 200 tests passed"),
         "{output}"

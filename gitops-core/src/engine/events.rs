@@ -21,6 +21,15 @@ pub enum ApplyAction {
     Update,
 }
 
+impl std::fmt::Display for ApplyAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApplyAction::Create => "create",
+            ApplyAction::Update => "update",
+        })
+    }
+}
+
 /// Something that happened; subscribe with `Engine::subscribe`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -83,10 +83,10 @@ impl Shared {
             replica: self.config.id.clone(),
         };
         let engine = (self.factory)(&ctx).map_err(|e| e.to_string())?;
-        if engine.config().name != app {
+        if engine.name() != app {
             return Err(format!(
                 "the factory built an engine named {:?}; it must be named after the application",
-                engine.config().name
+                engine.name()
             ));
         }
         let handle = engine.handle();
