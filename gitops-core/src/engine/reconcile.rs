@@ -17,7 +17,7 @@ use super::{EngineError, Event, SyncReport, Timings};
 use crate::gate::{GateResult, GateStage};
 use crate::model::{Inventory, InventoryEntry, Revision};
 use crate::plan::{Change, Plan};
-use crate::record::{SyncResult, Trigger};
+use crate::record::{HistoryEntry, SyncResult, Trigger};
 use crate::status::{ConditionKind, Reason};
 
 /// What one reconcile knows as it goes.
@@ -125,20 +125,7 @@ impl Inner {
             return Ok(report);
         }
         self.started(revision, trigger);
-        let prepared = match self.prepare(state, revision).await {
-            Ok((prepared, fetch, render)) => {
-                sync.timings.fetch = fetch;
-                sync.timings.render = render;
-                prepared
-            }
-            Err(EngineError::Source(source)) if trigger == Trigger::Rollback => {
-                return Err(EngineError::Rollback {
-                    revision: Box::new(revision.clone()),
-                    source,
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let prepared = self.prepare_timed(state, &mut sync).await?;
         let plan_started = Instant::now();
         let (mut inventory, mut version) = self.load_inventory(revision, &prepared).await?;
         let (plan, observed) = self.observe_and_plan(&prepared.desired, &inventory).await?;
@@ -189,14 +176,7 @@ impl Inner {
         let written_back = self.write_back(state, run).await?;
 
         let mut result = execution.result;
-        // A revision whose post-sync gates failed is already on the target:
-        // synced again (explicitly, or after a restart) it plans no changes,
-        // which must not make it Ready without its gates.
-        let unverified = !plan.has_changes() && failed_post_sync_gate(&earlier);
-        if result == SyncResult::Converged
-            && (plan.has_changes() || unverified)
-            && !self.parts.post_gates.is_empty()
-        {
+        if result == SyncResult::Converged && self.needs_post_sync_gates(&plan, &earlier) {
             let run = GateRun {
                 revision,
                 plan: &plan,
@@ -216,6 +196,38 @@ impl Inner {
         report.outcomes = execution.outcomes;
         report.written_back = written_back;
         Ok(report)
+    }
+
+    /// Whether a converged sync runs the post-sync gates: when it changed
+    /// something, or when the last post-sync gate run on this revision
+    /// failed (the revision is already on the target: synced again,
+    /// explicitly or after a restart, it plans no changes, which must not
+    /// make it Ready without its gates).
+    fn needs_post_sync_gates(&self, plan: &Plan, earlier: &[HistoryEntry]) -> bool {
+        !self.parts.post_gates.is_empty() && (plan.has_changes() || failed_post_sync_gate(earlier))
+    }
+
+    /// The rendered revision, its fetch and render times noted; a rollback
+    /// to a revision the source cannot provide says so.
+    async fn prepare_timed(
+        &self,
+        state: &mut LoopState,
+        sync: &mut Sync<'_>,
+    ) -> Result<Arc<Prepared>, EngineError> {
+        match self.prepare(state, sync.revision).await {
+            Ok((prepared, fetch, render)) => {
+                sync.timings.fetch = fetch;
+                sync.timings.render = render;
+                Ok(prepared)
+            }
+            Err(EngineError::Source(source)) if sync.trigger == Trigger::Rollback => {
+                Err(EngineError::Rollback {
+                    revision: Box::new(sync.revision.clone()),
+                    source,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The sync starts: status and event.
