@@ -48,6 +48,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod promote;
 pub mod record;
+#[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod render;
 pub mod source;
@@ -76,6 +77,7 @@ pub use model::{
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Soaking, Stage};
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
 pub use promote::{PromoteError, Promoter};
+#[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
 pub use render::{DesiredState, FileEdit, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
