@@ -278,11 +278,16 @@ async fn a_dependency_on_an_app_of_another_replica_reads_etcd() {
         "app.yaml",
         "kind: App\nmetadata: { name: x }\nspec: { v: 1 }\n",
     )]);
-    let err = web.sync_once().await.unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("waiting for app `db`: not yet applied and healthy"),
-        "{err}"
+    let blocked = web.sync_once().await.unwrap();
+    assert_eq!(
+        blocked.result,
+        gitops_core::engine::SyncResult::Blocked,
+        "{blocked}"
+    );
+    assert_eq!(
+        blocked.blocked.as_ref().map(|b| b.message.as_str()),
+        Some("waiting for app `db`: not yet applied and healthy"),
+        "{blocked}"
     );
     assert!(db.sync_once().await.unwrap().converged());
     let report = web.sync_once().await.unwrap();
