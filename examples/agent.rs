@@ -482,6 +482,10 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     }
     if args.once {
         let report = engine.sync_once().await.map_err(|e| e.to_string())?;
+        // A sync that did not run is no success: say why on one error line.
+        if let Some(blocked) = &report.blocked {
+            return Err(format!("revision {}: {}", report.revision, blocked.message));
+        }
         println!(
             "{}",
             if args.json {
