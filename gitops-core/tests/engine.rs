@@ -10,9 +10,8 @@ use gitops_core::{ConditionKind, DriftPolicy, Engine, Health, ManifestRender, Re
 use serde_json::json;
 use tokio::time::Instant;
 
-fn id(s: &str) -> ResourceId {
-    s.parse().expect("valid id")
-}
+mod support;
+use support::{Agent, eventually, id};
 
 /// One manifest document.
 fn doc(kind_name: &str, deps: &[&str], spec: serde_json::Value) -> String {
@@ -73,18 +72,6 @@ fn world_with(config: EngineConfig, manifests: &str) -> World {
 
 fn world(manifests: &str) -> World {
     world_with(config(), manifests)
-}
-
-/// Polls `cond` every 100 ms of (paused) time, up to `limit`.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    cond()
 }
 
 fn applies(target: &MemoryTarget, of: &ResourceId) -> usize {
@@ -208,8 +195,7 @@ async fn transient_failures_retry_with_backoff_then_succeed() {
     let w = world(&doc("App/web", &[], json!({})));
     w.target.fail_next(&id("App/web"), 3, true);
     let mut events = w.engine.subscribe();
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     let target = w.target.clone();
     assert!(
         eventually(Duration::from_secs(60), || target
@@ -253,8 +239,7 @@ async fn transient_failures_retry_with_backoff_then_succeed() {
     assert_eq!(scheduled, [1, 2, 3]);
     // Success resets the backoff: a new failure starts again at attempt 1.
     assert!(w.engine.status().retry.is_none());
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,8 +253,7 @@ async fn retry_budget_exhausted_marks_the_revision_failed_until_a_new_commit() {
     });
     let w = world_with(cfg, &doc("App/web", &[], json!({"v": 1})));
     w.target.fail_next(&id("App/web"), 100, true);
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(30), || w
             .engine
@@ -295,15 +279,13 @@ async fn retry_budget_exhausted_marks_the_revision_failed_until_a_new_commit() {
         ) > 3)
         .await
     );
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn render_error_stalls_and_a_new_commit_recovers() {
     let w = world(&doc("App/web", &[], json!({"v": 1})));
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(5), || w
             .engine
@@ -362,8 +344,7 @@ async fn render_error_stalls_and_a_new_commit_recovers() {
         .await
     );
     assert!(!w.engine.status().is(ConditionKind::Stalled));
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -381,8 +362,7 @@ async fn unreachable_source_keeps_the_last_good_state_and_retries() {
 async fn drift_is_reverted_on_the_drift_interval() {
     let w = world(&doc("App/web", &[], json!({"replicas": 2})));
     let mut events = w.engine.subscribe();
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(5), || w
             .target
@@ -425,8 +405,7 @@ async fn drift_is_reverted_on_the_drift_interval() {
             .is_some())
         .await
     );
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -540,8 +519,7 @@ async fn a_failed_delete_stays_in_the_inventory_and_is_retried() {
 async fn reconcile_now_skips_the_poll_interval() {
     let cfg = config().interval(Duration::from_secs(3600));
     let w = world_with(cfg, &doc("App/web", &[], json!({"v": 1})));
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(5), || w
             .target
@@ -565,8 +543,7 @@ async fn reconcile_now_skips_the_poll_interval() {
         "took {:?}",
         asked.elapsed()
     );
-    handle.shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -576,8 +553,7 @@ async fn suspend_and_resume() {
     handle.suspend();
     let report = w.engine.sync_once().await.expect("suspended is an outcome");
     assert_eq!(report.result, SyncResult::Suspended, "{report}");
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert!(w.target.calls().is_empty(), "nothing while suspended");
     assert!(w.engine.status().suspended);
@@ -589,8 +565,7 @@ async fn suspend_and_resume() {
             .is_some())
         .await
     );
-    handle.shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -601,14 +576,12 @@ async fn graceful_shutdown_finishes_in_flight_and_starts_nothing_new() {
     let cfg = config().concurrency(2);
     let w = world_with(cfg, &manifests);
     w.target.set_latency(Duration::from_secs(1));
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     // Observe takes 1 s, then applies run two at a time, 1 s each.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let started = w.target.changes().len();
     assert_eq!(started, 4, "two batches of two have started");
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
     assert_eq!(w.target.changes().len(), 4, "nothing new started");
     assert_eq!(w.target.contents().len(), 4, "in-flight applies finished");
 }
@@ -617,14 +590,13 @@ async fn graceful_shutdown_finishes_in_flight_and_starts_nothing_new() {
 async fn a_second_shutdown_aborts() {
     let w = world(&doc("App/web", &[], json!({})));
     w.target.set_latency(Duration::from_secs(600));
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let handle = w.engine.handle();
     handle.shutdown();
     handle.shutdown();
     let started = Instant::now();
-    run.await.expect("joins").expect("run ends");
+    run.join().await.expect("run ends");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
@@ -643,8 +615,7 @@ async fn a_newer_revision_cancels_a_health_wait() {
     );
     w.target
         .script_health(&id("App/slow"), [Health::Progressing]);
-    let engine = w.engine.clone();
-    let run = tokio::spawn(async move { engine.run().await });
+    let run = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(5), || w
             .target
@@ -681,8 +652,7 @@ async fn a_newer_revision_cancels_a_health_wait() {
         "did not wait out the health timeout"
     );
     assert_eq!(w.target.get(&id("App/slow")), Some(json!({"v": 2})));
-    w.engine.handle().shutdown();
-    run.await.expect("joins").expect("run ends cleanly");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -848,8 +818,7 @@ async fn endless_intervals_and_timeouts_mean_only_on_request() {
         &doc("App/web", &[], json!({"v": 1})),
     );
     let handle = w.engine.handle();
-    let engine = w.engine.clone();
-    let agent = tokio::spawn(async move { engine.run().await });
+    let agent = Agent::start(&w.engine);
     assert!(
         eventually(Duration::from_secs(5), || w
             .target
@@ -874,8 +843,7 @@ async fn endless_intervals_and_timeouts_mean_only_on_request() {
         .await,
         "a trigger deploys"
     );
-    handle.shutdown();
-    agent.await.expect("join").expect("run");
+    agent.stop().await;
 }
 
 #[test]

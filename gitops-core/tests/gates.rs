@@ -8,17 +8,15 @@ use std::time::Duration;
 use gitops_core::engine::{EngineConfig, SyncResult};
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, ConditionKind, Engine, GateInput, GateStage, ManifestRender,
-    ResourceId, gate_fn,
+    AuditAction, AuditQuery, ConditionKind, Engine, GateInput, GateStage, ManifestRender, gate_fn,
 };
 use serde_json::json;
 
+mod support;
+use support::{Agent, id};
+
 fn doc(name: &str, v: i64) -> String {
     format!("---\nkind: App\nmetadata: {{ name: {name} }}\nspec: {{ v: {v} }}\n")
-}
-
-fn id(s: &str) -> ResourceId {
-    s.parse().expect("valid id")
 }
 
 fn world(
@@ -301,11 +299,7 @@ async fn a_gate_that_times_out_is_retried_with_backoff_not_stalled() {
     });
     let (source, target, engine, mut events) = gated(scanner);
     source.commit([("app.yaml", doc("a", 1))]);
-    let handle = engine.handle();
-    let agent = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run().await }
-    });
+    let agent = Agent::start(&engine);
     let mut retries = Vec::new();
     loop {
         match events.recv().await.expect("events") {
@@ -328,8 +322,7 @@ async fn a_gate_that_times_out_is_retried_with_backoff_not_stalled() {
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(target.get(&id("App/a")), Some(json!({"v": 1})));
     assert!(engine.status().is(ConditionKind::Ready));
-    handle.shutdown();
-    agent.await.expect("joins").expect("runs");
+    agent.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,11 +338,7 @@ async fn a_gate_that_fails_stalls_without_retrying() {
     });
     let (source, target, engine, mut events) = gated(scanner);
     source.commit([("app.yaml", doc("a", 1))]);
-    let handle = engine.handle();
-    let agent = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run().await }
-    });
+    let agent = Agent::start(&engine);
     loop {
         match events.recv().await.expect("events") {
             Event::Stalled {
@@ -373,6 +362,5 @@ async fn a_gate_that_fails_stalls_without_retrying() {
         Reason::GateFailed
     );
     assert!(target.contents().is_empty(), "nothing applied");
-    handle.shutdown();
-    agent.await.expect("joins").expect("runs");
+    agent.stop().await;
 }
