@@ -309,11 +309,7 @@ impl Publisher<'_> {
         {
             return Ok(Published::Moved);
         }
-        let lower = text.to_ascii_lowercase();
-        let auth = lower.contains("authentication failed")
-            || lower.contains("401")
-            || lower.contains("403")
-            || lower.contains("permission denied");
+        let auth = is_auth_failure(&text);
         let detail = rejected
             .unwrap_or_else(|| text.trim())
             .trim_start_matches('!')
@@ -323,6 +319,18 @@ impl Publisher<'_> {
             !auth,
         ))
     }
+}
+
+/// Whether git's output says the server refused our credentials. Matches
+/// git's own phrases only: a bare "401" or "403" also occurs in commit ids
+/// and port numbers (`127.0.0.1:44039`), which made a rejected push look
+/// like a permanent authentication failure.
+fn is_auth_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("authentication failed")
+        || lower.contains("returned error: 401")
+        || lower.contains("returned error: 403")
+        || lower.contains("permission denied")
 }
 
 struct Output {
@@ -383,6 +391,26 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Stri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_git_phrases_mean_an_authentication_failure() {
+        use super::is_auth_failure;
+        let hook = "To http://127.0.0.1:44039/repo.git\n! 77448613bf4f36:refs/heads/main\t[remote rejected] (pre-receive hook declined)";
+        assert!(
+            !is_auth_failure(hook),
+            "a port with 403 in it is no HTTP 403"
+        );
+        assert!(!is_auth_failure(
+            "! 4011abc:refs/heads/main [remote rejected]"
+        ));
+        assert!(is_auth_failure(
+            "fatal: unable to access 'http://h/r.git/': The requested URL returned error: 403"
+        ));
+        assert!(is_auth_failure(
+            "remote: HTTP Basic: Access denied\nfatal: Authentication failed for 'http://h/r.git/'"
+        ));
+        assert!(is_auth_failure("git@h: Permission denied (publickey)."));
+    }
+
     use super::*;
 
     #[test]
