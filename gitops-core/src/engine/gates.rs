@@ -10,13 +10,12 @@ use super::executor::AuditContext;
 use super::state::Inner;
 use crate::gate::{GateInput, GateResult, GateStage, GateVerdict};
 use crate::id::ResourceId;
-use crate::model::{Inventory, Revision};
+use crate::model::Inventory;
 use crate::plan::Plan;
 use crate::record::AuditAction;
 
 /// Where a gate run writes its audit records.
 pub(super) struct GateRun<'a> {
-    pub revision: &'a Revision,
     pub plan: &'a Arc<Plan>,
     pub audit: &'a AuditContext<'a>,
     pub inventory: &'a Inventory,
@@ -37,7 +36,7 @@ impl Inner {
         };
         let input = GateInput {
             stage,
-            revision: run.revision.clone(),
+            revision: run.audit.revision.clone(),
             plan: run.plan.clone(),
         };
         let limit = self.config.gate_timeout;

@@ -138,7 +138,6 @@ impl Inner {
         let mut gates = Vec::new();
         if plan.has_changes() && !self.parts.pre_gates.is_empty() {
             let run = GateRun {
-                revision,
                 plan: &plan,
                 audit: &audit,
                 inventory: &inventory,
@@ -167,7 +166,6 @@ impl Inner {
         self.refresh(&prepared, &plan, &mut inventory, &mut version)
             .await?;
         let run = WritebackRun {
-            revision,
             drifted: &execution.writeback,
             audit: &audit,
             inventory: &inventory,
@@ -178,7 +176,6 @@ impl Inner {
         let mut result = execution.result;
         if result == SyncResult::Converged && self.needs_post_sync_gates(&plan, &earlier) {
             let run = GateRun {
-                revision,
                 plan: &plan,
                 audit: &audit,
                 inventory: &inventory,

@@ -57,21 +57,27 @@ pub(super) fn wake_at(schedule: &Schedule, due: &Due, now: Instant) -> Instant {
 }
 
 /// What the loop runs when it wakes at `now` (`webhook`: woken by a
-/// trigger). First match wins: a due rollback, a trigger, what a window held
+/// trigger), and whether it is what a sync window held back (which is then
+/// released). First match wins: a due rollback, a trigger, what a window held
 /// back (it runs as what it was), a due retry, a due drift check, a poll.
-pub(super) fn next_trigger(now: Instant, webhook: bool, schedule: &Schedule, due: &Due) -> Trigger {
+pub(super) fn next_trigger(
+    now: Instant,
+    webhook: bool,
+    schedule: &Schedule,
+    due: &Due,
+) -> (Trigger, bool) {
     if due.rollback {
-        Trigger::Rollback
+        (Trigger::Rollback, false)
     } else if webhook {
-        Trigger::Webhook
+        (Trigger::Webhook, false)
     } else if let Some((_, held)) = due.window_opens.filter(|(at, _)| *at <= now) {
-        held
+        (held, true)
     } else if due.retry.is_some_and(|at| at <= now) {
-        Trigger::Retry
+        (Trigger::Retry, false)
     } else if schedule.next_drift <= now {
-        Trigger::Drift
+        (Trigger::Drift, false)
     } else {
-        Trigger::Poll
+        (Trigger::Poll, false)
     }
 }
 
@@ -127,11 +133,8 @@ impl Inner {
                     .max(super::after(now, self.config.drift_interval));
                 continue;
             }
-            let trigger = next_trigger(now, webhook, &schedule, &Due::of(&state));
-            if state.window_opens.is_some_and(|(at, _)| at <= now)
-                && !webhook
-                && !state.rollback_due
-            {
+            let (trigger, released) = next_trigger(now, webhook, &schedule, &Due::of(&state));
+            if released {
                 state.window_opens = None;
             }
             if matches!(trigger, Trigger::Poll | Trigger::Webhook) {
@@ -261,21 +264,27 @@ mod tests {
         let nothing = Due::default();
         assert_eq!(
             next_trigger(at(now, 30), false, &s, &nothing),
-            Trigger::Poll
+            (Trigger::Poll, false)
         );
         assert_eq!(
             next_trigger(at(now, 60), false, &s, &nothing),
-            Trigger::Drift
+            (Trigger::Drift, false)
         );
-        assert_eq!(next_trigger(now, true, &s, &nothing), Trigger::Webhook);
+        assert_eq!(
+            next_trigger(now, true, &s, &nothing),
+            (Trigger::Webhook, false)
+        );
         let retry = Due {
             retry: Some(at(now, 5)),
             ..nothing
         };
-        assert_eq!(next_trigger(at(now, 5), false, &s, &retry), Trigger::Retry);
+        assert_eq!(
+            next_trigger(at(now, 5), false, &s, &retry),
+            (Trigger::Retry, false)
+        );
         assert_eq!(
             next_trigger(at(now, 4), false, &s, &retry),
-            Trigger::Poll,
+            (Trigger::Poll, false),
             "not yet due"
         );
         let held = Due {
@@ -284,17 +293,20 @@ mod tests {
         };
         assert_eq!(
             next_trigger(at(now, 5), false, &s, &held),
-            Trigger::Drift,
-            "runs as what it was"
+            (Trigger::Drift, true),
+            "runs as what it was, and releases the window"
         );
-        assert_eq!(next_trigger(at(now, 5), true, &s, &held), Trigger::Webhook);
+        assert_eq!(
+            next_trigger(at(now, 5), true, &s, &held),
+            (Trigger::Webhook, false)
+        );
         let rollback = Due {
             rollback: true,
             ..held
         };
         assert_eq!(
             next_trigger(at(now, 5), true, &s, &rollback),
-            Trigger::Rollback
+            (Trigger::Rollback, false)
         );
     }
 

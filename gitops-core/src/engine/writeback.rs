@@ -10,7 +10,6 @@ use crate::writeback::{Drifted, WritebackError, WritebackRequest, WrittenBack};
 
 /// What one write-back step works on.
 pub(super) struct WritebackRun<'a> {
-    pub revision: &'a Revision,
     pub drifted: &'a [Drifted],
     pub audit: &'a AuditContext<'a>,
     pub inventory: &'a Inventory,
@@ -30,7 +29,7 @@ impl Inner {
         }
         let ids: Vec<_> = run.drifted.iter().map(|d| d.resource.id.clone()).collect();
         let key = WritebackKey {
-            revision: run.revision.id.clone(),
+            revision: run.audit.revision.id.clone(),
             observed: run
                 .drifted
                 .iter()
@@ -53,7 +52,7 @@ impl Inner {
         };
         let request = WritebackRequest {
             engine: &self.name,
-            revision: run.revision,
+            revision: run.audit.revision,
             drifted: run.drifted,
         };
         match writeback.write_back(request).await {
@@ -77,7 +76,7 @@ impl Inner {
                 Ok(written.is_release.then_some(written.revision))
             }
             Err(e) => {
-                self.writeback_failed(state, run.revision, key, ids, e);
+                self.writeback_failed(state, run.audit.revision, key, ids, e);
                 Ok(None)
             }
         }
