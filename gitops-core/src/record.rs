@@ -39,7 +39,8 @@ pub enum Trigger {
     Webhook,
     /// The drift-check interval.
     Drift,
-    /// A scheduled retry after a transient failure.
+    /// A scheduled retry after a transient failure, or an explicit
+    /// `EngineHandle::retry`.
     Retry,
     /// An explicit `sync_once` (push mode).
     Manual,

@@ -780,7 +780,7 @@ async fn a_retry_of_an_unhealthy_revision_checks_health_again() {
 
     // Healthy again: the next retry finds it so and the revision is Ready.
     target.script_health(&id("App/a"), [Health::Healthy]);
-    engine.handle().reconcile_now();
+    engine.handle().retry();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let status = engine.status();
     assert!(status.is(ConditionKind::Ready), "{status}");

@@ -505,7 +505,7 @@ async fn a_revision_that_failed_while_its_promotion_was_retried_soaks_again() {
     assert!(!status.is(ConditionKind::Ready), "{status}");
     // ...and passes it again later: v=1 starts a fresh soak.
     w.smoke_fails.store(false, Ordering::SeqCst);
-    staging.reconcile_now();
+    staging.retry();
     tokio::time::sleep(MINUTE).await;
     let status = w.pipeline.status("staging").expect("status");
     assert!(status.is(ConditionKind::Ready), "{status}");

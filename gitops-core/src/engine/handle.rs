@@ -44,10 +44,21 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Asks for a reconcile as soon as possible; calls made while one is
-    /// pending coalesce into one. Also clears a stalled or failed hold (an
-    /// explicit retry).
+    /// Asks the engine to look at the source now, as a poll would (what a
+    /// webhook receiver calls); calls made while one is pending coalesce
+    /// into one. A new commit is deployed at once, and the current one is
+    /// checked for drift. It never lifts a stall, a failed revision or a
+    /// pending retry's backoff of the commit the source still points at:
+    /// that takes a newer commit or [`retry`](Self::retry).
     pub fn reconcile_now(&self) {
+        self.inner.trigger.notify_one();
+    }
+
+    /// Asks the engine to try the current revision again now, lifting a
+    /// stall, a failed revision's hold and a pending retry's backoff (an
+    /// operator's explicit retry). Recorded with trigger `retry`.
+    pub fn retry(&self) {
+        self.inner.requests.locked().retry = true;
         self.inner.trigger.notify_one();
     }
 

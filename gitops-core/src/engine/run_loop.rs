@@ -56,19 +56,32 @@ pub(super) fn wake_at(schedule: &Schedule, due: &Due, now: Instant) -> Instant {
     .unwrap_or(schedule.next_poll)
 }
 
-/// What the loop runs when it wakes at `now` (`webhook`: woken by a
-/// trigger), and whether it is what a sync window held back (which is then
-/// released). First match wins: a due rollback, a trigger, what a window held
-/// back (it runs as what it was), a due retry, a due drift check, a poll.
+/// Why the loop woke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// Its own timer: due work, or nothing.
+    Timer,
+    /// [`EngineHandle::reconcile_now`](super::EngineHandle::reconcile_now): look at the source now.
+    Webhook,
+    /// [`EngineHandle::retry`](super::EngineHandle::retry): clear the hold and try again.
+    Retry,
+}
+
+/// What the loop runs when it wakes at `now`, and whether it is what a sync
+/// window held back (which is then released). First match wins: a due
+/// rollback, an explicit retry, a webhook, what a window held back (it runs
+/// as what it was), a due retry, a due drift check, a poll.
 pub(super) fn next_trigger(
     now: Instant,
-    webhook: bool,
+    wake: Wake,
     schedule: &Schedule,
     due: &Due,
 ) -> (Trigger, bool) {
     if due.rollback {
         (Trigger::Rollback, false)
-    } else if webhook {
+    } else if wake == Wake::Retry {
+        (Trigger::Retry, false)
+    } else if wake == Wake::Webhook {
         (Trigger::Webhook, false)
     } else if let Some((_, held)) = due.window_opens.filter(|(at, _)| *at <= now) {
         (held, true)
@@ -84,13 +97,20 @@ pub(super) fn next_trigger(
 /// Whether a poll that saw commit `head` needs no reconcile: the commit is
 /// bad, already applied, awaiting a retry, or held.
 pub(super) fn poll_skips(head: &str, state: &LoopState) -> bool {
+    webhook_skips(head, state) || state.last_applied.as_deref() == Some(head)
+}
+
+/// Whether a webhook ("look now") that saw commit `head` needs no
+/// reconcile: the commit is bad, awaiting a retry, or held. Unlike a poll,
+/// an applied commit is reconciled again (a webhook is also "check now"); a
+/// stall or hold is only lifted by a newer commit or an explicit retry.
+pub(super) fn webhook_skips(head: &str, state: &LoopState) -> bool {
     let known = |id: Option<&String>| id.is_some_and(|id| id == head);
     let bad = state
         .record
         .as_ref()
         .is_some_and(|r| r.value.bad.iter().any(|b| b == head));
-    bad || known(state.last_applied.as_ref())
-        || known(state.retry.as_ref().and_then(|r| r.revision.as_ref()))
+    bad || known(state.retry.as_ref().and_then(|r| r.revision.as_ref()))
         || known(state.hold.as_ref().and_then(|h| h.revision.as_ref()))
 }
 
@@ -115,13 +135,18 @@ impl Inner {
                 return Ok(());
             }
             let due = Due::of(&*self.state.lock().await);
-            let webhook = tokio::select! {
+            let woken = tokio::select! {
                 _ = tokio::time::sleep_until(wake_at(&schedule, &due, Instant::now())) => false,
                 _ = self.trigger.notified() => true,
                 _ = shutdown.changed() => continue,
             };
             let mut state = self.state.lock().await;
-            self.take_requests(&mut state).await;
+            let retry = self.take_requests(&mut state).await;
+            let wake = match (woken, retry) {
+                (_, true) => Wake::Retry,
+                (true, false) => Wake::Webhook,
+                (false, false) => Wake::Timer,
+            };
             let now = Instant::now();
             if self.suspended() {
                 // Due work waits for resume(), which triggers a reconcile.
@@ -133,9 +158,14 @@ impl Inner {
                     .max(super::after(now, self.config.drift_interval));
                 continue;
             }
-            let (trigger, released) = next_trigger(now, webhook, &schedule, &Due::of(&state));
+            let (trigger, released) = next_trigger(now, wake, &schedule, &Due::of(&state));
             if released {
                 state.window_opens = None;
+            }
+            if wake == Wake::Retry {
+                // An explicit retry: what held the revision no longer does.
+                state.hold = None;
+                state.retry = None;
             }
             if matches!(trigger, Trigger::Poll | Trigger::Webhook) {
                 schedule.next_poll = super::after(now, self.jittered_interval());
@@ -165,13 +195,15 @@ impl Inner {
     }
 
     /// Takes what handles asked for: a resume clears the pin, a rollback
-    /// pins its revision and is due at once.
-    async fn take_requests(&self, state: &mut LoopState) {
-        let (resume, rollback) = {
+    /// pins its revision and is due at once. Returns whether an explicit
+    /// retry was asked for.
+    async fn take_requests(&self, state: &mut LoopState) -> bool {
+        let (resume, rollback, retry) = {
             let mut requests = self.requests.locked();
             (
                 std::mem::take(&mut requests.resume),
                 requests.rollback.take(),
+                std::mem::take(&mut requests.retry),
             )
         };
         if resume {
@@ -183,6 +215,7 @@ impl Inner {
             }
             state.rollback_due = true;
         }
+        retry
     }
 
     /// Whether `trigger` leads to a reconcile: a poll only for a revision
@@ -190,13 +223,13 @@ impl Inner {
     /// checks and retries not while a revision is held.
     async fn admit_trigger(&self, state: &mut LoopState, trigger: Trigger) -> bool {
         match trigger {
-            Trigger::Webhook => {
-                state.hold = None;
-                true
-            }
-            Trigger::Poll => match self.parts.source.poll().await {
+            Trigger::Poll | Trigger::Webhook => match self.parts.source.poll().await {
                 Ok(head) => {
-                    if self.pin_holds(state, &head).await || poll_skips(&head.id, state) {
+                    let skips = match trigger {
+                        Trigger::Webhook => webhook_skips(&head.id, state),
+                        _ => poll_skips(&head.id, state),
+                    };
+                    if self.pin_holds(state, &head).await || skips {
                         return false;
                     }
                     state.hold = None;
@@ -263,15 +296,15 @@ mod tests {
         let s = schedule(now);
         let nothing = Due::default();
         assert_eq!(
-            next_trigger(at(now, 30), false, &s, &nothing),
+            next_trigger(at(now, 30), Wake::Timer, &s, &nothing),
             (Trigger::Poll, false)
         );
         assert_eq!(
-            next_trigger(at(now, 60), false, &s, &nothing),
+            next_trigger(at(now, 60), Wake::Timer, &s, &nothing),
             (Trigger::Drift, false)
         );
         assert_eq!(
-            next_trigger(now, true, &s, &nothing),
+            next_trigger(now, Wake::Webhook, &s, &nothing),
             (Trigger::Webhook, false)
         );
         let retry = Due {
@@ -279,11 +312,11 @@ mod tests {
             ..nothing
         };
         assert_eq!(
-            next_trigger(at(now, 5), false, &s, &retry),
+            next_trigger(at(now, 5), Wake::Timer, &s, &retry),
             (Trigger::Retry, false)
         );
         assert_eq!(
-            next_trigger(at(now, 4), false, &s, &retry),
+            next_trigger(at(now, 4), Wake::Timer, &s, &retry),
             (Trigger::Poll, false),
             "not yet due"
         );
@@ -292,12 +325,12 @@ mod tests {
             ..retry
         };
         assert_eq!(
-            next_trigger(at(now, 5), false, &s, &held),
+            next_trigger(at(now, 5), Wake::Timer, &s, &held),
             (Trigger::Drift, true),
             "runs as what it was, and releases the window"
         );
         assert_eq!(
-            next_trigger(at(now, 5), true, &s, &held),
+            next_trigger(at(now, 5), Wake::Webhook, &s, &held),
             (Trigger::Webhook, false)
         );
         let rollback = Due {
@@ -305,8 +338,13 @@ mod tests {
             ..held
         };
         assert_eq!(
-            next_trigger(at(now, 5), true, &s, &rollback),
+            next_trigger(at(now, 5), Wake::Webhook, &s, &rollback),
             (Trigger::Rollback, false)
+        );
+        assert_eq!(
+            next_trigger(at(now, 5), Wake::Retry, &s, &held),
+            (Trigger::Retry, false),
+            "an explicit retry comes before a webhook and what a window held"
         );
     }
 
@@ -331,5 +369,27 @@ mod tests {
         });
         assert!(poll_skips("bad", &state));
         assert!(!poll_skips("new", &state));
+    }
+
+    #[test]
+    fn webhooks_look_again_at_applied_but_not_at_held_or_bad_commits() {
+        let mut state = LoopState::default();
+        state.last_applied = Some("applied".into());
+        assert!(!webhook_skips("applied", &state), "a webhook also checks");
+        state.retry = Some(Retry::new(Some("retrying".into()), &RetryPolicy::default()));
+        assert!(webhook_skips("retrying", &state), "the backoff stands");
+        state.hold = Some(Hold {
+            revision: Some("stalled".into()),
+        });
+        assert!(webhook_skips("stalled", &state), "never clears a stall");
+        state.record = Some(Versioned {
+            version: 1,
+            value: EngineRecord {
+                bad: vec!["bad".into()],
+                ..EngineRecord::default()
+            },
+        });
+        assert!(webhook_skips("bad", &state));
+        assert!(!webhook_skips("newer", &state));
     }
 }

@@ -42,7 +42,7 @@ pub(super) const GRACEFUL: u8 = 1;
 pub(super) const ABORT: u8 = 2;
 
 /// A revision the engine will not retry by itself (stalled, or retries
-/// exhausted) until the source moves or someone calls `reconcile_now`.
+/// exhausted) until the source moves or someone calls `retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Hold {
     /// The held revision id; `None` when no revision could be read.
@@ -107,6 +107,8 @@ pub(super) struct Requests {
     pub resume: bool,
     /// A rollback asked for through the handle, taken by the run loop.
     pub rollback: Option<Revision>,
+    /// `retry()` was called: the loop clears the hold and tries again.
+    pub retry: bool,
 }
 
 /// The parts a tool author plugs in.

@@ -260,7 +260,7 @@ impl Inner {
         reason: Reason,
         message: String,
     ) {
-        tracing::warn!(%reason, %message, "stalled: waiting for a new revision or reconcile_now");
+        tracing::warn!(%reason, %message, "stalled: waiting for a new revision or an explicit retry");
         state.retry = None;
         state.hold = Some(Hold {
             revision: revision.as_ref().map(|r| r.id.clone()),
