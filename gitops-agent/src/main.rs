@@ -1,0 +1,69 @@
+//! `gitops-agent`: the reference pull agent. Keeps a directory equal to a
+//! Git repository. `gitops-agent --help` lists every flag; the manual is
+//! `docs/agent.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use gitops_agent::{Agent, AgentArgs, AgentError, Outcome};
+use gitops_targets::{FsOptions, FsTarget};
+
+/// Keeps a directory equal to what a Git repository says, continuously.
+///
+/// Exit codes: 0 converged or stopped; 2 changes pending (--plan); 1 any error.
+#[derive(Debug, Parser)]
+#[command(name = "gitops-agent", version)]
+struct Cli {
+    /// The directory to keep equal to the repository (created if missing).
+    #[arg(
+        long,
+        env = "GITOPS_TARGET_DIR",
+        value_name = "DIR",
+        help_heading = "Target"
+    )]
+    target_dir: PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// `<target-dir>/../.gitops-state`: beside the target, never inside it.
+fn default_state_dir(target_dir: &Path) -> PathBuf {
+    let parent = target_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(".gitops-state")
+}
+
+async fn run(mut cli: Cli) -> Result<Outcome, AgentError> {
+    let state_dir = &mut cli.agent.engine.state_dir;
+    if state_dir.is_none() {
+        *state_dir = Some(default_state_dir(&cli.target_dir));
+    }
+    let agent = Agent::new("agent", cli.agent)?;
+    let target = FsTarget::open_with(&cli.target_dir, FsOptions::default().create_root(true))
+        .map_err(|e| AgentError::Target {
+            what: format!("--target-dir {}", cli.target_dir.display()),
+            source: Box::new(e),
+        })?;
+    let engine = agent.engine(Arc::new(target))?.build()?;
+    agent.run(engine).await
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = gitops_agent::parse();
+    gitops_agent::logging::init(&cli.agent.log, cli.agent.default_log_level());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => gitops_agent::exit(runtime.block_on(run(cli))),
+        Err(source) => gitops_agent::exit(Err(AgentError::Io {
+            what: "starting the runtime",
+            source,
+        })),
+    }
+}
