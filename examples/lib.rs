@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod kv;
+
 /// A Git repository in a directory, driven with the `git` command under a
 /// fixed identity and without the user's configuration.
 #[derive(Debug, Clone)]
