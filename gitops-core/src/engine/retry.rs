@@ -24,7 +24,9 @@ impl Retry {
             .with_min_delay(policy.initial)
             .with_factor(policy.factor)
             .with_max_delay(policy.max_delay)
-            .with_max_times(policy.max_attempts);
+            // The budget is `settle`'s to count (it then fails the revision
+            // and may roll back); the backoff only spaces the attempts.
+            .without_max_times();
         if policy.jitter {
             builder = builder.with_jitter();
         }
@@ -36,11 +38,12 @@ impl Retry {
         }
     }
 
-    /// Schedules the next attempt; `None` when the budget is spent.
-    pub fn schedule(&mut self, now: Instant) -> Option<std::time::Duration> {
-        let delay = self.backoff.next()?;
+    /// Schedules the next attempt and returns its delay.
+    pub fn schedule(&mut self, now: Instant, policy: &RetryPolicy) -> std::time::Duration {
+        // Without a maximum the backoff never ends; `max_delay` if it did.
+        let delay = self.backoff.next().unwrap_or(policy.max_delay);
         self.attempt += 1;
         self.due = super::after(now, delay);
-        Some(delay)
+        delay
     }
 }

@@ -373,8 +373,10 @@ mod tests {
 
     #[test]
     fn webhooks_look_again_at_applied_but_not_at_held_or_bad_commits() {
-        let mut state = LoopState::default();
-        state.last_applied = Some("applied".into());
+        let mut state = LoopState {
+            last_applied: Some("applied".into()),
+            ..LoopState::default()
+        };
         assert!(!webhook_skips("applied", &state), "a webhook also checks");
         state.retry = Some(Retry::new(Some("retrying".into()), &RetryPolicy::default()));
         assert!(webhook_skips("retrying", &state), "the backoff stands");

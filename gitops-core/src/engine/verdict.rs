@@ -290,12 +290,7 @@ impl Inner {
             Some(r) if r.revision == id => r,
             _ => super::retry::Retry::new(id, &self.config.retry),
         };
-        let Some(delay) = retry.schedule(Instant::now()) else {
-            // `settle` counts the budget; the backoff agrees with it.
-            let message = format!("gave up after {} retries: {message}", retry.attempt);
-            self.fail_revision(state, revision, message, None).await;
-            return;
-        };
+        let delay = retry.schedule(Instant::now(), &self.config.retry);
         let info = RetryInfo {
             attempt: retry.attempt,
             after: delay,
