@@ -9,14 +9,13 @@ use gitops_core::store::{FORMAT_VERSION, StateStore, Versioned};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
 use gitops_core::{
     AuditAction, AuditQuery, ConditionKind, Engine, EngineError, EngineRecord, Health, Inventory,
-    ManifestRender, RedbStore, ResourceId, Revision, StoreError,
+    ManifestRender, RedbStore, Revision, StoreError,
 };
 use redb::ReadableDatabase as _;
 use serde_json::json;
 
-fn id(s: &str) -> ResourceId {
-    s.parse().expect("valid id")
-}
+mod support;
+use support::{eventually, id};
 
 fn doc(name: &str, v: i64) -> String {
     format!("---\nkind: App\nmetadata: {{ name: {name} }}\nspec: {{ v: {v} }}\n")
@@ -44,17 +43,6 @@ fn quick() -> EngineConfig {
         .interval_jitter(0.0)
         .health_poll(Duration::from_secs(1))
         .health_timeout(Duration::from_secs(10))
-}
-
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    cond()
 }
 
 #[tokio::test]

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use gitops_core::engine::{EngineConfig, SyncResult, Trigger};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
 use gitops_core::window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, format_utc};
-use gitops_core::{
-    BlockReason, ConditionKind, Engine, GateInput, ManifestRender, ResourceId, gate_fn,
-};
+use gitops_core::{BlockReason, ConditionKind, Engine, GateInput, ManifestRender, gate_fn};
 use serde_json::json;
+
+mod support;
+use support::id;
 
 /// Thursday 2026-11-26 00:00:00 UTC.
 const THURSDAY: u64 = 1_795_651_200;
@@ -312,10 +313,6 @@ fn manual_syncs_pass_only_windows_that_allow_them() {
 fn doc(name: &str, v: i64, depends: Option<&str>) -> String {
     let deps = depends.map_or(String::new(), |d| format!(", dependsOn: [{d}]"));
     format!("---\nkind: App\nmetadata: {{ name: {name}{deps} }}\nspec: {{ v: {v} }}\n")
-}
-
-fn id(s: &str) -> ResourceId {
-    s.parse().expect("valid id")
 }
 
 /// A freeze from 10:00 to 12:00 UTC every day.
