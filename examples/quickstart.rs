@@ -118,18 +118,9 @@ fn show_dir(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
-    let target_dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "gitops-demo".into()),
-    );
-    let work = tempfile::tempdir()?;
-    let repo = DemoRepo::init(work.path().join("repo"))?;
-    prepare_target(&target_dir)?;
-
-    say("A Git repository with three manifests: proxy.conf needs app.conf, which needs db.conf");
+/// The demo repository: proxy.conf needs app.conf, which needs db.conf.
+fn initial_repo(dir: &Path) -> Result<(DemoRepo, String), Error> {
+    let repo = DemoRepo::init(dir)?;
     repo.write(
         "deploy/db.yaml",
         &file_manifest("db.conf", &[], "url = postgres://db:5432/shop"),
@@ -143,41 +134,45 @@ async fn main() -> Result<(), Error> {
         &file_manifest("proxy.conf", &["app.conf"], "upstream = app:8080"),
     )?;
     let initial = repo.commit("Initial release")?;
-    println!("    {}", repo.dir().display());
+    Ok((repo, initial))
+}
 
+/// The engine: Git source, manifests, the directory, the embedded store.
+fn engine(repo: &DemoRepo, work: &Path, target_dir: &Path) -> Result<Engine, Error> {
     let source = GitSource::builder(repo.url(), ReferencePolicy::branch("main"))
-        .cache_dir(work.path().join("cache"))
+        .cache_dir(work.join("cache"))
         .path("deploy")
         .build()?;
-    let engine = Engine::builder()
+    Ok(Engine::builder()
         .source(Arc::new(source))
         .render(Arc::new(ManifestRender::new()))
-        .target(Arc::new(FsTarget::open(&target_dir)?))
-        .store(Arc::new(RedbStore::open(work.path().join("state"))?))
+        .target(Arc::new(FsTarget::open(target_dir)?))
+        .store(Arc::new(RedbStore::open(work.join("state"))?))
         .config(
             EngineConfig::default()
                 .interval(Duration::from_secs(1))
                 .drift_interval(Duration::from_secs(2)),
         )
         .name("quickstart")
-        .build()?;
+        .build()?)
+}
 
-    say("Plan (a dry run: nothing changes yet)");
-    println!("{}", engine.plan().await?);
-
-    say(&format!(
-        "Start the agent: apply wave by wave into {}/",
-        target_dir.display()
-    ));
+/// The agent at work: drift reverted, a new commit, a prune, a refused cycle.
+async fn tour(
+    engine: &Engine,
+    repo: &DemoRepo,
+    target_dir: &Path,
+    initial: &str,
+) -> Result<(), Error> {
     let mut events = engine.subscribe();
     let handle = engine.handle();
     let agent = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run().await }
     });
-    let result = synced(&mut events, &initial).await?;
+    let result = synced(&mut events, initial).await?;
     println!("    synced main@{}: {result}", &initial[..12]);
-    show_dir(&target_dir)?;
+    show_dir(target_dir)?;
 
     say("Someone edits app.conf by hand; the drift check puts Git's version back");
     std::fs::write(target_dir.join("app.conf"), "workers = 64\n")?;
@@ -185,7 +180,7 @@ async fn main() -> Result<(), Error> {
         matches!(e, Event::DriftReverted { .. }).then_some(())
     })
     .await?;
-    synced(&mut events, &initial).await?;
+    synced(&mut events, initial).await?;
     println!(
         "    app.conf is now: {}",
         std::fs::read_to_string(target_dir.join("app.conf"))?.trim()
@@ -205,7 +200,7 @@ async fn main() -> Result<(), Error> {
     let retired = repo.commit("Retire the proxy")?;
     handle.reconcile_now();
     synced(&mut events, &retired).await?;
-    show_dir(&target_dir)?;
+    show_dir(target_dir)?;
 
     say("A broken commit: db.conf now depends on app.conf, a cycle");
     repo.write(
@@ -221,11 +216,15 @@ async fn main() -> Result<(), Error> {
     .await?;
     println!("    refused: {reason}");
     println!("    the last good state stays deployed:");
-    show_dir(&target_dir)?;
+    show_dir(target_dir)?;
 
     handle.shutdown();
     agent.await??;
+    Ok(())
+}
 
+/// What the store remembers: history and the audit trail.
+async fn records(engine: &Engine) -> Result<(), Error> {
     say("History (newest first)");
     for entry in engine.history(10).await? {
         println!(
@@ -252,6 +251,33 @@ async fn main() -> Result<(), Error> {
             record.message,
         );
     }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let target_dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "gitops-demo".into()),
+    );
+    let work = tempfile::tempdir()?;
+    prepare_target(&target_dir)?;
+
+    say("A Git repository with three manifests: proxy.conf needs app.conf, which needs db.conf");
+    let (repo, initial) = initial_repo(&work.path().join("repo"))?;
+    println!("    {}", repo.dir().display());
+    let engine = engine(&repo, work.path(), &target_dir)?;
+
+    say("Plan (a dry run: nothing changes yet)");
+    println!("{}", engine.plan().await?);
+
+    say(&format!(
+        "Start the agent: apply wave by wave into {}/",
+        target_dir.display()
+    ));
+    tour(&engine, &repo, &target_dir, &initial).await?;
+    records(&engine).await?;
     println!(
         "\nDone. The deployed files are in {}/",
         target_dir.display()
