@@ -75,6 +75,59 @@ async fn main() {
     }
 }
 
+/// replica-1 dies without a handover; the others take its applications
+/// within the lease TTL.
+async fn failover(
+    r1: ReplicaHandle,
+    r2: &ReplicaHandle,
+    r3: &ReplicaHandle,
+    ttl: Duration,
+) -> Result<(), BoxError> {
+    let orphans = r1.owned();
+    let crashed = Instant::now();
+    r1.abort().await; // as if the process were killed: no handover
+    loop {
+        let taken = orphans
+            .iter()
+            .all(|app| r2.owned().contains(app) || r3.owned().contains(app));
+        if taken {
+            break;
+        }
+        if crashed.elapsed() > ttl * 5 {
+            return Err("replica-1's applications were not taken over".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "failover: replica-1 crashed; its {} applications taken over in {} ms (lease TTL {} s)",
+        orphans.len(),
+        crashed.elapsed().as_millis(),
+        ttl.as_secs()
+    );
+    println!("ownership: {}", spread(&[r2, r3]));
+    Ok(())
+}
+
+/// replica-2 stops gracefully; replica-3 takes its applications at once.
+async fn handover(r2: ReplicaHandle, r3: &ReplicaHandle, ttl: Duration) -> Result<(), BoxError> {
+    let moving = r2.owned();
+    let stopping = Instant::now();
+    r2.stop().await; // graceful: engines finish, locks deleted, lease revoked
+    while !moving.iter().all(|app| r3.owned().contains(app)) {
+        if stopping.elapsed() > ttl * 5 {
+            return Err("replica-2's applications were not handed over".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "handover: replica-2 stopped; its {} applications handed over in {} ms",
+        moving.len(),
+        stopping.elapsed().as_millis()
+    );
+    println!("ownership: {}", spread(&[r3]));
+    Ok(())
+}
+
 async fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = usize::try_from(arg(&args, "--apps", 30)?)?;
@@ -139,44 +192,8 @@ async fn run() -> Result<(), BoxError> {
 
     let [r1, r2, r3]: [ReplicaHandle; 3] = replicas.try_into().map_err(|_| "three replicas")?;
     println!("ownership: {}", spread(&[&r1, &r2, &r3]));
-    let orphans = r1.owned();
-    let crashed = Instant::now();
-    r1.abort().await; // as if the process were killed: no handover
-    loop {
-        let taken = orphans
-            .iter()
-            .all(|app| r2.owned().contains(app) || r3.owned().contains(app));
-        if taken {
-            break;
-        }
-        if crashed.elapsed() > ttl * 5 {
-            return Err("replica-1's applications were not taken over".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!(
-        "failover: replica-1 crashed; its {} applications taken over in {} ms (lease TTL {} s)",
-        orphans.len(),
-        crashed.elapsed().as_millis(),
-        ttl.as_secs()
-    );
-    println!("ownership: {}", spread(&[&r2, &r3]));
-
-    let moving = r2.owned();
-    let stopping = Instant::now();
-    r2.stop().await; // graceful: engines finish, locks deleted, lease revoked
-    while !moving.iter().all(|app| r3.owned().contains(app)) {
-        if stopping.elapsed() > ttl * 5 {
-            return Err("replica-2's applications were not handed over".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!(
-        "handover: replica-2 stopped; its {} applications handed over in {} ms",
-        moving.len(),
-        stopping.elapsed().as_millis()
-    );
-    println!("ownership: {}", spread(&[&r3]));
+    failover(r1, &r2, &r3, ttl).await?;
+    handover(r2, &r3, ttl).await?;
     r3.stop().await;
     let removed = testing::delete_prefix(&client, &format!("{prefix}/")).await?;
     println!("cluster example: ok ({removed} keys under {prefix} removed)");
