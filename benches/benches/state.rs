@@ -50,97 +50,107 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // 1. History appends: one durable transaction each.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(dir.path()).expect("opens");
-        let started = Instant::now();
-        for i in 0..entries {
-            let entry = HistoryEntry {
-                revision: revision(i),
-                trigger: Trigger::Poll,
-                result: SyncResult::Converged,
-                error: None,
-                summary: Default::default(),
-                outcomes: Vec::new(),
-                gates: Vec::new(),
-                started_at: SystemTime::now(),
-                finished_at: SystemTime::now(),
-            };
-            store
-                .append_history("web", &entry, 100)
-                .await
-                .expect("appends");
-        }
-        let took = started.elapsed();
-        println!(
-            "history: {entries} appends (retention 100) in {took:.2?}: {:.2?} each",
-            took / entries as u32
-        );
+        history_appends(entries).await;
+        audit_query(audit_total).await;
+        open_with_apps(apps).await;
+    });
+}
 
-        // 2. Audit query of one resource among many records.
-        let dir = tempfile::tempdir().expect("tempdir");
+/// History appends: one durable transaction each.
+async fn history_appends(entries: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RedbStore::open(dir.path()).expect("opens");
+    let started = Instant::now();
+    for i in 0..entries {
+        let entry = HistoryEntry {
+            revision: revision(i),
+            trigger: Trigger::Poll,
+            result: SyncResult::Converged,
+            error: None,
+            summary: Default::default(),
+            outcomes: Vec::new(),
+            gates: Vec::new(),
+            started_at: SystemTime::now(),
+            finished_at: SystemTime::now(),
+        };
+        store
+            .append_history("web", &entry, 100)
+            .await
+            .expect("appends");
+    }
+    let took = started.elapsed();
+    println!(
+        "history: {entries} appends (retention 100) in {took:.2?}: {:.2?} each",
+        took / entries as u32
+    );
+}
+
+/// An audit query of one resource among many records.
+async fn audit_query(audit_total: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RedbStore::open(dir.path()).expect("opens");
+    let resources = 10_000;
+    let fill = Instant::now();
+    let mut version = 0;
+    for batch in 0..(audit_total / 10_000) {
+        let records: Vec<AuditRecord> = (0..10_000)
+            .map(|j| audit_record(batch * 10_000 + j, resources))
+            .collect();
+        version = store
+            .save_inventory("web", &Inventory::new(), version, &records)
+            .await
+            .expect("writes");
+    }
+    println!(
+        "audit: wrote {audit_total} records in {:.1?}",
+        fill.elapsed()
+    );
+    let mut samples = Vec::new();
+    let mut found = 0;
+    for k in 0..50 {
+        let id = ResourceId::new("ConfigMap", format!("cm-{:06}", (k * 7919) % resources))
+            .expect("valid");
+        let query = AuditQuery {
+            id: Some(id),
+            ..AuditQuery::default()
+        };
+        let t = Instant::now();
+        found = store.audit("web", &query).await.expect("queries").len();
+        samples.push(t.elapsed());
+    }
+    println!(
+        "audit: query of one resource ({found} records) among {audit_total}: median {:.2?}",
+        median(samples)
+    );
+}
+
+/// Opening a store that holds many applications.
+async fn open_with_apps(apps: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
         let store = RedbStore::open(dir.path()).expect("opens");
-        let resources = 10_000;
-        let fill = Instant::now();
-        let mut version = 0;
-        for batch in 0..(audit_total / 10_000) {
-            let records: Vec<AuditRecord> = (0..10_000)
-                .map(|j| audit_record(batch * 10_000 + j, resources))
-                .collect();
-            version = store
-                .save_inventory("web", &Inventory::new(), version, &records)
+        for a in 0..apps {
+            let mut inventory = Inventory::new();
+            for r in 0..100 {
+                let id = ResourceId::new("ConfigMap", format!("cm-{r}")).expect("valid");
+                inventory.record(&Resource::new(id, serde_json::json!({"v": r})));
+            }
+            let app = format!("app-{a}");
+            store
+                .save_inventory(&app, &inventory, 0, &[])
                 .await
                 .expect("writes");
         }
-        println!(
-            "audit: wrote {audit_total} records in {:.1?}",
-            fill.elapsed()
-        );
-        let mut samples = Vec::new();
-        let mut found = 0;
-        for k in 0..50 {
-            let id = ResourceId::new("ConfigMap", format!("cm-{:06}", (k * 7919) % resources))
-                .expect("valid");
-            let query = AuditQuery {
-                id: Some(id),
-                ..AuditQuery::default()
-            };
-            let t = Instant::now();
-            found = store.audit("web", &query).await.expect("queries").len();
-            samples.push(t.elapsed());
-        }
-        println!(
-            "audit: query of one resource ({found} records) among {audit_total}: median {:.2?}",
-            median(samples)
-        );
-
-        // 3. Opening a store that holds 100 applications.
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = RedbStore::open(dir.path()).expect("opens");
-            for a in 0..apps {
-                let mut inventory = Inventory::new();
-                for r in 0..100 {
-                    let id = ResourceId::new("ConfigMap", format!("cm-{r}")).expect("valid");
-                    inventory.record(&Resource::new(id, serde_json::json!({"v": r})));
-                }
-                let app = format!("app-{a}");
-                store
-                    .save_inventory(&app, &inventory, 0, &[])
-                    .await
-                    .expect("writes");
-            }
-        }
-        let mut samples = Vec::new();
-        for _ in 0..20 {
-            let t = Instant::now();
-            let store = Arc::new(RedbStore::open(dir.path()).expect("opens"));
-            samples.push(t.elapsed());
-            drop(store);
-        }
-        println!(
-            "store: open with {apps} applications: median {:.2?}",
-            median(samples)
-        );
-    });
+    }
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let store = Arc::new(RedbStore::open(dir.path()).expect("opens"));
+        samples.push(t.elapsed());
+        drop(store);
+    }
+    println!(
+        "store: open with {apps} applications: median {:.2?}",
+        median(samples)
+    );
 }

@@ -35,17 +35,17 @@ fn rev_parse(dir: &Path, rev: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn main() {
-    require_tool("git", &["--version"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("srv");
+/// A bare remote with `app.yaml` (write-back drift) and other manifests,
+/// pushed from a work clone; returns the served root and the remote.
+fn remote_repo(base: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = base.join("srv");
     let remote = root.join("repo.git");
-    let work = dir.path().join("work");
+    let work = base.join("work");
     std::fs::create_dir_all(work.join("apps")).expect("mkdir");
     std::fs::create_dir_all(&root).expect("mkdir");
     git(&root, &["init", "-q", "--bare", "-b", "main", "repo.git"]);
     git(&remote, &["config", "http.receivepack", "true"]);
-    git(dir.path(), &["init", "-q", "-b", "main", "work"]);
+    git(base, &["init", "-q", "-b", "main", "work"]);
     std::fs::write(
         work.join("app.yaml"),
         "kind: App\nmetadata: { name: web, annotations: { gitops.rs/drift: writeback } }\nspec: { replicas: 0 }\n",
@@ -64,6 +64,13 @@ fn main() {
         &work,
         &["push", "-q", remote.to_str().expect("utf8"), "main"],
     );
+    (root, remote)
+}
+
+fn main() {
+    require_tool("git", &["--version"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, remote) = remote_repo(dir.path());
     let server = http::HttpServer::start(&root, None, None);
     let url = server.url("repo.git");
 
