@@ -16,6 +16,11 @@
 //! Parsing splits at the first `/` (the kind); if the rest holds another `/`,
 //! the part before it is the namespace, and an empty namespace segment means
 //! "no namespace". Every valid id round-trips through this form.
+//!
+//! No part may be empty, hold a control character, be longer than
+//! [`MAX_PART_LEN`] bytes or begin with `-` (handed to a program as an
+//! argument, `--context=prod` would read as an option); kinds and
+//! namespaces hold no `/`.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -95,6 +100,17 @@ pub enum IdError {
         /// The offending value, cut to the limit.
         value: String,
     },
+    /// A part began with `-`: a program given it as an argument would read
+    /// an option (`--context=prod`), so ids never start one.
+    #[error(
+        "resource {part} {value:?} must not begin with '-' (it would read as a command-line option)"
+    )]
+    LeadingDash {
+        /// `kind`, `namespace` or `name`.
+        part: &'static str,
+        /// The offending value.
+        value: String,
+    },
     /// A string form without a `/` between kind and name.
     #[error("resource id {input:?} is not of the form Kind/name or Kind/namespace/name")]
     Malformed {
@@ -129,6 +145,12 @@ fn validate(part: &'static str, value: &str, slash_allowed: bool) -> Result<(), 
     }
     if value.chars().any(char::is_control) {
         return Err(IdError::Control {
+            part,
+            value: value.to_owned(),
+        });
+    }
+    if value.starts_with('-') {
+        return Err(IdError::LeadingDash {
             part,
             value: value.to_owned(),
         });

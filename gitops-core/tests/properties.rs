@@ -11,14 +11,15 @@ use serde_json::json;
 
 fn part(slash: bool) -> impl Strategy<Value = String> {
     // Mostly short ASCII with separators, sometimes arbitrary non-control Unicode.
+    // Never a leading `-` (ids refuse it: it would read as an option).
     let chars = if slash {
-        "[a-z0-9/._@:-]{1,12}"
+        "[a-z0-9/._@:][a-z0-9/._@:-]{0,11}"
     } else {
-        "[a-z0-9._@:-]{1,12}"
+        "[a-z0-9._@:][a-z0-9._@:-]{0,11}"
     };
     prop_oneof![
         4 => chars.prop_map(String::from),
-        1 => "\\PC{1,8}".prop_map(move |s: String| if slash { s } else { s.replace('/', "x") }),
+        1 => "[^-\\p{C}]\\PC{0,7}".prop_map(move |s: String| if slash { s } else { s.replace('/', "x") }),
     ]
 }
 

@@ -177,8 +177,11 @@ pub struct CommandTargetBuilder {
 ///
 /// Programs get argument vectors, never a shell string; the placeholders
 /// `{kind}`, `{namespace}`, `{name}` and `{id}` inside an argument are
-/// replaced by the id's parts as plain text (an argument holding
-/// `{namespace}` is left out when the id has no namespace). The id is also
+/// replaced by the id's parts as plain text, in one pass (an argument holding
+/// `{namespace}` is left out when the id has no namespace). No id part
+/// begins with `-` ([`IdError::LeadingDash`](gitops_core::IdError)), so a
+/// manifest cannot smuggle an option (`--context=prod`) into the command;
+/// still list the kinds the target manages with [`kinds`](CommandTargetBuilder::kinds). The id is also
 /// in the environment as `GITOPS_KIND`, `GITOPS_NAMESPACE`, `GITOPS_NAME`,
 /// `GITOPS_ID`, with `GITOPS_OPERATION`.
 ///
@@ -189,8 +192,11 @@ pub struct CommandTargetBuilder {
 ///
 /// let kubectl = CommandTarget::builder()
 ///     .apply(["kubectl", "apply", "--server-side", "--field-manager=gitops", "-f", "-"])
-///     .delete(["kubectl", "delete", "--ignore-not-found", "--namespace={namespace}", "{kind}", "--", "{name}"])
-///     .observe(["kubectl", "get", "--ignore-not-found", "-o", "json", "--namespace={namespace}", "{kind}", "--", "{name}"])
+///     // `{kind}/{name}` is one argument: an id part never starts with `-`,
+///     // and `.kinds()` keeps manifests to the kinds this target manages.
+///     .delete(["kubectl", "delete", "--ignore-not-found", "--namespace={namespace}", "{kind}/{name}"])
+///     .observe(["kubectl", "get", "--ignore-not-found", "-o", "json", "--namespace={namespace}", "{kind}/{name}"])
+///     .kinds(["ConfigMap", "Deployment", "Service"])
 ///     .empty_stdout_is_not_found(true)
 ///     .observe_pointer("/spec")
 ///     .compare(Compare::DesiredFields)
@@ -457,19 +463,32 @@ fn stderr_text(out: &Output) -> String {
     process::text(&out.stderr, out.stderr_dropped, "stderr", false)
 }
 
+/// Expands the placeholders of one argument in a single pass: what an id
+/// part holds is never read again (a kind `{name}` stays `{name}`). `None`
+/// when the argument names `{namespace}` and the id has none.
 fn replace_placeholders(arg: &str, id: &ResourceId) -> Option<String> {
     if arg.contains("{namespace}") && id.namespace().is_none() {
         return None;
     }
-    if !arg.contains('{') {
-        return Some(arg.to_owned());
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let (value, len) = [
+            ("{kind}", id.kind()),
+            ("{namespace}", id.namespace().unwrap_or("")),
+            ("{name}", id.name()),
+            ("{id}", id.as_str()),
+        ]
+        .into_iter()
+        .find(|(placeholder, _)| after.starts_with(placeholder))
+        .map_or(("{", 1), |(placeholder, value)| (value, placeholder.len()));
+        out.push_str(value);
+        rest = &after[len..];
     }
-    Some(
-        arg.replace("{kind}", id.kind())
-            .replace("{namespace}", id.namespace().unwrap_or(""))
-            .replace("{name}", id.name())
-            .replace("{id}", id.as_str()),
-    )
+    out.push_str(rest);
+    Some(out)
 }
 
 impl Config {

@@ -129,13 +129,15 @@
 //!     .payload(Payload::Manifest) // apiVersion, kind, metadata, spec
 //!     .input(Format::Yaml)
 //!     // --ignore-not-found: a missing object is exit 0 with empty stdout.
+//!     // `{kind}/{name}` is one argument, and no id part begins with `-`:
+//!     // a manifest cannot pass `--context=prod` as a kind.
 //!     .observe(["kubectl", "get", "--ignore-not-found", "-o", "json",
-//!               "--namespace={namespace}", "{kind}", "--", "{name}"])
+//!               "--namespace={namespace}", "{kind}/{name}"])
 //!     .empty_stdout_is_not_found(true)
 //!     .observe_pointer("/spec")
 //!     .compare(Compare::DesiredFields)
 //!     .delete(["kubectl", "delete", "--ignore-not-found", "--wait=false",
-//!              "--namespace={namespace}", "{kind}", "--", "{name}"])
+//!              "--namespace={namespace}", "{kind}/{name}"])
 //!     // rollout status exits 1 while the rollout is not done within 1 s.
 //!     .health(["kubectl", "rollout", "status", "--timeout=1s",
 //!              "--namespace={namespace}", "{kind}/{name}"])

@@ -169,9 +169,8 @@ async fn hostile_names_reach_the_program_as_plain_data() {
         "; rm -rf /",
         "$(touch CANARY)",
         "`touch CANARY`",
-        "--force",
-        "-rf",
         "a  b",
+        "x--force",
         "*",
         "'\"\\",
         "x && touch CANARY",
@@ -214,6 +213,43 @@ async fn hostile_names_reach_the_program_as_plain_data() {
         assert_eq!(read_args(st.path()), ["delete", "--", name]);
         assert!(!st.path().join("CANARY").exists(), "{name}: a shell ran");
     }
+}
+
+/// A manifest with kind `--context=prod` must never reach a program as an
+/// option: ids refuse a leading `-` in every part, so it cannot be built.
+#[test]
+fn option_shaped_id_parts_are_refused() {
+    for (kind, ns, name) in [
+        ("--context=prod", None, "web"),
+        ("ConfigMap", Some("-n"), "web"),
+        ("ConfigMap", None, "-rf"),
+    ] {
+        let err = ResourceId::with_namespace(kind, ns, name).unwrap_err();
+        assert!(err.to_string().contains("must not begin with '-'"), "{err}");
+    }
+    assert!("--context=prod/web".parse::<ResourceId>().is_err());
+    assert!("ConfigMap/-n/web".parse::<ResourceId>().is_err());
+}
+
+/// Placeholders are expanded once: an id part holding `{name}` is passed
+/// as written, not expanded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_are_expanded_in_one_pass() {
+    let record = scripts().path("record");
+    let st = state();
+    let target = CommandTarget::builder()
+        .apply([record.as_str(), "{kind}/{name}", "{id}", "{unknown}", "{"])
+        .observe([record.as_str()])
+        .delete([record.as_str()])
+        .env("STATE", st.path().to_str().expect("utf-8"))
+        .build()
+        .expect("config");
+    let r = resource("Kind{name}", None, "n{kind}", json!({}));
+    target.apply(&r).await.expect("apply");
+    assert_eq!(
+        read_args(st.path()),
+        ["Kind{name}/n{kind}", "Kind{name}/n{kind}", "{unknown}", "{"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
