@@ -193,6 +193,56 @@ async fn drift_is_notified_without_its_values() {
 }
 
 #[tokio::test]
+async fn a_failed_sync_and_a_rollback_are_notified() {
+    let receiver = Receiver::start().await;
+    let options = quick(NotifyOptions::new(vec![receiver.url("/")]));
+    let source = Arc::new(MemorySource::new("main"));
+    let first = source.commit([(
+        "app.yaml",
+        "kind: Config\nmetadata: { name: web }\nspec: { port: 80 }\n",
+    )]);
+    let target = Arc::new(MemoryTarget::new());
+    let engine = Engine::builder()
+        .name("web")
+        .source(source.clone())
+        .render(Arc::new(ManifestRender::new()))
+        .target(target.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let notifier = Notifier::start(options, "web", &engine, Metrics::new());
+    engine.sync_once().await.unwrap_or_else(|e| panic!("{e}"));
+    let second = source.commit([(
+        "app.yaml",
+        "kind: Config\nmetadata: { name: web }\nspec: { port: 81 }\n",
+    )]);
+    let id = "Config/web".parse().unwrap_or_else(|e| panic!("{e}"));
+    target.fail_next(&id, 1, false);
+    let report = engine.sync_once().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.converged(), "{report}");
+    let report = engine
+        .rollback(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.converged(), "{report}");
+    notifier.flush(WAIT).await;
+
+    let events: Vec<serde_json::Value> = receiver.received().iter().map(|r| r.json()).collect();
+    let of_type = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {events:#?}"))
+    };
+    let failed = of_type("dev.gitops.sync.failed");
+    assert_eq!(failed["data"]["revision"], second.to_string());
+    assert_eq!(failed["data"]["result"], "failed");
+    let rollback = of_type("dev.gitops.rollback.succeeded");
+    assert_eq!(rollback["data"]["revision"], first.to_string());
+    assert_eq!(rollback["data"]["trigger"], "rollback");
+}
+
+#[tokio::test]
 async fn a_503_is_retried_until_delivered() {
     let receiver = Receiver::start().await;
     receiver.answer(503, 2);

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use gitops_core::Engine;
 use gitops_core::engine::Event;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
 pub use deliver::{Delivery, sink_name};
 pub use event::{CLOUDEVENTS_CONTENT_TYPE, CloudEvent, EventType};
@@ -233,6 +233,8 @@ impl State {
 pub struct Notifier {
     state: Arc<State>,
     queue: Option<mpsc::Sender<Job>>,
+    /// Asks the engine-event forwarder to queue what the engine already sent.
+    catch_up: Option<mpsc::UnboundedSender<oneshot::Sender<()>>>,
 }
 
 impl Default for Notifier {
@@ -247,6 +249,7 @@ impl Default for Notifier {
                 metrics: Metrics::new(),
             }),
             queue: None,
+            catch_up: None,
         }
     }
 }
@@ -301,14 +304,17 @@ impl Notifier {
         Self {
             state,
             queue: Some(queue),
+            catch_up: None,
         }
     }
 
     /// Starts delivering `engine`'s events for application `app` (call before `engine.run()`).
     pub fn start(options: NotifyOptions, app: &str, engine: &Engine, metrics: Metrics) -> Self {
-        let notifier = Self::new(options, metrics);
+        let mut notifier = Self::new(options, metrics);
         let events = engine.subscribe();
-        tokio::spawn(forward(notifier.clone(), app.to_owned(), events));
+        let (catch_up, requests) = mpsc::unbounded_channel();
+        tokio::spawn(forward(notifier.clone(), app.to_owned(), events, requests));
+        notifier.catch_up = Some(catch_up);
         notifier
     }
 
@@ -354,10 +360,18 @@ impl Notifier {
         *self.state.pending.borrow()
     }
 
-    /// Waits up to `timeout` for queued notifications to go out (at shutdown).
+    /// Waits up to `timeout` for queued notifications to go out (at
+    /// shutdown), including those of engine events sent before the call.
     pub async fn flush(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(catch_up) = &self.catch_up {
+            let (done, caught_up) = oneshot::channel();
+            if catch_up.send(done).is_ok() {
+                let _ = tokio::time::timeout_at(deadline, caught_up).await;
+            }
+        }
         let mut pending = self.state.pending.subscribe();
-        let drained = tokio::time::timeout(timeout, pending.wait_for(|n| *n == 0)).await;
+        let drained = tokio::time::timeout_at(deadline, pending.wait_for(|n| *n == 0)).await;
         if drained.is_err() {
             tracing::warn!(
                 left = self.pending(),
@@ -394,24 +408,44 @@ async fn work(
     }
 }
 
-/// Translates the engine's events into notifications and queues them.
-async fn forward(notifier: Notifier, app: String, mut events: broadcast::Receiver<Event>) {
-    use broadcast::error::RecvError;
+/// Translates the engine's events into notifications and queues them; on
+/// request, first queues every event already received, then answers.
+async fn forward(
+    notifier: Notifier,
+    app: String,
+    mut events: broadcast::Receiver<Event>,
+    mut catch_up: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
+    use broadcast::error::{RecvError, TryRecvError};
     let mut translator = Translator::default();
+    let mut queue = |event: Event| {
+        if let Some(note) = translator.translate(&app, &event) {
+            notifier.send(note);
+        }
+    };
+    let lagged = |n| {
+        tracing::warn!(
+            missed = n,
+            "notifications lagged behind the engine's events"
+        )
+    };
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                if let Some(note) = translator.translate(&app, &event) {
-                    notifier.send(note);
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => queue(event),
+                Err(RecvError::Lagged(n)) => lagged(n),
+                Err(RecvError::Closed) => return,
+            },
+            Some(done) = catch_up.recv() => {
+                loop {
+                    match events.try_recv() {
+                        Ok(event) => queue(event),
+                        Err(TryRecvError::Lagged(n)) => lagged(n),
+                        Err(_) => break,
+                    }
                 }
+                let _ = done.send(());
             }
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "notifications lagged behind the engine's events"
-                );
-            }
-            Err(RecvError::Closed) => return,
         }
     }
 }
