@@ -74,7 +74,7 @@ pub struct SourceArgs {
     /// (`ps`): use --git-credentials-file or GITOPS_GIT_TOKEN instead.
     #[arg(long, env = "GITOPS_REPO", value_name = "URL")]
     pub repo: String,
-    /// Follow the head of this branch [default: main].
+    /// Follow the head of this branch (`main` by default).
     #[arg(long, env = "GITOPS_BRANCH", group = "release", value_name = "BRANCH")]
     pub branch: Option<String>,
     /// Deploy exactly this tag.
@@ -150,8 +150,8 @@ pub struct CredentialArgs {
 #[command(next_help_heading = "Engine")]
 #[non_exhaustive]
 pub struct EngineArgs {
-    /// Where history, audit and the Git cache live [default: set by the agent;
-    /// the reference agent uses <target-dir>/../.gitops-state].
+    /// Where history, audit and the Git cache live (the default is the
+    /// agent's: the reference agent uses `<target-dir>/../.gitops-state`).
     #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// How often to poll Git (`30s`, `5m`, `1h`, `500ms`; a webhook polls at once).
@@ -160,13 +160,13 @@ pub struct EngineArgs {
     /// How often to check the target for drift, even when Git is quiet.
     #[arg(long, env = "GITOPS_DRIFT_INTERVAL", value_parser = duration, default_value = "60s")]
     pub drift_interval: Duration,
-    /// Delete what a commit removes (only what this agent applied) [default].
+    /// Delete what a commit removes (only what this agent applied); the default.
     #[arg(long, env = "GITOPS_PRUNE", overrides_with = "no_prune")]
     pub prune: bool,
     /// Never delete anything.
     #[arg(long, env = "GITOPS_NO_PRUNE", overrides_with = "prune")]
     pub no_prune: bool,
-    /// What to do with drift, unless a manifest says (`gitops.rs/drift`) [default: revert].
+    /// What to do with drift, unless a manifest says (`gitops.rs/drift`); `revert` by default.
     #[arg(long, env = "GITOPS_DRIFT", value_enum)]
     pub drift: Option<DriftArg>,
     /// Commit write-back drift to this branch for review instead of the tracked one.
@@ -242,7 +242,7 @@ pub struct HttpArgs {
     #[arg(long, env = "GITOPS_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// The URL the agent is reached at through a proxy (e.g.
-    /// https://deploy.example.com); its host is accepted in `Host` headers.
+    /// `https://deploy.example.com`); its host is accepted in `Host` headers.
     #[arg(long, env = "GITOPS_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
     /// The webhook secret (GitHub, GitLab, Standard Webhooks `whsec_...`), one
