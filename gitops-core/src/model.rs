@@ -41,6 +41,36 @@ impl Revision {
     pub fn summary(&self) -> &str {
         self.message.lines().next().unwrap_or("")
     }
+
+    /// The revision with its message cut to [`MAX_MESSAGE_BYTES`] and its
+    /// author to [`MAX_AUTHOR_BYTES`], each marked [`TRUNCATED`] when cut:
+    /// what the engine keeps (history, audit, status, events) never grows
+    /// with a hostile commit.
+    pub fn bounded(mut self) -> Self {
+        cap(&mut self.message, MAX_MESSAGE_BYTES);
+        cap(&mut self.author, MAX_AUTHOR_BYTES);
+        self
+    }
+}
+
+/// Longest commit message the engine keeps, in bytes (see [`Revision::bounded`]).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest commit author the engine keeps, in bytes.
+pub const MAX_AUTHOR_BYTES: usize = 512;
+/// Appended to a message or author that was cut.
+pub const TRUNCATED: &str = " [truncated]";
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), the marker included.
+fn cap(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max.saturating_sub(TRUNCATED.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(TRUNCATED);
 }
 
 impl fmt::Display for Revision {

@@ -86,6 +86,28 @@ impl MemorySource {
         P: Into<String>,
         B: AsRef<[u8]>,
     {
+        let number = lock(&self.state).commits.len() + 1;
+        self.commit_as(
+            "Test Author <test@example.com>",
+            &format!("commit {number}"),
+            files,
+        )
+    }
+
+    /// Like [`commit`](Self::commit), with this author and message.
+    ///
+    /// # Panics
+    /// On an invalid path.
+    pub fn commit_as<P, B>(
+        &self,
+        author: &str,
+        message: &str,
+        files: impl IntoIterator<Item = (P, B)>,
+    ) -> Revision
+    where
+        P: Into<String>,
+        B: AsRef<[u8]>,
+    {
         let mut state = lock(&self.state);
         let files: Vec<(String, Vec<u8>)> = files
             .into_iter()
@@ -103,8 +125,8 @@ impl MemorySource {
             .map(|b| format!("{b:02x}"))
             .collect();
         let mut revision = Revision::new(self.reference.clone(), id);
-        revision.author = "Test Author <test@example.com>".into();
-        revision.message = format!("commit {}", state.commits.len() + 1);
+        revision.author = author.to_owned();
+        revision.message = message.to_owned();
         revision.committed_at = 1_700_000_000 + state.commits.len() as i64;
         let snapshot = Snapshot::from_files(revision.clone(), files)
             .unwrap_or_else(|e| panic!("MemorySource::commit: {e}"));

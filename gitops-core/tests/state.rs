@@ -553,3 +553,36 @@ async fn zero_limits_return_nothing_in_every_store() {
         assert_eq!(store.audit(app, &one).await.expect("audit").len(), 1);
     }
 }
+
+/// A hostile commit message (one 1 MiB line) and author are kept to a few
+/// KiB in history, audit and status, marked as cut.
+#[tokio::test]
+async fn huge_commit_messages_are_cut_in_every_record() {
+    use gitops_core::model::{MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, TRUNCATED};
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    let engine = engine_on(&source, &target, store, quick());
+    let huge = "é".repeat(512 * 1024);
+    source.commit_as(&huge, &huge, [("app.yaml", doc("a", 1))]);
+    let report = engine.sync_once().await.expect("sync");
+    assert!(report.converged(), "{report}");
+    let history = engine.history(1).await.expect("history");
+    let kept = &history[0].revision;
+    assert!(
+        kept.message.len() <= MAX_MESSAGE_BYTES,
+        "{}",
+        kept.message.len()
+    );
+    assert!(kept.message.ends_with(TRUNCATED));
+    assert!(kept.author.len() <= MAX_AUTHOR_BYTES && kept.author.ends_with(TRUNCATED));
+    let audit = engine.audit(&AuditQuery::default()).await.expect("audit");
+    assert!(!audit.is_empty());
+    for record in audit {
+        assert!(record.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(record.author.len() <= MAX_AUTHOR_BYTES);
+    }
+    let status = engine.status();
+    let applied = status.last_applied.expect("applied");
+    assert!(applied.message.len() <= MAX_MESSAGE_BYTES);
+}

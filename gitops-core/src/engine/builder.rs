@@ -123,7 +123,9 @@ impl EngineBuilder {
         let (status, _) = watch::channel(Status::default());
         let (shutdown, _) = watch::channel(RUNNING);
         let parts = Parts {
-            source: self.source.ok_or(ConfigError::Missing("a source"))?,
+            source: Arc::new(super::guard::Guarded(
+                self.source.ok_or(ConfigError::Missing("a source"))?,
+            )),
             render: self.render.ok_or(ConfigError::Missing("a render"))?,
             target: self.target.ok_or(ConfigError::Missing("a target"))?,
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),

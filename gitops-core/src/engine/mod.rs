@@ -48,6 +48,7 @@ mod error;
 mod events;
 mod executor;
 mod gates;
+mod guard;
 mod handle;
 mod health;
 mod pin;
