@@ -222,10 +222,19 @@ impl Publisher<'_> {
         }
         // Secrets go through the environment (readable only by this user),
         // never through arguments (visible to everyone in /proc).
+        let mut config: Vec<(&str, std::ffi::OsString)> = Vec::new();
         if let Some(header) = credentials.as_ref().map(|c| authorization(c, &mut secrets)) {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", header);
+            config.push(("http.extraHeader", header.into()));
+        }
+        if let Some(ca) = &shared.ca {
+            config.push(("http.sslCAInfo", ca.path.clone().into_os_string()));
+        }
+        if !config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        }
+        for (i, (key, value)) in config.into_iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
         }
         (cmd, secrets)
     }

@@ -28,7 +28,33 @@ pub struct GitSourceBuilder {
     special: SpecialEntries,
     credentials: CredentialSource,
     ssh: SshOptions,
+    ca_file: Option<PathBuf>,
     verify: Option<(VerifyMode, AllowedSigners)>,
+}
+
+/// Extra root certificates for `https://` remotes, read once by `build`.
+#[derive(Clone)]
+pub(crate) struct CaFile {
+    /// The PEM file (handed to `git push` as `http.sslCAInfo`).
+    pub(crate) path: PathBuf,
+    /// Its certificates (handed to gix's reqwest client).
+    pub(crate) certificates: Vec<reqwest::Certificate>,
+}
+
+impl CaFile {
+    fn read(path: PathBuf) -> Result<Self, GitError> {
+        let bad = |reason: String| GitError::Config {
+            what: "ca_file",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let pem = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+        if certificates.is_empty() {
+            return Err(bad("no PEM certificate in it".to_owned()));
+        }
+        Ok(Self { path, certificates })
+    }
 }
 
 impl GitSourceBuilder {
@@ -45,6 +71,7 @@ impl GitSourceBuilder {
             special: SpecialEntries::default(),
             credentials: CredentialSource::None,
             ssh: SshOptions::default(),
+            ca_file: None,
             verify: None,
         }
     }
@@ -107,6 +134,20 @@ impl GitSourceBuilder {
         self
     }
 
+    /// Trust the CA certificates in this PEM file for `https://` remotes,
+    /// besides the system's roots (a private Git server, a test CA). Read
+    /// once by [`build`](Self::build): a missing file or one without a
+    /// certificate is a configuration error.
+    ///
+    /// Fetches hand the certificates to gix's reqwest client (rustls);
+    /// [`GitWriteback`](crate::GitWriteback)'s `git push` gets the file as
+    /// `http.sslCAInfo`, where git (curl) trusts only the certificates in it
+    /// for that remote, not the system's.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Require valid SSH signatures, from one of `signers`, before a revision
     /// is returned by `poll` or read by `snapshot`.
     pub fn verify(mut self, mode: VerifyMode, signers: AllowedSigners) -> Self {
@@ -138,6 +179,7 @@ impl GitSourceBuilder {
                 reason: "tag verification needs the Tag or Semver policy".to_owned(),
             });
         }
+        let ca = self.ca_file.map(CaFile::read).transpose()?;
         let mut url = gix::url::parse(self.url.as_str()).map_err(|e| GitError::Config {
             what: "url",
             reason: scrub(&e.to_string(), &url_secrets(&self.url)),
@@ -164,6 +206,7 @@ impl GitSourceBuilder {
                 special: self.special,
                 credentials,
                 ssh: self.ssh,
+                ca,
                 verify: self.verify,
                 last_good: Mutex::new(None),
                 fetch_lock: Arc::new(tokio::sync::Mutex::new(())),

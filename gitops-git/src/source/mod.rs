@@ -25,6 +25,7 @@ use crate::policy::{Policy, ReferencePolicy};
 use crate::snapshot::{Limits, SpecialEntries};
 use crate::verify::{AllowedSigners, VerifyMode};
 
+pub(crate) use builder::CaFile;
 pub use builder::GitSourceBuilder;
 pub(crate) use read::{parse_id, revision_of};
 
@@ -54,6 +55,7 @@ pub(crate) struct Inner {
     pub(crate) special: SpecialEntries,
     pub(crate) credentials: CredentialSource,
     pub(crate) ssh: SshOptions,
+    pub(crate) ca: Option<CaFile>,
     pub(crate) verify: Option<(VerifyMode, AllowedSigners)>,
     pub(crate) last_good: Mutex<Option<Revision>>,
     pub(crate) fetch_lock: Arc<tokio::sync::Mutex<()>>,

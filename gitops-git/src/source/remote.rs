@@ -56,8 +56,19 @@ pub(super) fn http_options(
         return Ok(None);
     };
     let timeout = inner.fetch_timeout;
+    // gix's reqwest backend ignores `http.sslCAInfo` (only its curl backend
+    // reads `ssl_ca_info`): extra roots go to the client directly.
+    let roots = inner
+        .ca
+        .as_ref()
+        .map(|ca| ca.certificates.clone())
+        .unwrap_or_default();
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(move |builder| {
+            let builder = roots
+                .iter()
+                .cloned()
+                .fold(builder, |b, root| b.add_root_certificate(root));
             Ok(builder.timeout(timeout).connect_timeout(timeout))
         })),
         configure_request: None,
