@@ -149,6 +149,7 @@ pub fn configure_with(
             location: remote.location(),
         });
     }
+    builder = builder.allow_insecure_http_credentials(args.allow_insecure_http_credentials);
     if let Some(key) = &args.ssh_key {
         std::fs::File::open(key).map_err(|source| CredentialError::SshKey {
             path: key.clone(),

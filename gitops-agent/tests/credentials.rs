@@ -234,7 +234,7 @@ fn a_bad_credentials_file_names_the_file_and_line_never_the_value() {
 }
 
 #[test]
-fn plain_http_credentials_are_refused_without_the_explicit_flag() {
+fn plain_http_credentials_need_the_explicit_flag() {
     let repo = Repo::with_files(FILES);
     let http = HttpServer::start(&repo.root, Some((USER, SECRET)), None);
     let dirs = Dirs::new();
@@ -259,6 +259,19 @@ fn plain_http_credentials_are_refused_without_the_explicit_flag() {
         "nothing was sent"
     );
     assert_absent("output", &format!("{stdout}{stderr}"), USER, SECRET);
+
+    let out = agent(&http.url("app.git"), &dirs, "debug")
+        .arg("--once")
+        .arg("--allow-insecure-http-credentials")
+        .env("GITOPS_GIT_USERNAME", USER)
+        .env("GITOPS_GIT_PASSWORD", SECRET)
+        .output()
+        .expect("run");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(deployed(&dirs));
+    assert_absent("output", &format!("{stdout}{stderr}"), USER, SECRET);
+    assert_state_clean(&dirs, USER, SECRET);
 }
 
 /// The long-lived agent: its argv and its children's never hold a secret

@@ -187,9 +187,14 @@ impl Publisher<'_> {
     /// `git` in the bare cache with an isolated configuration and the
     /// source's credentials in the environment only; returns the secrets to
     /// scrub from its output.
-    fn git(&self) -> (Command, Vec<String>) {
+    fn git(&self) -> Result<(Command, Vec<String>), WritebackError> {
         let shared = self.shared;
         let credentials = shared.credentials.get(&shared.location);
+        if credentials.is_some()
+            && let Some(message) = shared.refuse_credentials()
+        {
+            return Err(failed(message, false));
+        }
         let mut secrets = credentials
             .as_ref()
             .map(Credentials::secrets)
@@ -236,7 +241,7 @@ impl Publisher<'_> {
             cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
                 .env(format!("GIT_CONFIG_VALUE_{i}"), value);
         }
-        (cmd, secrets)
+        Ok((cmd, secrets))
     }
 
     /// The commit `reference` names on the remote (a tag peeled), if it exists.
@@ -244,7 +249,7 @@ impl Publisher<'_> {
         &self,
         reference: &str,
     ) -> Result<Option<gix::ObjectId>, WritebackError> {
-        let (mut cmd, secrets) = self.git();
+        let (mut cmd, secrets) = self.git()?;
         // Patterns match whole names: the peeled entry needs its own.
         cmd.arg("ls-remote")
             .arg(&self.shared.location)
@@ -285,7 +290,7 @@ impl Publisher<'_> {
         new: gix::ObjectId,
     ) -> Result<Published, WritebackError> {
         let shared = self.shared;
-        let (mut cmd, secrets) = self.git();
+        let (mut cmd, secrets) = self.git()?;
         cmd.args(["push", "--porcelain", "--atomic", "--no-verify"]);
         let refspec = match lease {
             Lease::Expect(id) => {

@@ -29,6 +29,7 @@ pub struct GitSourceBuilder {
     credentials: CredentialSource,
     ssh: SshOptions,
     ca_file: Option<PathBuf>,
+    insecure_http: bool,
     verify: Option<(VerifyMode, AllowedSigners)>,
 }
 
@@ -72,6 +73,7 @@ impl GitSourceBuilder {
             credentials: CredentialSource::None,
             ssh: SshOptions::default(),
             ca_file: None,
+            insecure_http: false,
             verify: None,
         }
     }
@@ -148,6 +150,18 @@ impl GitSourceBuilder {
         self
     }
 
+    /// Send credentials (basic, bearer, or from the URL) to a plain `http://`
+    /// remote, where anyone on the path can read them. Off by default: such
+    /// a fetch or push fails with `SourceError::Authentication` (or a
+    /// permanent write-back error) before anything is sent. For test servers
+    /// and trusted networks only. Basic credentials also need this crate's
+    /// cargo feature `insecure-http-credentials` (gix refuses them
+    /// otherwise); a bearer token travels in a header and does not.
+    pub fn allow_insecure_http_credentials(mut self, allow: bool) -> Self {
+        self.insecure_http = allow;
+        self
+    }
+
     /// Require valid SSH signatures, from one of `signers`, before a revision
     /// is returned by `poll` or read by `snapshot`.
     pub fn verify(mut self, mode: VerifyMode, signers: AllowedSigners) -> Self {
@@ -207,6 +221,7 @@ impl GitSourceBuilder {
                 credentials,
                 ssh: self.ssh,
                 ca,
+                insecure_http: self.insecure_http,
                 verify: self.verify,
                 last_good: Mutex::new(None),
                 fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -293,6 +308,29 @@ mod tests {
         let got = credentials_from_url(&mut u, CredentialSource::None);
         assert!(matches!(got, CredentialSource::None));
         assert_eq!(u.user.as_deref(), Some("git"));
+    }
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = CaFile::read(dir.path().join("missing.pem")).err();
+        assert!(
+            matches!(
+                missing,
+                Some(GitError::Config {
+                    what: "ca_file",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = CaFile::read(empty).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("empty.pem")),
+            "{err:?}"
+        );
     }
 
     #[test]

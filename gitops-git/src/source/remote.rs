@@ -96,6 +96,11 @@ pub(super) fn remote_error(
                 .to_owned(),
         };
     }
+    if message.contains("Will not send credentials in clear text over http") {
+        message = "basic credentials over plain http:// need gitops-git's cargo feature \
+                   `insecure-http-credentials` (gix refuses them without it)"
+            .to_owned();
+    }
     let location = inner.location.clone();
     let lower = message.to_ascii_lowercase();
     let auth = err.is_unauthenticated()
