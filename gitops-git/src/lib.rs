@@ -91,9 +91,21 @@
 //! from a [`CredentialsCallback`] asked on every fetch (rotated tokens). A
 //! password in the URL is moved out of it. There is never a terminal prompt.
 //! Secrets never appear in errors, `Debug`, `Display` or log lines (they are
-//! also scrubbed from gix's messages). Credentials over plain `http://` are
-//! refused by gix unless the `gix-transport/http-client-insecure-credentials`
-//! feature is enabled (the tests of this crate do).
+//! also scrubbed from gix's messages).
+//!
+//! Credentials over plain `http://` are refused before anything is sent
+//! unless [`GitSourceBuilder::allow_insecure_http_credentials`] is set (a
+//! test server, a trusted network); basic credentials then also need this
+//! crate's cargo feature `insecure-http-credentials`, which turns on
+//! gix-transport's `http-client-insecure-credentials` (gix refuses them
+//! outright without it; cargo unifies features, so this crate does not rely
+//! on gix's refusal and checks at run time).
+//!
+//! [`GitSourceBuilder::ca_file`] trusts the CA certificates of a PEM file for
+//! `https://` remotes besides the system's roots (a private server, a test
+//! CA): gix's reqwest (rustls) transport ignores `http.sslCAInfo`, so the
+//! certificates are added to its client; write-back's `git push` gets the
+//! file as `http.sslCAInfo`.
 //! For SSH, [`SshOptions`] names the key, a known_hosts file (strict host key
 //! checking) and optionally another ssh program.
 //!

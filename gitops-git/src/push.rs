@@ -187,9 +187,14 @@ impl Publisher<'_> {
     /// `git` in the bare cache with an isolated configuration and the
     /// source's credentials in the environment only; returns the secrets to
     /// scrub from its output.
-    fn git(&self) -> (Command, Vec<String>) {
+    fn git(&self) -> Result<(Command, Vec<String>), WritebackError> {
         let shared = self.shared;
         let credentials = shared.credentials.get(&shared.location);
+        if credentials.is_some()
+            && let Some(message) = shared.refuse_credentials()
+        {
+            return Err(failed(message, false));
+        }
         let mut secrets = credentials
             .as_ref()
             .map(Credentials::secrets)
@@ -222,12 +227,21 @@ impl Publisher<'_> {
         }
         // Secrets go through the environment (readable only by this user),
         // never through arguments (visible to everyone in /proc).
+        let mut config: Vec<(&str, std::ffi::OsString)> = Vec::new();
         if let Some(header) = credentials.as_ref().map(|c| authorization(c, &mut secrets)) {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", header);
+            config.push(("http.extraHeader", header.into()));
         }
-        (cmd, secrets)
+        if let Some(ca) = &shared.ca {
+            config.push(("http.sslCAInfo", ca.path.clone().into_os_string()));
+        }
+        if !config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        }
+        for (i, (key, value)) in config.into_iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        }
+        Ok((cmd, secrets))
     }
 
     /// The commit `reference` names on the remote (a tag peeled), if it exists.
@@ -235,7 +249,7 @@ impl Publisher<'_> {
         &self,
         reference: &str,
     ) -> Result<Option<gix::ObjectId>, WritebackError> {
-        let (mut cmd, secrets) = self.git();
+        let (mut cmd, secrets) = self.git()?;
         // Patterns match whole names: the peeled entry needs its own.
         cmd.arg("ls-remote")
             .arg(&self.shared.location)
@@ -276,7 +290,7 @@ impl Publisher<'_> {
         new: gix::ObjectId,
     ) -> Result<Published, WritebackError> {
         let shared = self.shared;
-        let (mut cmd, secrets) = self.git();
+        let (mut cmd, secrets) = self.git()?;
         cmd.args(["push", "--porcelain", "--atomic", "--no-verify"]);
         let refspec = match lease {
             Lease::Expect(id) => {

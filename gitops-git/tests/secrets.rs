@@ -40,6 +40,7 @@ fn wrong_credentials_never_leak() {
             "basic".into(),
             GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
                 .cache_dir(fx.cache("basic"))
+                .allow_insecure_http_credentials(true)
                 .credentials(Credentials::basic("deploy", secrets[0]))
                 .build()
                 .expect("build"),
@@ -48,6 +49,7 @@ fn wrong_credentials_never_leak() {
             "bearer".into(),
             GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
                 .cache_dir(fx.cache("bearer"))
+                .allow_insecure_http_credentials(true)
                 .credentials(Credentials::bearer(secrets[1]))
                 .build()
                 .expect("build"),
@@ -61,6 +63,7 @@ fn wrong_credentials_never_leak() {
                 ReferencePolicy::branch("main"),
             )
             .cache_dir(fx.cache("url"))
+            .allow_insecure_http_credentials(true)
             .build()
             .expect("build"),
         ),
@@ -73,6 +76,7 @@ fn wrong_credentials_never_leak() {
                 ReferencePolicy::branch("main"),
             )
             .cache_dir(fx.cache("token"))
+            .allow_insecure_http_credentials(true)
             .build()
             .expect("build"),
         ),

@@ -105,6 +105,7 @@ fn http_basic_bearer_and_callback_credentials() {
     let basic = HttpServer::start(&fx.root, Some(("deploy", "s3cret-basic")), None);
     let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
         .cache_dir(fx.cache("basic"))
+        .allow_insecure_http_credentials(true)
         .credentials(Credentials::basic("deploy", "s3cret-basic"))
         .build()
         .expect("build");
@@ -117,6 +118,7 @@ fn http_basic_bearer_and_callback_credentials() {
         .replace("http://", "http://deploy:s3cret-basic@");
     let src = GitSource::builder(url, ReferencePolicy::branch("main"))
         .cache_dir(fx.cache("in-url"))
+        .allow_insecure_http_credentials(true)
         .build()
         .expect("build");
     assert!(!src.location().contains("s3cret"));
@@ -125,6 +127,7 @@ fn http_basic_bearer_and_callback_credentials() {
     let bearer = HttpServer::start(&fx.root, None, Some("tok-123-bearer"));
     let src = GitSource::builder(bearer.url("repo.git"), ReferencePolicy::branch("main"))
         .cache_dir(fx.cache("bearer"))
+        .allow_insecure_http_credentials(true)
         .credentials(Credentials::bearer("tok-123-bearer"))
         .build()
         .expect("build");
@@ -134,6 +137,7 @@ fn http_basic_bearer_and_callback_credentials() {
     let counter = calls.clone();
     let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
         .cache_dir(fx.cache("callback"))
+        .allow_insecure_http_credentials(true)
         .credentials_callback(std::sync::Arc::new(move |req| {
             assert!(req.location.starts_with("http://127.0.0.1:"));
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -147,6 +151,7 @@ fn http_basic_bearer_and_callback_credentials() {
     // No credentials at all: an authentication error, not a prompt.
     let src = GitSource::builder(basic.url("repo.git"), ReferencePolicy::branch("main"))
         .cache_dir(fx.cache("none"))
+        .allow_insecure_http_credentials(true)
         .build()
         .expect("build");
     let err = rt.block_on(src.poll()).expect_err("no credentials");
@@ -247,4 +252,40 @@ fn a_missing_repository_is_reported() {
         .expect("build");
     let err = rt.block_on(src.poll()).expect_err("404");
     assert!(err.to_string().contains("nope.git"), "{err}");
+}
+
+#[test]
+fn credentials_over_plain_http_are_refused_unless_allowed() {
+    let fx = Fixture::new();
+    fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let rt = runtime();
+    let server = HttpServer::start(&fx.root, Some(("deploy", "s3cret-plain")), None);
+    for (name, credentials) in [
+        ("basic", Credentials::basic("deploy", "s3cret-plain")),
+        ("bearer", Credentials::bearer("s3cret-plain")),
+    ] {
+        let src = GitSource::builder(server.url("repo.git"), ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache(name))
+            .credentials(credentials)
+            .build()
+            .expect("build");
+        let err = rt.block_on(src.poll()).expect_err("refused");
+        assert!(
+            matches!(err, SourceError::Authentication { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("over plain http://"),
+            "{name}: {err}"
+        );
+    }
+    assert_eq!(
+        server
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was sent"
+    );
 }

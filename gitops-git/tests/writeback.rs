@@ -186,6 +186,7 @@ fn credentials_never_appear_in_errors_debug_output_or_logs() {
             ReferencePolicy::branch("main"),
         )
         .cache_dir(repo.fx.cache("auth"))
+        .allow_insecure_http_credentials(true)
         .build()
         .expect("source");
         let bad = GitWriteback::builder(&bad_src, repo.render.clone())

@@ -28,7 +28,34 @@ pub struct GitSourceBuilder {
     special: SpecialEntries,
     credentials: CredentialSource,
     ssh: SshOptions,
+    ca_file: Option<PathBuf>,
+    insecure_http: bool,
     verify: Option<(VerifyMode, AllowedSigners)>,
+}
+
+/// Extra root certificates for `https://` remotes, read once by `build`.
+#[derive(Clone)]
+pub(crate) struct CaFile {
+    /// The PEM file (handed to `git push` as `http.sslCAInfo`).
+    pub(crate) path: PathBuf,
+    /// Its certificates (handed to gix's reqwest client).
+    pub(crate) certificates: Vec<reqwest::Certificate>,
+}
+
+impl CaFile {
+    fn read(path: PathBuf) -> Result<Self, GitError> {
+        let bad = |reason: String| GitError::Config {
+            what: "ca_file",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let pem = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+        if certificates.is_empty() {
+            return Err(bad("no PEM certificate in it".to_owned()));
+        }
+        Ok(Self { path, certificates })
+    }
 }
 
 impl GitSourceBuilder {
@@ -45,6 +72,8 @@ impl GitSourceBuilder {
             special: SpecialEntries::default(),
             credentials: CredentialSource::None,
             ssh: SshOptions::default(),
+            ca_file: None,
+            insecure_http: false,
             verify: None,
         }
     }
@@ -107,6 +136,32 @@ impl GitSourceBuilder {
         self
     }
 
+    /// Trust the CA certificates in this PEM file for `https://` remotes,
+    /// besides the system's roots (a private Git server, a test CA). Read
+    /// once by [`build`](Self::build): a missing file or one without a
+    /// certificate is a configuration error.
+    ///
+    /// Fetches hand the certificates to gix's reqwest client (rustls);
+    /// [`GitWriteback`](crate::GitWriteback)'s `git push` gets the file as
+    /// `http.sslCAInfo`, where git (curl) trusts only the certificates in it
+    /// for that remote, not the system's.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Send credentials (basic, bearer, or from the URL) to a plain `http://`
+    /// remote, where anyone on the path can read them. Off by default: such
+    /// a fetch or push fails with `SourceError::Authentication` (or a
+    /// permanent write-back error) before anything is sent. For test servers
+    /// and trusted networks only. Basic credentials also need this crate's
+    /// cargo feature `insecure-http-credentials` (gix refuses them
+    /// otherwise); a bearer token travels in a header and does not.
+    pub fn allow_insecure_http_credentials(mut self, allow: bool) -> Self {
+        self.insecure_http = allow;
+        self
+    }
+
     /// Require valid SSH signatures, from one of `signers`, before a revision
     /// is returned by `poll` or read by `snapshot`.
     pub fn verify(mut self, mode: VerifyMode, signers: AllowedSigners) -> Self {
@@ -138,6 +193,7 @@ impl GitSourceBuilder {
                 reason: "tag verification needs the Tag or Semver policy".to_owned(),
             });
         }
+        let ca = self.ca_file.map(CaFile::read).transpose()?;
         let mut url = gix::url::parse(self.url.as_str()).map_err(|e| GitError::Config {
             what: "url",
             reason: scrub(&e.to_string(), &url_secrets(&self.url)),
@@ -164,6 +220,8 @@ impl GitSourceBuilder {
                 special: self.special,
                 credentials,
                 ssh: self.ssh,
+                ca,
+                insecure_http: self.insecure_http,
                 verify: self.verify,
                 last_good: Mutex::new(None),
                 fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -250,6 +308,29 @@ mod tests {
         let got = credentials_from_url(&mut u, CredentialSource::None);
         assert!(matches!(got, CredentialSource::None));
         assert_eq!(u.user.as_deref(), Some("git"));
+    }
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = CaFile::read(dir.path().join("missing.pem")).err();
+        assert!(
+            matches!(
+                missing,
+                Some(GitError::Config {
+                    what: "ca_file",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = CaFile::read(empty).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("empty.pem")),
+            "{err:?}"
+        );
     }
 
     #[test]

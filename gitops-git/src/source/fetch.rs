@@ -122,6 +122,14 @@ fn transfer(
     interrupt: &AtomicBool,
 ) -> Result<(Release, bool), SourceError> {
     let credentials = inner.credentials.get(&inner.location);
+    if credentials.is_some()
+        && let Some(message) = inner.refuse_credentials()
+    {
+        return Err(SourceError::Authentication {
+            location: inner.location.clone(),
+            message,
+        });
+    }
     let secrets: Vec<String> = credentials.iter().flat_map(Credentials::secrets).collect();
     let net = |e: gix::Error| remote_error(inner, &e, &secrets, credentials.as_ref());
     configure(repo, inner, credentials.as_ref()).map_err(net)?;

@@ -25,6 +25,7 @@ use crate::policy::{Policy, ReferencePolicy};
 use crate::snapshot::{Limits, SpecialEntries};
 use crate::verify::{AllowedSigners, VerifyMode};
 
+pub(crate) use builder::CaFile;
 pub use builder::GitSourceBuilder;
 pub(crate) use read::{parse_id, revision_of};
 
@@ -54,10 +55,26 @@ pub(crate) struct Inner {
     pub(crate) special: SpecialEntries,
     pub(crate) credentials: CredentialSource,
     pub(crate) ssh: SshOptions,
+    pub(crate) ca: Option<CaFile>,
+    pub(crate) insecure_http: bool,
     pub(crate) verify: Option<(VerifyMode, AllowedSigners)>,
     pub(crate) last_good: Mutex<Option<Revision>>,
     pub(crate) fetch_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) blob_cache: Mutex<crate::snapshot::BlobCache>,
+}
+
+impl Inner {
+    /// Why credentials must not be sent to this remote: a plain `http://`
+    /// URL, unless `allow_insecure_http_credentials(true)`.
+    pub(crate) fn refuse_credentials(&self) -> Option<String> {
+        (matches!(self.url.scheme, gix::url::Scheme::Http) && !self.insecure_http).then(|| {
+            format!(
+                "refusing to send credentials to {} over plain http:// (anyone on the path \
+                 can read them); use https://, or allow_insecure_http_credentials(true)",
+                self.location
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for GitSource {

@@ -56,8 +56,19 @@ pub(super) fn http_options(
         return Ok(None);
     };
     let timeout = inner.fetch_timeout;
+    // gix's reqwest backend ignores `http.sslCAInfo` (only its curl backend
+    // reads `ssl_ca_info`): extra roots go to the client directly.
+    let roots = inner
+        .ca
+        .as_ref()
+        .map(|ca| ca.certificates.clone())
+        .unwrap_or_default();
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(move |builder| {
+            let builder = roots
+                .iter()
+                .cloned()
+                .fold(builder, |b, root| b.add_root_certificate(root));
             Ok(builder.timeout(timeout).connect_timeout(timeout))
         })),
         configure_request: None,
@@ -84,6 +95,11 @@ pub(super) fn remote_error(
             _ => "the remote requires credentials and none are configured (or ssh was refused)"
                 .to_owned(),
         };
+    }
+    if message.contains("Will not send credentials in clear text over http") {
+        message = "basic credentials over plain http:// need gitops-git's cargo feature \
+                   `insecure-http-credentials` (gix refuses them without it)"
+            .to_owned();
     }
     let location = inner.location.clone();
     let lower = message.to_ascii_lowercase();

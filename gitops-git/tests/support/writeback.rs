@@ -122,7 +122,8 @@ impl RepoBuilder {
             Reach::WorkTree => fx.work.display().to_string(),
         };
         let mut builder = GitSource::builder(url, ReferencePolicy::branch("main"))
-            .cache_dir(fx.cache(&self.cache));
+            .cache_dir(fx.cache(&self.cache))
+            .allow_insecure_http_credentials(true);
         if let Some((username, password)) = credentials {
             builder = builder.credentials(gitops_git::Credentials::basic(username, password));
         }
