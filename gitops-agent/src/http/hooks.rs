@@ -9,9 +9,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest as _, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -32,6 +31,7 @@ pub(crate) struct Hooks {
     secret: Option<WebhookSecret>,
     standard: Option<StandardWebhooks>,
     refs: RefFilter,
+    body_limit: usize,
     /// `X-GitHub-Delivery` ids (per endpoint).
     github_deliveries: ReplayCache,
     /// Standard Webhooks `webhook-id`s (per endpoint).
@@ -65,6 +65,7 @@ impl Hooks {
             standard: options.secret.as_ref().map(StandardWebhooks::new),
             secret: options.secret.clone(),
             refs: options.refs.clone(),
+            body_limit: options.body_limit,
             github_deliveries: ReplayCache::new(REPLAY_CAPACITY),
             standard_ids: ReplayCache::new(REPLAY_CAPACITY),
         }
@@ -151,9 +152,23 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// The body, or the verdict on why it cannot be read (413 past the limit).
-fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Verdict> {
-    body.map_err(|rejection| Verdict::Bad(rejection.status(), rejection.body_text()))
+/// The headers and the body, or the verdict on why the body cannot be
+/// read: 413 past the limit, at once when `Content-Length` announces it.
+async fn read(request: Request, limit: usize) -> (HeaderMap, Result<Bytes, Verdict>) {
+    let headers = request.headers().clone();
+    let announced = text(&headers, "content-length").and_then(|n| n.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        let reason = format!("the body is larger than {limit} bytes");
+        return (
+            headers,
+            Err(Verdict::Bad(StatusCode::PAYLOAD_TOO_LARGE, reason)),
+        );
+    }
+    // `Bytes` honours the `DefaultBodyLimit` of the router (the same limit).
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| Verdict::Bad(rejection.status(), rejection.body_text()));
+    (headers, body)
 }
 
 /// Counts, acts and answers.
@@ -195,82 +210,89 @@ fn finish(shared: &Shared, provider: WebhookProvider, verdict: Verdict) -> Respo
             (status, json!({"result": "bad request", "reason": reason}))
         }
     };
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is not read: end the connection instead.
+        return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
+    }
     (status, Json(body)).into_response()
 }
 
-/// Runs `decide` on a readable body and finishes.
-fn handle(
+/// Reads the request, runs `decide` on its headers and readable body, and finishes.
+async fn handle(
     shared: &Shared,
     provider: WebhookProvider,
-    body: Result<Bytes, BytesRejection>,
-    decide: impl FnOnce(&Bytes) -> Result<Verdict, Verdict>,
+    request: Request,
+    decide: impl FnOnce(&HeaderMap, &Bytes) -> Result<Verdict, Verdict>,
 ) -> Response {
-    let verdict = read(body).and_then(|body| decide(&body));
+    let (headers, body) = read(request, shared.hooks.body_limit).await;
+    let verdict = body.and_then(|body| decide(&headers, &body));
     finish(shared, provider, verdict.unwrap_or_else(|v| v))
 }
 
 /// `POST /hooks/github`: `ping` and events other than `push` are
 /// acknowledged; a push to the tracked ref polls now.
-pub(crate) async fn github(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, WebhookProvider::Github, body, |body| {
-        let hooks = &shared.hooks;
-        hooks.github_auth("github", &headers, body)?;
-        Ok(match text(&headers, "x-github-event") {
-            Some("push") => hooks.push(body),
-            Some(event) => Verdict::Ignored(format!("event {event}")),
-            None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-GitHub-Event".into()),
-        })
-    })
+pub(crate) async fn github(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(
+        &shared,
+        WebhookProvider::Github,
+        request,
+        |headers, body| {
+            let hooks = &shared.hooks;
+            hooks.github_auth("github", headers, body)?;
+            Ok(match text(headers, "x-github-event") {
+                Some("push") => hooks.push(body),
+                Some(event) => Verdict::Ignored(format!("event {event}")),
+                None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-GitHub-Event".into()),
+            })
+        },
+    )
+    .await
 }
 
 /// `POST /hooks/gitlab`: push and tag push events to the tracked ref poll now.
-pub(crate) async fn gitlab(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, WebhookProvider::Gitlab, body, |body| {
-        let hooks = &shared.hooks;
-        hooks.gitlab_auth(&headers)?;
-        Ok(match text(&headers, "x-gitlab-event") {
-            Some("Push Hook" | "Tag Push Hook") => hooks.push(body),
-            Some(event) => Verdict::Ignored(format!("event {event}")),
-            None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-Gitlab-Event".into()),
-        })
-    })
+pub(crate) async fn gitlab(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(
+        &shared,
+        WebhookProvider::Gitlab,
+        request,
+        |headers, body| {
+            let hooks = &shared.hooks;
+            hooks.gitlab_auth(headers)?;
+            Ok(match text(headers, "x-gitlab-event") {
+                Some("Push Hook" | "Tag Push Hook") => hooks.push(body),
+                Some(event) => Verdict::Ignored(format!("event {event}")),
+                None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-Gitlab-Event".into()),
+            })
+        },
+    )
+    .await
 }
 
 /// `POST /hooks/generic`: any authenticated Standard Webhooks message polls now.
-pub(crate) async fn generic(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, WebhookProvider::Generic, body, |body| {
-        shared.hooks.standard_auth("generic", &headers, body)?;
-        Ok(Verdict::Reconcile)
-    })
+pub(crate) async fn generic(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(
+        &shared,
+        WebhookProvider::Generic,
+        request,
+        |headers, body| {
+            shared.hooks.standard_auth("generic", headers, body)?;
+            Ok(Verdict::Reconcile)
+        },
+    )
+    .await
 }
 
 /// `POST /retry`: signed with any of the three schemes (chosen by which
 /// signature header is present), retries the current revision.
-pub(crate) async fn retry(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, WebhookProvider::Retry, body, |body| {
+pub(crate) async fn retry(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, WebhookProvider::Retry, request, |headers, body| {
         let hooks = &shared.hooks;
         if headers.contains_key("webhook-signature") {
-            hooks.standard_auth("retry", &headers, body)?;
+            hooks.standard_auth("retry", headers, body)?;
         } else if headers.contains_key("x-hub-signature-256") {
-            hooks.github_auth("retry", &headers, body)?;
+            hooks.github_auth("retry", headers, body)?;
         } else if headers.contains_key("x-gitlab-token") {
-            hooks.gitlab_auth(&headers)?;
+            hooks.gitlab_auth(headers)?;
         } else {
             return Err(Verdict::Unauthorized(
                 "sign it: webhook-signature, X-Hub-Signature-256 or X-Gitlab-Token".into(),
@@ -278,6 +300,7 @@ pub(crate) async fn retry(
         }
         Ok(Verdict::Retry)
     })
+    .await
 }
 
 #[cfg(test)]

@@ -122,6 +122,9 @@ pub struct HttpOptions {
     /// How long a connection may take to send a request's headers
     /// (including the first byte, and between keep-alive requests). Default 10 s.
     pub header_read_timeout: Duration,
+    /// How long one request may take from its headers to its answer (a
+    /// body sent slowly included); 408 beyond. Default 30 s.
+    pub request_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog. Default 256.
     pub max_connections: usize,
     /// At shutdown, how long requests in flight may take to finish. Default 10 s.
@@ -140,6 +143,7 @@ impl HttpOptions {
             expose_values: false,
             body_limit: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             max_connections: 256,
             drain_timeout: Duration::from_secs(10),
         }
@@ -207,6 +211,13 @@ impl HttpOptions {
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets the request timeout.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

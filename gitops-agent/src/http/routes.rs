@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use gitops_core::status::Reason;
@@ -89,8 +91,8 @@ pub(crate) fn first_reconcile_ended(status: &Status) -> bool {
     )
 }
 
-/// Every route, the body limit and the `Host` check.
-pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, body_limit: usize) -> Router {
+/// Every route, the body limit, the request deadline and the `Host` check.
+pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, options: &HttpOptions) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -102,12 +104,24 @@ pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, body_limit: usize
         .route("/hooks/gitlab", post(hooks::gitlab))
         .route("/hooks/generic", post(hooks::generic))
         .route("/retry", post(hooks::retry))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(hosts),
-            host::check,
-        ))
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(from_fn_with_state(options.request_timeout, deadline))
+        .layer(from_fn_with_state(Arc::new(hosts), host::check))
         .with_state(shared)
+}
+
+/// 408 for a request not answered within `limit` (a body sent slowly
+/// holds a connection slot no longer than that).
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            "the request took too long\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -52,7 +52,7 @@ impl Server {
         let addr = listener.local_addr().map_err(bind_error)?;
         let shared = Arc::new(Shared::new(context, &options));
         let hosts = AllowedHosts::new(addr, &options.public_hosts);
-        let router = routes::router(shared.clone(), hosts, options.body_limit);
+        let router = routes::router(shared.clone(), hosts, &options);
         Ok(Self {
             listener,
             addr,
