@@ -164,7 +164,7 @@ impl Agent {
     /// Reads and checks what the flags name (secret files, listen address);
     /// `name` is the application (the `app` label, the notifications' subject).
     pub fn new(name: impl Into<String>, args: AgentArgs) -> Result<Self, AgentError> {
-        let http = HttpOptions::from_args(&args.http)?;
+        let http = HttpOptions::from_args(&args)?;
         let notify = NotifyOptions::from_args(&args.notify)?;
         Ok(Self {
             name: name.into(),

@@ -1,0 +1,302 @@
+//! The JSON the read endpoints answer with: the engine's status and history
+//! with RFC 3339 timestamps, and without values unless asked for.
+//!
+//! Drift diffs hold the target's and Git's values (file contents, settings,
+//! possibly secrets); by default a drift entry lists the resource and the
+//! changed field paths only. Gate output is treated the same way.
+
+use std::time::SystemTime;
+
+use gitops_core::engine::Outcome;
+use gitops_core::record::{SyncResult, Trigger};
+use gitops_core::status::{DriftEntry, Reason, RetryInfo};
+use gitops_core::{
+    BlockReason, Blocked, Condition, ConditionKind, DriftPolicy, GateResult, GateStage,
+    HistoryEntry, ResourceId, Revision, Status, Summary,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+/// RFC 3339 (`2026-01-02T03:04:05.678Z`); a time jiff cannot represent
+/// (before year -9999) shows as `null`.
+fn rfc3339(at: SystemTime) -> Option<String> {
+    jiff::Timestamp::try_from(at).ok().map(|t| t.to_string())
+}
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct StatusView {
+    app: String,
+    conditions: Vec<ConditionView>,
+    last_applied: Option<RevisionView>,
+    last_attempted: Option<RevisionView>,
+    drift: Vec<DriftView>,
+    suspended: bool,
+    retry: Option<RetryView>,
+    blocked: Option<BlockedView>,
+}
+
+impl StatusView {
+    /// The view of `status` for application `app`.
+    pub(crate) fn new(app: &str, status: Status, expose_values: bool) -> Self {
+        Self {
+            app: app.to_owned(),
+            conditions: status.conditions.into_iter().map(Into::into).collect(),
+            last_applied: status.last_applied.map(Into::into),
+            last_attempted: status.last_attempted.map(Into::into),
+            drift: status
+                .drift
+                .into_iter()
+                .map(|d| DriftView::new(d, expose_values))
+                .collect(),
+            suspended: status.suspended,
+            retry: status.retry.map(Into::into),
+            blocked: status.blocked.map(Into::into),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ConditionView {
+    #[serde(rename = "type")]
+    kind: ConditionKind,
+    status: bool,
+    reason: Reason,
+    message: String,
+    since: Option<String>,
+}
+
+impl From<Condition> for ConditionView {
+    fn from(c: Condition) -> Self {
+        Self {
+            kind: c.kind,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+            since: rfc3339(c.since),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RevisionView {
+    id: String,
+    reference: String,
+    author: String,
+    committed_at: Option<String>,
+    summary: String,
+}
+
+impl From<Revision> for RevisionView {
+    fn from(r: Revision) -> Self {
+        Self {
+            committed_at: jiff::Timestamp::from_second(r.committed_at)
+                .ok()
+                .map(|t| t.to_string()),
+            summary: r.summary().to_owned(),
+            id: r.id,
+            reference: r.reference,
+            author: r.author,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DriftView {
+    id: ResourceId,
+    policy: DriftPolicy,
+    resolved: bool,
+    /// The resource is gone from the target (no field list).
+    deleted: bool,
+    fields: Vec<FieldView>,
+}
+
+#[derive(Debug, Serialize)]
+struct FieldView {
+    path: String,
+    /// What the target holds (only with `expose_values`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed: Option<Value>,
+    /// What Git says (only with `expose_values`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desired: Option<Value>,
+}
+
+impl DriftView {
+    fn new(entry: DriftEntry, expose_values: bool) -> Self {
+        let deleted = entry.diff.is_none();
+        let fields = entry
+            .diff
+            .map(|diff| diff.changes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|change| FieldView {
+                path: change.path,
+                observed: change.old.filter(|_| expose_values),
+                desired: change.new.filter(|_| expose_values),
+            })
+            .collect();
+        Self {
+            id: entry.id,
+            policy: entry.policy,
+            resolved: entry.resolved,
+            deleted,
+            fields,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RetryView {
+    attempt: usize,
+    after_seconds: f64,
+}
+
+impl From<RetryInfo> for RetryView {
+    fn from(r: RetryInfo) -> Self {
+        Self {
+            attempt: r.attempt,
+            after_seconds: r.after.as_secs_f64(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct BlockedView {
+    reason: BlockReason,
+    message: String,
+    until: Option<String>,
+    revision: Option<RevisionView>,
+}
+
+impl From<Blocked> for BlockedView {
+    fn from(b: Blocked) -> Self {
+        Self {
+            reason: b.reason,
+            message: b.message,
+            until: b.until.and_then(rfc3339),
+            revision: b.revision.map(Into::into),
+        }
+    }
+}
+
+/// One entry of `GET /history`.
+#[derive(Debug, Serialize)]
+pub(crate) struct HistoryView {
+    revision: RevisionView,
+    trigger: Trigger,
+    result: SyncResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    summary: Summary,
+    outcomes: Vec<OutcomeView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gates: Vec<GateView>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl HistoryView {
+    /// The view of one history entry.
+    pub(crate) fn new(entry: HistoryEntry, expose_values: bool) -> Self {
+        Self {
+            revision: entry.revision.into(),
+            trigger: entry.trigger,
+            result: entry.result,
+            error: entry.error,
+            summary: entry.summary,
+            outcomes: entry
+                .outcomes
+                .into_iter()
+                .map(|o| OutcomeView {
+                    id: o.id,
+                    outcome: o.outcome,
+                })
+                .collect(),
+            gates: entry
+                .gates
+                .into_iter()
+                .map(|g| GateView::new(g, expose_values))
+                .collect(),
+            started_at: rfc3339(entry.started_at),
+            finished_at: rfc3339(entry.finished_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct OutcomeView {
+    id: ResourceId,
+    #[serde(flatten)]
+    outcome: Outcome,
+}
+
+#[derive(Debug, Serialize)]
+struct GateView {
+    name: String,
+    stage: GateStage,
+    passed: bool,
+    duration_seconds: f64,
+    /// What the gate printed (only with `expose_values`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+}
+
+impl GateView {
+    fn new(gate: GateResult, expose_values: bool) -> Self {
+        Self {
+            name: gate.name,
+            stage: gate.stage,
+            passed: gate.passed,
+            duration_seconds: gate.duration.as_secs_f64(),
+            output: expose_values.then_some(gate.output),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gitops_core::{Diff, FieldChange};
+    use serde_json::json;
+
+    use super::*;
+
+    fn drifted() -> Status {
+        let mut status = Status::default();
+        status.drift.push(DriftEntry {
+            id: "File//etc/app.conf".parse().expect("id"),
+            policy: DriftPolicy::Revert,
+            diff: Some(Diff {
+                changes: vec![FieldChange {
+                    path: "spec.content".into(),
+                    old: Some(json!("password = hunter2")),
+                    new: Some(json!("password = from-git")),
+                }],
+            }),
+            resolved: false,
+        });
+        status.last_applied = Some(Revision::new("main", "ab".repeat(20)));
+        status
+    }
+
+    #[test]
+    fn drift_shows_paths_not_values() {
+        let json = serde_json::to_string(&StatusView::new("app", drifted(), false)).expect("json");
+        assert!(json.contains("spec.content"), "{json}");
+        assert!(json.contains("File//etc/app.conf"), "{json}");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!json.contains("from-git"), "{json}");
+        let json = serde_json::to_string(&StatusView::new("app", drifted(), true)).expect("json");
+        assert!(json.contains("hunter2"), "{json}");
+        assert!(json.contains("from-git"), "{json}");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let view = serde_json::to_value(StatusView::new("app", drifted(), false)).expect("json");
+        let since = view["conditions"][0]["since"].as_str().expect("a string");
+        assert!(since.parse::<jiff::Timestamp>().is_ok(), "{since}");
+        assert_eq!(view["conditions"][0]["type"], "Ready");
+        assert_eq!(view["last_applied"]["committed_at"], "1970-01-01T00:00:00Z");
+    }
+}
