@@ -238,7 +238,9 @@ pub struct ModeArgs {
 #[non_exhaustive]
 pub struct HttpArgs {
     /// Serve status, metrics and webhooks here (e.g. 127.0.0.1:8080). A
-    /// non-loopback address needs --webhook-secret-file.
+    /// non-loopback address needs --webhook-secret-file. Requests must name
+    /// this address (or, on 0.0.0.0, any IP with this port) or
+    /// --public-url's host: a host name only through --public-url.
     #[arg(long, env = "GITOPS_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// The URL the agent is reached at through a proxy (e.g.

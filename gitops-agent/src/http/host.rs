@@ -9,9 +9,15 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// The `Host` values this service answers to (lower case).
+/// The `Host` values this service answers to (lower case), and the bound
+/// address: on an unspecified address (`0.0.0.0`, `[::]`) any IP literal
+/// with our port is accepted too. An IP literal cannot be DNS-rebound; a
+/// name can, so names must be the listen address's or `--public-url`'s.
 #[derive(Debug, Clone)]
-pub(crate) struct AllowedHosts(Vec<String>);
+pub(crate) struct AllowedHosts {
+    names: Vec<String>,
+    bound: SocketAddr,
+}
 
 impl AllowedHosts {
     /// The bound address (and `localhost:<port>` when it is loopback), plus
@@ -22,13 +28,23 @@ impl AllowedHosts {
             hosts.push(format!("localhost:{}", bound.port()));
         }
         hosts.extend(public_hosts.iter().map(|h| h.to_ascii_lowercase()));
-        Self(hosts)
+        Self {
+            names: hosts,
+            bound,
+        }
     }
 
     /// Whether `host` (a `Host` header or the request's authority) is one of ours.
     pub(crate) fn allows(&self, host: &str) -> bool {
         let host = host.trim().to_ascii_lowercase();
-        self.0.contains(&host)
+        if self.names.contains(&host) {
+            return true;
+        }
+        // Any IP literal with our port when bound to every address.
+        self.bound.ip().is_unspecified()
+            && host
+                .parse::<SocketAddr>()
+                .is_ok_and(|addr| addr.port() == self.bound.port())
     }
 }
 
@@ -124,7 +140,13 @@ mod tests {
         let v6 = AllowedHosts::new("[::1]:9".parse().expect("addr"), &[]);
         assert!(v6.allows("[::1]:9"));
         let any = AllowedHosts::new("0.0.0.0:9".parse().expect("addr"), &[]);
-        assert!(!any.allows("localhost:9"));
+        assert!(!any.allows("localhost:9"), "a name could be rebound");
+        assert!(any.allows("10.0.0.5:9"), "an IP literal cannot");
+        assert!(any.allows("[fe80::1]:9"));
+        assert!(!any.allows("10.0.0.5:10"), "another port");
+        assert!(!any.allows("evil.example:9"));
+        let one = AllowedHosts::new("10.0.0.5:9".parse().expect("addr"), &[]);
+        assert!(!one.allows("10.0.0.6:9"), "only the bound IP");
     }
 
     #[test]
