@@ -2,8 +2,9 @@
 //! smart-HTTP git server that requires basic auth, over HTTPS with a test CA
 //! the agent is told to trust (`--git-ca-file`). Credentials come from a
 //! file, the environment or the URL; the secret is searched for in stdout,
-//! stderr (at debug level), every file of the state directory and the argv
-//! of the agent and its children.
+//! stderr (at debug level), every file of the state directory, the argv
+//! of the agent and its children, the HTTP endpoints (`/status`,
+//! `/history`, `/metrics`, `/notifications`) and the notifications sent.
 
 mod support;
 
@@ -277,10 +278,44 @@ fn plain_http_credentials_need_the_explicit_flag() {
 /// The long-lived agent: its argv and its children's never hold a secret
 /// given by file or environment, and a rotated credentials file is read
 /// again on the next poll.
+/// A free loopback port (bound, then released for the agent).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The bodies of the agent's read endpoints.
+async fn endpoints(port: u16) -> String {
+    let client = reqwest::Client::new();
+    let mut all = String::new();
+    for path in [
+        "/status",
+        "/history",
+        "/metrics",
+        "/notifications",
+        "/readyz",
+    ] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        all.push_str(&format!("--- {path}\n{body}\n"));
+    }
+    all
+}
+
 #[test]
 fn a_long_lived_agent_keeps_secrets_out_of_argv_and_rereads_a_rotated_file() {
     let server = HttpsGit::start(FILES, USER, SECRET);
     let dirs = Dirs::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let receiver = rt.block_on(support::receiver::Receiver::start());
+    let port = free_port();
     let stale = "stale-XYZZY-1147";
     let file = dirs.secret_file(
         "git-credentials",
@@ -288,6 +323,8 @@ fn a_long_lived_agent_keeps_secrets_out_of_argv_and_rereads_a_rotated_file() {
     );
     let child = agent(&server.url(), &dirs, "debug")
         .args(["--interval", "200ms"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--notify", &receiver.url("/events")])
         .arg("--git-credentials-file")
         .arg(&file)
         .arg("--git-ca-file")
@@ -317,6 +354,20 @@ fn a_long_lived_agent_keeps_secrets_out_of_argv_and_rereads_a_rotated_file() {
     // Rotate: the next poll reads the file again.
     std::fs::write(&file, format!("username={USER}\npassword={SECRET}\n")).expect("rotate");
     wait_for("the deploy after rotation", &|| deployed(&dirs));
+    // What the HTTP service shows and what notifications carry, once the
+    // successful sync is counted and notified.
+    let served = || {
+        let mut all = rt.block_on(endpoints(port));
+        for event in receiver.received() {
+            all.push_str(&format!("--- notification\n{}\n", event.text()));
+        }
+        all
+    };
+    wait_for("the sync in /metrics and a notification", &|| {
+        let all = served();
+        all.contains("gitops_sync_total{") && all.contains("dev.gitops.sync.succeeded")
+    });
+    let served = served();
 
     let mut argv = String::new();
     for proc_pid in std::iter::once(pid).chain(children(pid)) {
@@ -334,6 +385,12 @@ fn a_long_lived_agent_keeps_secrets_out_of_argv_and_rereads_a_rotated_file() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     for secret in [SECRET, stale, "env-token-GRUE-55"] {
+        assert_absent(
+            "the HTTP endpoints and notifications",
+            &served,
+            USER,
+            secret,
+        );
         assert_absent("argv", &argv, USER, secret);
         assert_absent("stdout", &stdout, USER, secret);
         assert_absent("stderr", &stderr, USER, secret);
