@@ -65,3 +65,36 @@ fn flags_come_from_the_environment_too() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nonsense"), "the env value was parsed: {err}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_rust_log_sets_the_level() {
+    let repo = support::git_server::Repo::with_files(&[("app.conf", "port = 80\n")]);
+    let dirs = support::git_server::Dirs::new();
+    let url = format!("file://{}", repo.root.join("app.git").display());
+    let out = support::git_server::agent(&url, &dirs, "debug")
+        .args(["--once", "--log-format", "json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "RUST_LOG=debug logs something");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    let quiet = support::git_server::agent(&url, &dirs, "error")
+        .args(["--once", "--log-format", "json"])
+        .output()
+        .expect("run");
+    assert!(quiet.status.success());
+    assert!(quiet.stderr.is_empty(), "RUST_LOG=error: nothing to say");
+}
