@@ -586,3 +586,96 @@ async fn huge_commit_messages_are_cut_in_every_record() {
     let applied = status.last_applied.expect("applied");
     assert!(applied.message.len() <= MAX_MESSAGE_BYTES);
 }
+
+/// A health wait cut short by a shutdown loses no audit record: what
+/// reached the target is recorded before the wait.
+#[tokio::test(start_paused = true)]
+async fn a_health_wait_cut_short_keeps_the_audit_records() {
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    let config = quick().health_timeout(Duration::from_secs(3600));
+    let engine = engine_on(&source, &target, store.clone(), config);
+    target.script_health(
+        &id("App/a"),
+        std::iter::repeat_n(Health::Progressing, 10_000),
+    );
+    source.commit([("app.yaml", doc("a", 1))]);
+    let running = engine.clone();
+    let run = tokio::spawn(async move { running.run().await });
+    assert!(
+        eventually(Duration::from_secs(10), || target
+            .get(&id("App/a"))
+            .is_some())
+        .await,
+        "applied"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await; // inside the health wait
+    engine.handle().shutdown();
+    engine.handle().shutdown(); // the second aborts the wait
+    run.await.expect("join").expect("run");
+    let audit = engine.audit(&AuditQuery::default()).await.expect("audit");
+    assert_eq!(
+        audit
+            .iter()
+            .map(|r| (r.id.to_string(), r.action))
+            .collect::<Vec<_>>(),
+        [("App/a".to_owned(), AuditAction::Create)],
+        "the create that reached the target is audited"
+    );
+}
+
+/// A crash between an apply and its record leaves a pending create (or the
+/// old digest) in the inventory; the next sync finds the target already
+/// holds the revision's version and audits the change then.
+#[tokio::test]
+async fn a_change_whose_record_a_crash_lost_is_audited_by_the_next_sync() {
+    let source = Arc::new(MemorySource::new("main"));
+    let target = Arc::new(MemoryTarget::new());
+    let store = Arc::new(gitops_core::MemoryStore::new());
+    source.commit([("app.yaml", format!("{}{}", doc("a", 1), doc("b", 1)))]);
+    let engine = engine_on(&source, &target, store.clone(), quick());
+    assert!(engine.sync_once().await.expect("sync").converged());
+    let before = engine
+        .audit(&AuditQuery::default())
+        .await
+        .expect("audit")
+        .len();
+    // As if a crash hit between the apply and its record: the target holds
+    // v2 of a and the new c, the inventory still the old digest of a and a
+    // pending (empty) entry for c.
+    source.commit([(
+        "app.yaml",
+        format!("{}{}{}", doc("a", 2), doc("b", 1), doc("c", 1)),
+    )]);
+    target.edit(&id("App/a"), json!({"v": 2}));
+    target.edit(&id("App/c"), json!({"v": 1}));
+    let loaded = store.load_inventory("default").await.expect("inventory");
+    let mut inventory = loaded.value.clone();
+    inventory.insert(
+        id("App/c"),
+        gitops_core::InventoryEntry {
+            digest: String::new(),
+            depends_on: Vec::new(),
+            prune: true,
+        },
+    );
+    store
+        .save_inventory("default", &inventory, loaded.version, &[])
+        .await
+        .expect("save");
+    let report = engine.sync_once().await.expect("sync");
+    assert!(report.converged(), "{report}");
+    let audit = engine.audit(&AuditQuery::default()).await.expect("audit");
+    let recovered: Vec<_> = audit[before..]
+        .iter()
+        .map(|r| (r.id.to_string(), r.action, r.detail.is_some()))
+        .collect();
+    assert_eq!(
+        recovered,
+        [
+            ("App/a".to_owned(), AuditAction::Update, true),
+            ("App/c".to_owned(), AuditAction::Create, true)
+        ]
+    );
+}

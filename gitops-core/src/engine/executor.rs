@@ -375,8 +375,10 @@ impl Inner {
 
     /// Applies one wave: records new ids first (a crash mid-wave never
     /// leaves a resource we created outside the inventory), applies with
-    /// bounded concurrency, waits for health, saves the wave and its audit
-    /// records in one write. How the sync ends, when the wave cut it short.
+    /// bounded concurrency, saves the wave and its audit records in one
+    /// write, then waits for health. How the sync ends, when the wave cut it
+    /// short. A crash between an apply and that write is audited by the next
+    /// sync's refresh.
     async fn apply_wave(
         &self,
         to_apply: &[(usize, bool)],
@@ -435,16 +437,19 @@ impl Inner {
                 }
             }
         }
-        // Outcomes of applied resources wait for their health.
-        if let Some(cut) = self.wait_healthy(run.desired, &applied, run).await.cut() {
-            return Ok(Some(cut));
-        }
+        // What reached the target is recorded before any health wait: a
+        // wait cut short (a newer revision, a shutdown, a crash) loses no
+        // audit record.
         *ex.version = self
             .parts
             .store
             .save_inventory(&self.name, ex.inventory, *ex.version, &records)
             .await
             .map_err(super::EngineError::Store)?;
+        // Outcomes of applied resources wait for their health.
+        if let Some(cut) = self.wait_healthy(run.desired, &applied, run).await.cut() {
+            return Ok(Some(cut));
+        }
         if cancelled || self.shutting_down() {
             return Ok(Some(SyncResult::Interrupted));
         }

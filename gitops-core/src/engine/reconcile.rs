@@ -15,9 +15,10 @@ use super::state::{Inner, LoopState, Prepared};
 use super::writeback::WritebackRun;
 use super::{EngineError, Event, SyncReport, Timings};
 use crate::gate::{GateResult, GateStage};
+use crate::id::ResourceId;
 use crate::model::{Inventory, InventoryEntry, Revision};
 use crate::plan::{Change, Plan};
-use crate::record::{HistoryEntry, SyncResult, Trigger};
+use crate::record::{AuditAction, AuditRecord, HistoryEntry, SyncResult, Trigger};
 use crate::status::{ConditionKind, Reason};
 
 /// What one reconcile knows as it goes.
@@ -163,7 +164,7 @@ impl Inner {
             .await?;
         sync.timings.apply = execution.apply_time;
         sync.timings.prune = execution.prune_time;
-        self.refresh(&prepared, &plan, &mut inventory, &mut version)
+        self.refresh(&prepared, &plan, &audit, &mut inventory, &mut version)
             .await?;
         let run = WritebackRun {
             drifted: &execution.writeback,
@@ -287,16 +288,20 @@ impl Inner {
 
     /// Records what already matches Git but is not recorded, or recorded
     /// with another digest (a lost state, a first sync onto an identical
-    /// target, an apply whose record a crash lost).
+    /// target, an apply whose record a crash lost). A change the inventory
+    /// expected (a pending create, another digest) is audited here, so a
+    /// crash between an apply and its record never loses the record.
     async fn refresh(
         &self,
         prepared: &Prepared,
         plan: &Plan,
+        audit: &AuditContext<'_>,
         inventory: &mut Inventory,
         version: &mut u64,
     ) -> Result<(), EngineError> {
         let desired = &prepared.desired;
         let mut refreshed = false;
+        let mut records = Vec::new();
         for change in plan.waves.iter().flat_map(|w| &w.changes) {
             if change.change != Change::Unchanged {
                 continue;
@@ -305,30 +310,56 @@ impl Inner {
                 continue;
             };
             let digest = &prepared.digests[pos];
-            if inventory
-                .get(&change.id)
-                .is_none_or(|e| e.digest != *digest)
-            {
-                let r = &desired.resources()[pos];
-                inventory.insert(
-                    r.id.clone(),
-                    InventoryEntry {
-                        digest: digest.clone(),
-                        depends_on: r.depends_on.clone(),
-                        prune: r.policy.prune,
-                    },
-                );
-                refreshed = true;
+            let known = inventory.get(&change.id).map(|e| e.digest.clone());
+            if known.as_ref() == Some(digest) {
+                continue;
             }
+            if let Some(record) = unrecorded_change(audit, &change.id, known, digest) {
+                records.push(record);
+            }
+            let r = &desired.resources()[pos];
+            inventory.insert(
+                r.id.clone(),
+                InventoryEntry {
+                    digest: digest.clone(),
+                    depends_on: r.depends_on.clone(),
+                    prune: r.policy.prune,
+                },
+            );
+            refreshed = true;
         }
         if refreshed {
             *version = self
                 .parts
                 .store
-                .save_inventory(&self.name, inventory, *version, &[])
+                .save_inventory(&self.name, inventory, *version, &records)
                 .await
                 .map_err(EngineError::Store)?;
         }
         Ok(())
     }
+}
+
+/// The audit record of a change the target already holds but the
+/// inventory does not: a pending create (recorded as `""` before the apply)
+/// is a create; another digest an update. Nothing for an id the inventory
+/// never knew (adopted, not changed by us).
+fn unrecorded_change(
+    audit: &AuditContext<'_>,
+    id: &ResourceId,
+    known: Option<String>,
+    digest: &str,
+) -> Option<AuditRecord> {
+    let (action, before) = match known {
+        None => return None,
+        Some(d) if d.is_empty() => (AuditAction::Create, None),
+        Some(d) => (AuditAction::Update, Some(d)),
+    };
+    let mut record = audit.record(id, action, before, Some(digest.to_owned()));
+    record.detail = Some(
+        "recorded at the next sync: the target already held this revision's version \
+         (an apply whose record a crash or a cut-short wave lost, or the same change made by hand)"
+            .to_owned(),
+    );
+    Some(record)
 }
