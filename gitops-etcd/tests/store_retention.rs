@@ -201,3 +201,53 @@ async fn saves_and_limited_queries_read_a_page_not_the_whole_audit_log() {
     let all = store.read_stats();
     assert!(all.bytes - all_before.bytes > 7 * 1024 * 1024);
 }
+
+/// More keys than one page holds (`VALUES_PER_PAGE`): audit and history
+/// reads continue page after page, in order, with nothing lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_continue_across_pages_in_order() {
+    let (_, _, store) = store("pages", AuditRetention::default()).await;
+    let now = SystemTime::now();
+    let keys = 3 * gitops_etcd::VALUES_PER_PAGE + 2;
+    let mut version = 0;
+    for save in 0..keys {
+        version = store
+            .save_inventory(
+                "web",
+                &Inventory::new(),
+                version,
+                &[record(&format!("K/s{save:03}"), now, 1)],
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.read_stats();
+    let expected: Vec<String> = (0..keys).map(|s| format!("K/s{s:03}")).collect();
+    assert_eq!(ids(&store, "web").await, expected);
+    assert!(store.read_stats().requests - before.requests >= 4, "paged");
+    let mut entry = gitops_core::HistoryEntry {
+        revision: gitops_core::Revision::new("main", "0"),
+        trigger: Trigger::Poll,
+        result: gitops_core::engine::SyncResult::Converged,
+        error: None,
+        summary: Default::default(),
+        outcomes: Vec::new(),
+        gates: Vec::new(),
+        started_at: now,
+        finished_at: now,
+    };
+    for n in 0..keys {
+        entry.revision = gitops_core::Revision::new("main", format!("{n:03}"));
+        store.append_history("web", &entry, 1000).await.unwrap();
+    }
+    let got: Vec<String> = store
+        .history("web", 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.revision.id.clone())
+        .collect();
+    let newest_first: Vec<String> = (0..keys).rev().map(|n| format!("{n:03}")).collect();
+    assert_eq!(got, newest_first);
+    assert_eq!(store.history("web", 5).await.unwrap().len(), 5);
+}
