@@ -83,8 +83,8 @@ pub use render::{DesiredState, FileEdit, Render, RenderError};
 pub use source::{BoxError, Source, SourceError};
 pub use status::{BlockReason, Blocked, Condition, ConditionKind, Status};
 pub use store::{
-    AuditAction, AuditQuery, AuditRecord, EngineRecord, HistoryEntry, MemoryStore, StateStore,
-    StoreError,
+    AuditAction, AuditQuery, AuditRecord, AuditRetention, EngineRecord, HistoryEntry, MemoryStore,
+    StateStore, StoreError,
 };
 pub use target::{Target, TargetError};
 pub use window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, SystemClock};

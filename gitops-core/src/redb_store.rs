@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::model::Inventory;
 use crate::store::{
-    AuditQuery, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, StateStore, StoreError,
-    Versioned,
+    AuditQuery, AuditRecord, AuditRetention, EngineRecord, FORMAT_VERSION, HistoryEntry,
+    StateStore, StoreError, Versioned,
 };
 
 /// Record-set name -> format version.
@@ -47,16 +47,23 @@ const RECORD_SETS: [&str; 4] = ["inventory", "record", "history", "audit"];
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
+///
+/// Audit records are kept within an [`AuditRetention`] (default: 90 days
+/// and 100,000 records per application), trimmed in the transaction that
+/// appends them; sequences are contiguous, so the count is the distance
+/// between the first and the last key and only the oldest records are read.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
+    retention: AuditRetention,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
             .field("path", &self.path)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -144,7 +151,19 @@ impl RedbStore {
         Ok(Self {
             db: Arc::new(db),
             path,
+            retention: AuditRetention::default(),
         })
+    }
+
+    /// Keeps audit records within `retention` instead of the default.
+    pub fn with_audit_retention(mut self, retention: AuditRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The audit retention in force.
+    pub fn audit_retention(&self) -> AuditRetention {
+        self.retention
     }
 
     /// The database file.
@@ -247,6 +266,66 @@ fn next_sequence(
     Ok(last.map_or(0, |s| s + 1))
 }
 
+/// Drops the oldest audit records of `app` beyond the count limit, then
+/// those older than the age limit, with their index entries. Reads the
+/// head only: the first and last keys, the records it drops, and the first
+/// one it keeps.
+fn trim_audit(
+    records: &mut redb::Table<(&'static str, u64), &'static [u8]>,
+    by_id: &mut redb::Table<(&'static str, &'static str, u64), ()>,
+    path: &Path,
+    app: &str,
+    retention: &AuditRetention,
+    now: std::time::SystemTime,
+) -> Result<(), StoreError> {
+    let bounds = {
+        let mut range = records
+            .range((app, 0)..=(app, u64::MAX))
+            .map_err(|e| unavailable(path, e))?;
+        let first = range.next().transpose().map_err(|e| unavailable(path, e))?;
+        let last = range
+            .next_back()
+            .transpose()
+            .map_err(|e| unavailable(path, e))?;
+        first.map(|(f, _)| {
+            let first = f.value().1;
+            (first, last.map_or(first, |(l, _)| l.value().1))
+        })
+    };
+    let Some((first, last)) = bounds else {
+        return Ok(());
+    };
+    // Sequences are contiguous: trimming only ever removes the head.
+    let count = last - first + 1;
+    let mut keep_from = first + count.saturating_sub(retention.max_records);
+    // The oldest records we would keep may still be too old.
+    let mut doomed: Vec<(u64, String)> = Vec::new();
+    for item in records
+        .range((app, first)..=(app, last))
+        .map_err(|e| unavailable(path, e))?
+    {
+        let (k, v) = item.map_err(|e| unavailable(path, e))?;
+        let seq = k.value().1;
+        let record: AuditRecord = decode(path, "audit", v.value())?;
+        if seq >= keep_from {
+            if !retention.expired(record.at, now) {
+                break;
+            }
+            keep_from = seq + 1;
+        }
+        doomed.push((seq, record.id.to_string()));
+    }
+    for (seq, id) in &doomed {
+        records
+            .remove((app, *seq))
+            .map_err(|e| unavailable(path, e))?;
+        by_id
+            .remove((app, id.as_str(), *seq))
+            .map_err(|e| unavailable(path, e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl StateStore for RedbStore {
     async fn load_inventory(&self, app: &str) -> Result<Versioned<Inventory>, StoreError> {
@@ -268,6 +347,7 @@ impl StateStore for RedbStore {
             .iter()
             .map(|r| Ok((r.id.to_string(), encode(&self.path, r)?)))
             .collect::<Result<_, StoreError>>()?;
+        let retention = self.retention;
         self.blocking(move |db, path| {
             let txn = db.begin_write().map_err(|e| unavailable(path, e))?;
             let version = write_versioned(&txn, path, INVENTORY, &app, expected, &bytes)?;
@@ -285,6 +365,14 @@ impl StateStore for RedbStore {
                         .insert((app.as_str(), id.as_str(), seq), ())
                         .map_err(|e| unavailable(path, e))?;
                 }
+                trim_audit(
+                    &mut records,
+                    &mut by_id,
+                    path,
+                    &app,
+                    &retention,
+                    std::time::SystemTime::now(),
+                )?;
             }
             txn.commit().map_err(|e| unavailable(path, e))?;
             Ok(version)

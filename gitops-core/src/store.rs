@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -110,7 +110,83 @@ impl AuditQuery {
     }
 }
 
+/// How long audit records are kept, per application. Every store applies
+/// it as records are appended, reading only the oldest records: those
+/// beyond `max_records` go, and so do those older than `max_age`, whichever
+/// keeps less. Records are appended in time order, so trimming by age
+/// stops at the first record young enough to keep.
+///
+/// The default keeps 90 days and at most 100,000 records per application.
+///
+/// ```
+/// use std::time::Duration;
+/// use gitops_core::store::AuditRetention;
+/// let keep = AuditRetention::default();
+/// assert_eq!(keep.max_age, Duration::from_secs(90 * 24 * 60 * 60));
+/// assert_eq!(keep.max_records, 100_000);
+/// let a_year = AuditRetention::default().max_age(Duration::from_secs(365 * 24 * 60 * 60));
+/// assert_eq!(a_year.max_records, 100_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRetention {
+    /// Records older than this go (`Duration::MAX`: kept whatever their age).
+    pub max_age: Duration,
+    /// At most this many records per application; the oldest go first
+    /// (`u64::MAX`: no limit).
+    pub max_records: u64,
+}
+
+impl AuditRetention {
+    /// The default age limit: 90 days.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+    /// The default count limit: 100,000 records per application.
+    pub const DEFAULT_MAX_RECORDS: u64 = 100_000;
+    /// Keeps every record forever (audit logs kept elsewhere by law, or
+    /// tests). The store then grows without bound.
+    pub const KEEP_ALL: AuditRetention = AuditRetention {
+        max_age: Duration::MAX,
+        max_records: u64::MAX,
+    };
+
+    /// The same retention with another age limit.
+    pub fn max_age(self, max_age: Duration) -> Self {
+        Self { max_age, ..self }
+    }
+
+    /// The same retention with another count limit.
+    pub fn max_records(self, max_records: u64) -> Self {
+        Self {
+            max_records,
+            ..self
+        }
+    }
+
+    /// Records made before this instant are dropped (`None`: no age limit
+    /// reaches back that far).
+    pub fn cutoff(&self, now: SystemTime) -> Option<SystemTime> {
+        now.checked_sub(self.max_age)
+    }
+
+    /// Whether a record made at `at` is too old to keep at `now`.
+    pub fn expired(&self, at: SystemTime, now: SystemTime) -> bool {
+        self.cutoff(now).is_some_and(|cutoff| at < cutoff)
+    }
+}
+
+impl Default for AuditRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Self::DEFAULT_MAX_AGE,
+            max_records: Self::DEFAULT_MAX_RECORDS,
+        }
+    }
+}
+
 /// Durable engine state.
+///
+/// Stores keep audit records within an [`AuditRetention`] (by default 90
+/// days and 100,000 records per application), trimmed as records are
+/// appended.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// The inventory of `app` (empty at version 0 when never written).
@@ -160,14 +236,17 @@ struct AppState {
     inventory: Versioned<Inventory>,
     record: Versioned<EngineRecord>,
     history: VecDeque<HistoryEntry>,
-    audit: Vec<AuditRecord>,
+    audit: VecDeque<AuditRecord>,
 }
 
 /// A [`StateStore`] in memory: the default when no durable store is given,
-/// and handy in tests. Forgets everything when dropped.
+/// and handy in tests. Forgets everything when dropped. Audit records are
+/// kept within an [`AuditRetention`] (default: 90 days, 100,000 records per
+/// application).
 #[derive(Default)]
 pub struct MemoryStore {
     apps: Mutex<HashMap<String, AppState>>,
+    retention: AuditRetention,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -182,9 +261,29 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Keeps audit records within `retention` instead of the default.
+    pub fn with_audit_retention(mut self, retention: AuditRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The audit retention in force.
+    pub fn audit_retention(&self) -> AuditRetention {
+        self.retention
+    }
+
     fn with<T>(&self, app: &str, f: impl FnOnce(&mut AppState) -> T) -> T {
         let mut apps = self.apps.locked();
         f(apps.entry(app.to_owned()).or_default())
+    }
+}
+
+/// Drops the oldest records beyond the count limit, then those too old,
+/// looking at the head only.
+fn trim_audit(audit: &mut VecDeque<AuditRecord>, retention: &AuditRetention, now: SystemTime) {
+    let max = usize::try_from(retention.max_records).unwrap_or(usize::MAX);
+    while audit.len() > max || audit.front().is_some_and(|r| retention.expired(r.at, now)) {
+        audit.pop_front();
     }
 }
 
@@ -217,7 +316,8 @@ impl StateStore for MemoryStore {
             check_version(app, expected, s.inventory.version)?;
             s.inventory.version += 1;
             s.inventory.value = inventory.clone();
-            s.audit.extend_from_slice(audit);
+            s.audit.extend(audit.iter().cloned());
+            trim_audit(&mut s.audit, &self.retention, SystemTime::now());
             Ok(s.inventory.version)
         })
     }

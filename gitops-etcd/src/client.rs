@@ -19,6 +19,20 @@ pub const ENDPOINTS_ENV: &str = "GITOPS_ETCD_ENDPOINTS";
 /// room for the keys and the transaction around the value.
 pub const MAX_VALUE_BYTES: usize = 1_400_000;
 
+/// The largest reply this crate accepts from etcd: 16 MiB, set on purpose
+/// (tonic's default is 4 MiB, and `etcd-client` keeps it). The stores never
+/// rely on it: they read values in pages of at most
+/// [`VALUES_PER_PAGE`] keys, which fit with room to spare
+/// (`VALUES_PER_PAGE * MAX_VALUE_BYTES` is under 16 MiB).
+pub const DECODE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How many values one paged read asks etcd for: as many values of
+/// [`MAX_VALUE_BYTES`] (plus their keys) as fit in [`DECODE_LIMIT`].
+pub const VALUES_PER_PAGE: usize = DECODE_LIMIT / (MAX_VALUE_BYTES + 16 * 1024);
+
+/// How many keys one keys-only paged read asks etcd for.
+pub const KEYS_PER_PAGE: usize = 1_000;
+
 /// Why talking to etcd failed; every variant says which endpoints or key.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -306,7 +320,9 @@ impl EtcdClient {
     }
 
     pub(crate) fn kv(&self) -> etcd_client::KvClient {
-        self.inner.kv_client()
+        self.inner
+            .kv_client()
+            .max_decoding_message_size(DECODE_LIMIT)
     }
 
     pub(crate) fn lease(&self) -> etcd_client::LeaseClient {

@@ -52,13 +52,16 @@ pub mod fence;
 pub mod store;
 pub mod target;
 
-pub use client::{ENDPOINTS_ENV, EtcdClient, EtcdConfig, EtcdError, MAX_VALUE_BYTES, TlsConfig};
+pub use client::{
+    DECODE_LIMIT, ENDPOINTS_ENV, EtcdClient, EtcdConfig, EtcdError, KEYS_PER_PAGE, MAX_VALUE_BYTES,
+    TlsConfig, VALUES_PER_PAGE,
+};
 pub use cluster::{
     AppContext, ClusterError, ClusterEvent, EngineFactory, Replica, ReplicaConfig, ReplicaHandle,
     assign,
 };
 pub use fence::Fence;
-pub use store::EtcdStore;
+pub use store::{EtcdStore, ReadStats};
 pub use target::EtcdTarget;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -660,3 +660,41 @@ async fn a_partitioned_replica_stops_before_another_can_claim() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `Duration::MAX` as the rebalance interval ("on watch events only") once
+/// made the session loop panic on `Instant + interval` before its first
+/// rebalance: the replica never claimed anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_interval_of_duration_max_still_claims_applications() {
+    let prefix = support::prefix("rebalance-max");
+    let client = support::client().await;
+    let app_names = apps(3);
+    let config = ReplicaConfig::new("solo", &prefix)
+        .ttl(Duration::from_secs(5))
+        .rebalance_interval(Duration::MAX);
+    let replica = Replica::start(
+        client.clone(),
+        config,
+        app_names.clone(),
+        factory(prefix.clone(), "solo".into()),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the replica owns all 3",
+        Duration::from_secs(20),
+        || async {
+            if replica.owned().len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{} owned", replica.owned().len()))
+            }
+        },
+    )
+    .await;
+    replica.stop().await;
+    // A zero interval would spin: refused at start.
+    let zero = ReplicaConfig::new("zero", &prefix).rebalance_interval(Duration::ZERO);
+    let refused = Replica::start(client, zero, app_names, factory(prefix, "zero".into())).await;
+    assert!(refused.is_err(), "a zero rebalance interval is refused");
+}

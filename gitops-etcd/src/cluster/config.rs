@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use gitops_core::store::AuditRetention;
+
 use crate::client::EtcdError;
 use crate::fence::escape;
 
@@ -56,11 +58,23 @@ pub struct ReplicaConfig {
     /// resources in flight before aborting it (default 10 s).
     pub handover_timeout: Duration,
     /// How often the assignment is re-checked even when the watch is quiet
-    /// (default: the TTL).
+    /// (default: the TTL). Zero is refused at start; anything above
+    /// [`MAX_REBALANCE_INTERVAL`] (a year, `Duration::MAX` included) counts
+    /// as that: in practice, on watch events only.
     pub rebalance_interval: Option<Duration>,
     /// Claims sent at once (default 32).
     pub claim_concurrency: usize,
+    /// How long the audit records of the applications are kept (default:
+    /// 90 days, 100,000 records per application).
+    pub audit_retention: AuditRetention,
 }
+
+/// The longest timer between two rebalances: one year. Longer intervals
+/// (`Duration::MAX` included) are cut to it.
+pub const MAX_REBALANCE_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The longest lease etcd grants: 9,000,000,000 s (etcd's `MaxLeaseTTL`).
+pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
 
 impl ReplicaConfig {
     /// The defaults for replica `id` in cluster `prefix`.
@@ -72,7 +86,28 @@ impl ReplicaConfig {
             handover_timeout: Duration::from_secs(10),
             rebalance_interval: None,
             claim_concurrency: 32,
+            audit_retention: AuditRetention::default(),
         }
+    }
+
+    /// Sets how often the assignment is re-checked when the watch is quiet.
+    pub fn rebalance_interval(mut self, interval: Duration) -> Self {
+        self.rebalance_interval = Some(interval);
+        self
+    }
+
+    /// Sets how long audit records are kept.
+    pub fn audit_retention(mut self, retention: AuditRetention) -> Self {
+        self.audit_retention = retention;
+        self
+    }
+
+    /// The timer between rebalances: the interval (default the TTL), at
+    /// most [`MAX_REBALANCE_INTERVAL`].
+    pub(super) fn rebalance_every(&self) -> Duration {
+        self.rebalance_interval
+            .unwrap_or(self.ttl)
+            .min(MAX_REBALANCE_INTERVAL)
     }
 
     /// Sets the lease TTL.
@@ -102,6 +137,16 @@ impl ReplicaConfig {
                 self.ttl
             ));
         }
+        if self.ttl > MAX_TTL {
+            return bad(format!(
+                "ttl {:?}: etcd grants leases of at most {} s",
+                self.ttl,
+                MAX_TTL.as_secs()
+            ));
+        }
+        if self.rebalance_interval == Some(Duration::ZERO) {
+            return bad("rebalance_interval must be more than zero".into());
+        }
         if self.claim_concurrency == 0 {
             return bad("claim_concurrency must be at least 1".into());
         }
@@ -124,6 +169,29 @@ mod tests {
         assert!(ok.validate().is_ok());
         assert!(ReplicaConfig::new("a/b", "/g").validate().is_err());
         assert!(ok.clone().ttl(Duration::from_secs(1)).validate().is_err());
-        assert!(ok.ttl(Duration::from_millis(2500)).validate().is_err());
+        assert!(
+            ok.clone()
+                .ttl(Duration::from_millis(2500))
+                .validate()
+                .is_err()
+        );
+        assert!(ok.clone().ttl(Duration::MAX).validate().is_err());
+        assert!(
+            ok.clone()
+                .rebalance_interval(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_huge_rebalance_interval_is_cut_to_a_year() {
+        let config = ReplicaConfig::new("r1", "/g").rebalance_interval(Duration::MAX);
+        assert!(config.validate().is_ok());
+        assert_eq!(config.rebalance_every(), MAX_REBALANCE_INTERVAL);
+        // What the session loop adds to the clock: no overflow.
+        let _ = tokio::time::Instant::now() + config.rebalance_every();
+        let ttl = ReplicaConfig::new("r1", "/g").ttl(Duration::from_secs(7));
+        assert_eq!(ttl.rebalance_every(), Duration::from_secs(7));
     }
 }

@@ -62,7 +62,7 @@ use crate::client::{EtcdClient, EtcdError};
 use crate::store::EtcdStore;
 
 pub use assign::assign;
-pub use config::{ClusterError, ReplicaConfig};
+pub use config::{ClusterError, MAX_REBALANCE_INTERVAL, MAX_TTL, ReplicaConfig};
 pub use engines::{AppContext, EngineFactory};
 pub use event::ClusterEvent;
 
@@ -116,7 +116,8 @@ impl Replica {
         apps.dedup();
         let (events, _) = broadcast::channel(65_536);
         let shared = Arc::new(Shared {
-            store: EtcdStore::new(client.clone(), config.prefix.clone()),
+            store: EtcdStore::new(client.clone(), config.prefix.clone())
+                .with_audit_retention(config.audit_retention),
             config,
             apps,
             client,

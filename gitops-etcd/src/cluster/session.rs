@@ -119,7 +119,7 @@ impl Shared {
     ) -> SessionEnd {
         let registered_at = self.register(lease).await;
         self.emit(ClusterEvent::Joined { lease });
-        let interval = self.config.rebalance_interval.unwrap_or(self.config.ttl);
+        let interval = self.config.rebalance_every();
         let mut watch = None;
         let mut due = Instant::now();
         loop {

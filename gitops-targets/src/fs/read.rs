@@ -5,11 +5,14 @@ use std::io::{self, Read as _};
 use std::sync::PoisonError;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
+use cap_std::fs::{Dir, FileTypeExt as _, OpenOptions, OpenOptionsExt as _};
 use gitops_core::{Health, Observed, ResourceId, TargetError};
 
 use super::spec::{Fingerprint, Found, observed_spec, path_of};
 use super::{Durability, Inner, io_error, is_not_found, split_parent};
+
+/// The kind observed for an entry this process is not allowed to read.
+const UNREADABLE: &str = "unreadable file";
 
 /// A parent directory opened for a batch of observes: the handle, `None`
 /// when it does not exist, or why it could not be opened.
@@ -33,6 +36,22 @@ impl Inner {
             // O_NOFOLLOW on a symlink: ELOOP.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
                 return Ok(Some(Found::Other { kind: "symlink" }));
+            }
+            // Something is there that this process may not read (mode 000,
+            // another owner): drift of this resource alone, which an apply
+            // replaces, not an error that stops the whole application.
+            // (EACCES from the kernel only: cap-std's refusal of a path
+            // leading outside the root stays an error.)
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ACCESS.raw_os_error()) => {
+                return Ok(Some(Found::Other { kind: UNREADABLE }));
+            }
+            // A Unix socket (or a device without a driver) cannot be opened.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                let socket = dir
+                    .symlink_metadata(path)
+                    .is_ok_and(|m| m.file_type().is_socket());
+                let kind = if socket { "socket" } else { "special" };
+                return Ok(Some(Found::Other { kind }));
             }
             Err(e) => return Err(e),
         };
@@ -154,6 +173,9 @@ impl Inner {
             },
             Some(Found::TooLarge { size, .. }) => Health::Degraded {
                 reason: format!("{path} is {size} bytes, over the size limit"),
+            },
+            Some(Found::Other { kind: UNREADABLE }) => Health::Degraded {
+                reason: format!("{path} cannot be read (permission denied)"),
             },
             Some(Found::Other { kind }) => Health::Degraded {
                 reason: format!("{path} is a {kind}, not a regular file"),

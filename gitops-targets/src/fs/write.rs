@@ -151,6 +151,14 @@ impl Inner {
             }
             ancestor = split_parent(ancestor).0;
         }
+        // The engine forgets a pruned resource (saves the inventory) once
+        // this returns: the unlink must be on disk first, or a crash could
+        // bring back a file nothing manages any more. Concurrent deletes of
+        // a wave share one `syncfs`.
+        if self.options.durability == Durability::PerWave {
+            self.sync_blocking()
+                .map_err(|e| io_error(id, "sync the target filesystem".to_owned(), e))?;
+        }
         Ok(())
     }
 }

@@ -9,6 +9,9 @@
 //! <prefix>/state/<app>/history/<id>       one sync each, newest `retain` kept
 //! <prefix>/state/<app>/audit/<version>    append-only: the records of one inventory
 //!                                          save, in the same transaction
+//! <prefix>/state/<app>/audit-count        how many audit records there are, up to
+//!                                          which key (a cache for retention, rebuilt
+//!                                          from the audit keys when missing)
 //! ```
 //!
 //! Inventory and record writes compare the key's mod-revision with the
@@ -18,21 +21,33 @@
 //! every write is refused with [`StoreError::Conflict`] and nothing lands.
 //! Values over [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES) are refused before
 //! they are sent (an inventory fits ~10,000 resources).
+//!
+//! Every read of more than one key is paged: at most
+//! [`VALUES_PER_PAGE`](crate::VALUES_PER_PAGE) values or
+//! [`KEYS_PER_PAGE`](crate::KEYS_PER_PAGE) keys per request, so no reply
+//! comes near the client's [`DECODE_LIMIT`](crate::DECODE_LIMIT) however
+//! much history and audit an application has. Audit records are kept within
+//! an [`AuditRetention`] (default: 90 days, 100,000 records per
+//! application), trimmed after each save from the oldest key on.
 
+mod audit;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use etcd_client::{
     Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use gitops_core::store::{FORMAT_VERSION, Versioned};
+use gitops_core::store::{AuditRetention, FORMAT_VERSION, Versioned};
 use gitops_core::{
     AuditQuery, AuditRecord, EngineRecord, HistoryEntry, Inventory, StateStore, StoreError,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{EtcdClient, EtcdError, check_size};
+use crate::client::{EtcdClient, EtcdError, KEYS_PER_PAGE, VALUES_PER_PAGE, check_size};
 use crate::fence::{Fence, escape, unescape};
 
 /// The engine state of many applications in etcd. Cheap to clone.
@@ -41,6 +56,57 @@ pub struct EtcdStore {
     client: EtcdClient,
     prefix: String,
     fence: Option<Fence>,
+    retention: AuditRetention,
+    reads: Arc<ReadCounters>,
+}
+
+/// What this store (and its clones) read from etcd.
+#[derive(Debug, Default)]
+struct ReadCounters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// How much a store has read from etcd since it was made (clones share
+/// the count): for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadStats {
+    /// Range (get) requests sent.
+    pub requests: u64,
+    /// Bytes of keys and values received.
+    pub bytes: u64,
+}
+
+/// One key read.
+pub(crate) struct Kv {
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) create_revision: i64,
+    pub(crate) mod_revision: i64,
+}
+
+/// The first key after every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes (never one of our prefixes): to the end of the keys.
+    vec![0]
+}
+
+/// The key right after `key`.
+pub(crate) fn key_after(key: &str) -> Vec<u8> {
+    let mut next = key.as_bytes().to_vec();
+    next.push(0);
+    next
+}
+
+fn page_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[derive(Serialize)]
@@ -65,6 +131,28 @@ impl EtcdStore {
             client,
             prefix: prefix.into().trim_end_matches('/').to_owned(),
             fence: None,
+            retention: AuditRetention::default(),
+            reads: Arc::default(),
+        }
+    }
+
+    /// Keeps audit records within `retention` instead of the default (90
+    /// days, 100,000 records per application). Fenced clones keep it.
+    pub fn with_audit_retention(mut self, retention: AuditRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The audit retention in force.
+    pub fn audit_retention(&self) -> AuditRetention {
+        self.retention
+    }
+
+    /// What this store and its clones have read from etcd so far.
+    pub fn read_stats(&self) -> ReadStats {
+        ReadStats {
+            requests: self.reads.requests.load(Ordering::Relaxed),
+            bytes: self.reads.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -219,42 +307,84 @@ impl EtcdStore {
         &self,
         key: String,
     ) -> Result<Versioned<T>, StoreError> {
-        let resp = self
-            .client
-            .kv()
-            .get(key.as_str(), None)
-            .await
-            .map_err(|e| self.unavailable(EtcdError::request("get", key.as_str(), e)))?;
-        match resp.kvs().first() {
+        let (kvs, _) = self.get(&key, GetOptions::new()).await?;
+        match kvs.first() {
             None => Ok(Versioned::default()),
             Some(kv) => Ok(Versioned {
-                version: u64::try_from(kv.mod_revision()).unwrap_or(0),
-                value: self.decode(&key, kv.value())?,
+                version: u64::try_from(kv.mod_revision).unwrap_or(0),
+                value: self.decode(&key, &kv.value)?,
             }),
         }
     }
 
-    async fn range(
+    /// One range request; returns the keys and whether more matched.
+    pub(crate) async fn get(
         &self,
-        prefix: &str,
+        key: &str,
         options: GetOptions,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<(Vec<Kv>, bool), StoreError> {
+        self.reads.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .client
             .kv()
-            .get(prefix, Some(options.with_prefix()))
+            .get(key, Some(options))
             .await
-            .map_err(|e| self.unavailable(EtcdError::request("get", prefix, e)))?;
-        Ok(resp
+            .map_err(|e| self.unavailable(EtcdError::request("get", key, e)))?;
+        let mut bytes = 0;
+        let kvs: Vec<Kv> = resp
             .kvs()
             .iter()
             .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.value().to_vec(),
-                )
+                bytes += kv.key().len() + kv.value().len();
+                Kv {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    value: kv.value().to_vec(),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                }
             })
-            .collect())
+            .collect();
+        self.reads
+            .bytes
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok((kvs, resp.more()))
+    }
+
+    /// The keys `[start, end)` in key order, handed to `each` until it
+    /// returns false or the range ends. Pages start at `first` keys and
+    /// double up to `max` (a reader that stops early reads little).
+    pub(crate) async fn scan(
+        &self,
+        (start, end): (Vec<u8>, Vec<u8>),
+        (first, max): (usize, usize),
+        keys_only: bool,
+        mut each: impl FnMut(Kv) -> Result<bool, StoreError> + Send,
+    ) -> Result<(), StoreError> {
+        let mut from = start;
+        let mut page = first.clamp(1, max.max(1));
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page_limit(page));
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let key = String::from_utf8_lossy(&from).into_owned();
+            let (kvs, more) = self.get(&key, options).await?;
+            let Some(last) = kvs.last().map(|kv| key_after(&kv.key)) else {
+                return Ok(());
+            };
+            for kv in kvs {
+                if !each(kv)? {
+                    return Ok(());
+                }
+            }
+            if !more {
+                return Ok(());
+            }
+            from = last;
+            page = (page * 2).min(max.max(1));
+        }
     }
 }
 
@@ -300,6 +430,14 @@ impl StateStore for EtcdStore {
         // limit as an invalid argument, which retrying can not cure.
         check_size(&key, bytes).map_err(|e| self.unavailable(e))?;
         let revision = self.write(app, Some((&key, expected)), ops).await?;
+        if !audit.is_empty() {
+            // The save landed; a retention pass that fails (another writer,
+            // a lost fence, etcd away) is tried again after the next save.
+            let written = format!("{expected:020}");
+            if let Err(e) = self.retain_audit(app, &written, audit.len()).await {
+                tracing::warn!(app, error = %e, "audit retention not applied this time");
+            }
+        }
         Ok(u64::try_from(revision).unwrap_or(0))
     }
 
@@ -318,7 +456,8 @@ impl StateStore for EtcdStore {
         let value = self.encode(&key, entry)?;
         self.write(app, None, vec![TxnOp::put(key.as_str(), value, None)])
             .await?;
-        let count = self
+        self.reads.requests.fetch_add(1, Ordering::Relaxed);
+        let total = self
             .client
             .kv()
             .get(
@@ -328,23 +467,30 @@ impl StateStore for EtcdStore {
             .await
             .map_err(|e| self.unavailable(EtcdError::request("get", base.as_str(), e)))?
             .count();
-        let excess = usize::try_from(count).unwrap_or(0).saturating_sub(retain);
-        if excess > 0 {
-            let oldest = self
-                .range(
+        let mut excess = usize::try_from(total).unwrap_or(0).saturating_sub(retain);
+        while excess > 0 {
+            // The oldest first, a page of keys at a time: a lowered
+            // retention can leave far more to trim than one reply holds.
+            let (oldest, _) = self
+                .get(
                     &base,
                     GetOptions::new()
+                        .with_prefix()
                         .with_keys_only()
                         .with_sort(SortTarget::Create, SortOrder::Ascend)
-                        .with_limit(i64::try_from(excess).unwrap_or(i64::MAX)),
+                        .with_limit(page_limit(excess.min(KEYS_PER_PAGE))),
                 )
                 .await?;
+            if oldest.is_empty() {
+                break;
+            }
+            excess -= oldest.len();
             // A transaction holds at most `--max-txn-ops` operations (128
-            // by default); a lowered retention can leave more to trim.
+            // by default).
             for chunk in oldest.chunks(TRIM_BATCH) {
                 let deletes = chunk
                     .iter()
-                    .map(|(k, _)| TxnOp::delete(k.as_str(), None))
+                    .map(|kv| TxnOp::delete(kv.key.as_str(), None))
                     .collect();
                 self.write(app, None, deletes).await?;
             }
@@ -353,53 +499,34 @@ impl StateStore for EtcdStore {
     }
 
     async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        if limit == 0 {
-            // etcd reads a range limit of 0 as "no limit".
-            return Ok(Vec::new());
-        }
         let base = format!("{}history/", self.app_prefix(app));
-        let entries = self
-            .range(
-                &base,
-                GetOptions::new()
-                    .with_sort(SortTarget::Create, SortOrder::Descend)
-                    .with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
-            )
-            .await?;
-        entries.iter().map(|(k, v)| self.decode(k, v)).collect()
-    }
-
-    async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        if query.limit == Some(0) {
-            return Ok(Vec::new());
-        }
-        let base = format!("{}audit/", self.app_prefix(app));
-        let records = self
-            .range(
-                &base,
-                GetOptions::new().with_sort(SortTarget::Key, SortOrder::Ascend),
-            )
-            .await?;
         let mut out = Vec::new();
-        'keys: for (k, v) in &records {
-            // `<expected>`: the batch of one save; `<expected>-<i>`: one
-            // record each, as earlier versions wrote them.
-            let single = k.strip_prefix(&base).is_some_and(|seq| seq.contains('-'));
-            let batch: Vec<AuditRecord> = if single {
-                vec![self.decode(k, v)?]
-            } else {
-                self.decode(k, v)?
-            };
-            for record in batch {
-                if query.matches(&record) {
-                    out.push(record);
-                    if query.limit.is_some_and(|l| out.len() >= l) {
-                        break 'keys;
-                    }
-                }
+        let mut before: Option<i64> = None;
+        // Newest first, a page at a time: each entry may be up to
+        // MAX_VALUE_BYTES, so a page holds at most VALUES_PER_PAGE.
+        // (A limit of 0 reads nothing: etcd reads it as "no limit".)
+        while out.len() < limit {
+            let mut options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(page_limit((limit - out.len()).min(VALUES_PER_PAGE)));
+            if let Some(before) = before {
+                options = options.with_max_create_revision(before);
+            }
+            let (kvs, more) = self.get(&base, options).await?;
+            before = kvs.last().map(|kv| kv.create_revision - 1);
+            for kv in &kvs {
+                out.push(self.decode(&kv.key, &kv.value)?);
+            }
+            if !more || kvs.is_empty() || before.is_some_and(|b| b < 1) {
+                break;
             }
         }
         Ok(out)
+    }
+
+    async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read_audit(app, query).await
     }
 
     async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError> {
@@ -425,14 +552,32 @@ impl StateStore for EtcdStore {
     }
 
     async fn apps(&self) -> Result<Vec<String>, StoreError> {
+        // One key per application: after each, skip past all its keys.
         let base = format!("{}/state/", self.prefix);
-        let keys = self
-            .range(&base, GetOptions::new().with_keys_only())
-            .await?;
-        let mut apps: Vec<String> = keys
-            .iter()
-            .filter_map(|(k, _)| k.strip_prefix(&base)?.split('/').next().map(unescape))
-            .collect();
+        let end = prefix_end(&base);
+        let mut from = base.as_bytes().to_vec();
+        let mut apps = Vec::new();
+        loop {
+            let key = String::from_utf8_lossy(&from).into_owned();
+            let (kvs, _) = self
+                .get(
+                    &key,
+                    GetOptions::new()
+                        .with_range(end.clone())
+                        .with_keys_only()
+                        .with_limit(1),
+                )
+                .await?;
+            let Some(segment) = kvs
+                .first()
+                .and_then(|kv| kv.key.strip_prefix(&base)?.split('/').next())
+                .map(str::to_owned)
+            else {
+                break;
+            };
+            from = prefix_end(&format!("{base}{segment}/"));
+            apps.push(unescape(&segment));
+        }
         apps.sort();
         apps.dedup();
         Ok(apps)
