@@ -119,6 +119,7 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             duration: Duration::from_millis(1500),
             error: None,
         }],
+        not_converging: Vec::new(),
         started_at: at,
         finished_at: at + Duration::from_secs(2),
     };
