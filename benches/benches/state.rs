@@ -70,6 +70,7 @@ async fn history_appends(entries: u64) {
             summary: Default::default(),
             outcomes: Vec::new(),
             gates: Vec::new(),
+            not_converging: Vec::new(),
             started_at: SystemTime::now(),
             finished_at: SystemTime::now(),
         };

@@ -203,10 +203,30 @@ pub struct HistoryEntry {
     /// Gates that ran, with their output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateResult>,
+    /// Resources whose difference came back after they were applied (see
+    /// [`NotConverging`]); absent from entries without any, so entries
+    /// without them are written exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_converging: Vec<NotConverging>,
     /// When it started.
     pub started_at: SystemTime,
     /// When it ended.
     pub finished_at: SystemTime,
+}
+
+/// A resource whose difference from Git came back, the same, after the
+/// engine applied it: the target stores something else than it was given
+/// (`true` as `1`), so comparing never says equal. Re-applied with backoff,
+/// not on every drift check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotConverging {
+    /// The resource.
+    pub id: ResourceId,
+    /// The paths of the fields that still differ (`spec.enabled`; never
+    /// their values); empty when the resource stays absent.
+    pub fields: Vec<String>,
+    /// Applies of the same spec against the same difference so far.
+    pub applies: usize,
 }
 
 /// What an audited change did.

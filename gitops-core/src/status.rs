@@ -95,6 +95,9 @@ pub enum Reason {
     RetryScheduled,
     /// The revision failed.
     Failed,
+    /// A resource still differs after it was applied (the target stores
+    /// other values than Git's); it is re-applied with backoff.
+    NotConverging,
 }
 
 impl Reason {
@@ -126,6 +129,7 @@ impl Reason {
             Reason::Stalled => "Stalled",
             Reason::RetryScheduled => "RetryScheduled",
             Reason::Failed => "Failed",
+            Reason::NotConverging => "NotConverging",
         }
     }
 }

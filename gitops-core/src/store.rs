@@ -21,7 +21,9 @@ use crate::sync::LockExt as _;
 
 // The records a store writes, defined below the store in `record`; named
 // here too because every `StateStore` signature speaks of them.
-pub use crate::record::{AuditAction, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry};
+pub use crate::record::{
+    AuditAction, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, NotConverging,
+};
 
 /// A record and the version it was read at (0: never written).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

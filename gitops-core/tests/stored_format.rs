@@ -119,6 +119,7 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             duration: Duration::from_millis(1500),
             error: None,
         }],
+        not_converging: Vec::new(),
         started_at: at,
         finished_at: at + Duration::from_secs(2),
     };
@@ -157,4 +158,28 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             .expect("json"),
         INVENTORY_V1
     );
+}
+
+/// `HistoryEntry::not_converging` is an optional field, not a format
+/// change (docs/stored-data.md): absent when empty (the v1 bytes above are
+/// still what this build writes), written when there is something, and
+/// read back.
+#[test]
+fn not_converging_is_an_optional_history_field() {
+    let mut entry: HistoryEntry = serde_json::from_str(HISTORY_V1).expect("v1 reads");
+    assert!(entry.not_converging.is_empty());
+    entry.not_converging = vec![gitops_core::store::NotConverging {
+        id: web(),
+        fields: vec!["spec.enabled".into()],
+        applies: 3,
+    }];
+    let json = serde_json::to_string(&entry).expect("json");
+    assert!(
+        json.contains(
+            r#""not_converging":[{"id":"App/web","fields":["spec.enabled"],"applies":3}]"#
+        ),
+        "{json}"
+    );
+    let back: HistoryEntry = serde_json::from_str(&json).expect("reads");
+    assert_eq!(back, entry);
 }

@@ -241,6 +241,7 @@ fn sample_history() -> gitops_core::HistoryEntry {
         summary: Default::default(),
         outcomes: Vec::new(),
         gates: Vec::new(),
+        not_converging: Vec::new(),
         started_at: SystemTime::now(),
         finished_at: SystemTime::now(),
     }

@@ -45,6 +45,7 @@ fn big_entry(n: usize) -> HistoryEntry {
         summary: Default::default(),
         outcomes: Vec::new(),
         gates: Vec::new(),
+        not_converging: Vec::new(),
         started_at: SystemTime::now(),
         finished_at: SystemTime::now(),
     }

@@ -233,6 +233,7 @@ async fn reads_continue_across_pages_in_order() {
         summary: Default::default(),
         outcomes: Vec::new(),
         gates: Vec::new(),
+        not_converging: Vec::new(),
         started_at: now,
         finished_at: now,
     };

@@ -141,6 +141,19 @@ pub enum Event {
         /// What blocks it and until when.
         message: String,
     },
+    /// A resource's difference came back, the same, after it was applied:
+    /// it does not converge and is re-applied with backoff (sent when it is
+    /// first found, not on every check).
+    NotConverging {
+        /// The resource.
+        id: ResourceId,
+        /// The paths of the fields that still differ (no values).
+        fields: Vec<String>,
+        /// Applies of the same spec against the same difference so far.
+        applies: usize,
+        /// What to do about it, in words.
+        message: String,
+    },
     /// A retry is scheduled.
     RetryScheduled {
         /// The revision, when one was read.

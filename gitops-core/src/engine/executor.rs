@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 
 use std::time::SystemTime;
 
+use super::converge::{self, Noticed};
 use super::events::{ApplyAction, Event};
 use super::prepare::Kept;
 use super::state::{Inner, LoopState, Prepared};
@@ -59,6 +60,8 @@ pub(super) struct Execution {
     pub outcomes: Vec<ResourceOutcome>,
     pub drift: Vec<DriftEntry>,
     pub writeback: Vec<Drifted>,
+    /// What was noticed about convergence (see [`converge::note`]).
+    pub noticed: Vec<Noticed>,
     pub apply_time: Duration,
     pub prune_time: Duration,
 }
@@ -77,6 +80,7 @@ pub(super) struct Run<'a> {
     /// Unchanged positions whose health is checked again (they were
     /// unhealthy when this revision was last synced).
     pub rechecking: Vec<bool>,
+    noticed: Vec<Noticed>,
 }
 
 impl Run<'_> {
@@ -198,8 +202,12 @@ pub(super) struct Execute<'a> {
     /// unhealthy when this revision was last synced, and nothing to apply
     /// must not make them count as healthy.
     pub recheck: &'a HashSet<ResourceId>,
-    /// The loop state (which resources a write-back conflict sends back to revert).
+    /// The loop state (which resources a write-back conflict sends back to
+    /// revert, which do not converge).
     pub state: &'a LoopState,
+    /// A drift repair while a revision is held: only drift is reverted,
+    /// never these resources (they failed), nothing is pruned.
+    pub repair: Option<&'a HashSet<ResourceId>>,
 }
 
 /// One wave, sorted: what to apply (position, whether it reverts drift)
@@ -227,6 +235,7 @@ impl Inner {
             writeback: Vec::new(),
             creating: vec![false; count],
             rechecking: vec![false; count],
+            noticed: Vec::new(),
         };
         let apply_started = Instant::now();
         let mut result = SyncResult::Converged;
@@ -262,7 +271,7 @@ impl Inner {
         {
             result = SyncResult::WindowClosed;
         }
-        if result == SyncResult::Converged {
+        if result == SyncResult::Converged && ex.repair.is_none() {
             let failed = run.ok.iter().any(|ok| !ok);
             self.prune(
                 ex.plan,
@@ -284,6 +293,7 @@ impl Inner {
             outcomes: run.outcomes,
             drift: run.drift,
             writeback: run.writeback,
+            noticed: run.noticed,
             apply_time,
             prune_time,
         })
@@ -302,6 +312,7 @@ impl Inner {
             let resource = &resources[pos];
             let diff = match &change.change {
                 Change::Unchanged => {
+                    run.noticed.push(Noticed::Matched(resource.id.clone()));
                     if ex.recheck.contains(&resource.id) {
                         run.rechecking[pos] = true;
                         sorted.rechecks.push(pos);
@@ -323,7 +334,27 @@ impl Inner {
                 run.outcome(&resource.id, Outcome::Skipped { blocked_by });
                 continue;
             }
-            let drift = is_drift(ex.inventory, resource, &ex.prepared.digests[pos]);
+            let digest = &ex.prepared.digests[pos];
+            let drift = is_drift(ex.inventory, resource, digest);
+            if ex
+                .repair
+                .is_some_and(|failing| !drift || failing.contains(&resource.id))
+            {
+                // Repair only reverts drift, and leaves what failed alone.
+                continue;
+            }
+            let last = ex.state.converging.get(&resource.id);
+            if !converge::decide(last, digest, diff.as_ref(), Instant::now()) {
+                // The last apply left this same difference: backing off.
+                run.drift.push(DriftEntry {
+                    id: resource.id.clone(),
+                    policy: resource.policy.drift,
+                    diff,
+                    resolved: false,
+                });
+                run.outcome(&resource.id, Outcome::DriftKept);
+                continue;
+            }
             if drift && !self.revert_drift(pos, resource, diff, ex, run) {
                 continue;
             }
@@ -446,10 +477,14 @@ impl Inner {
             .save_inventory(&self.name, ex.inventory, *ex.version, &records)
             .await
             .map_err(super::EngineError::Store)?;
-        // Outcomes of applied resources wait for their health.
+        // Outcomes of applied resources wait for their health; then what
+        // was applied is observed once more (a target that never compares
+        // equal is not converging).
         if let Some(cut) = self.wait_healthy(run.desired, &applied, run).await.cut() {
             return Ok(Some(cut));
         }
+        let verified = self.verify_applied(ex.prepared, &applied).await;
+        run.noticed.extend(verified);
         if cancelled || self.shutting_down() {
             return Ok(Some(SyncResult::Interrupted));
         }

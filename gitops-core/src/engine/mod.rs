@@ -44,6 +44,7 @@
 mod admission;
 mod builder;
 mod config;
+mod converge;
 mod error;
 mod events;
 mod executor;
@@ -54,6 +55,7 @@ mod health;
 mod pin;
 mod prepare;
 mod reconcile;
+mod repair;
 mod report;
 mod retry;
 mod run_loop;
@@ -73,7 +75,7 @@ pub use error::{ConfigError, EngineError};
 pub use events::{ApplyAction, Event};
 pub use handle::{Engine, EngineHandle};
 // The stored vocabulary a report speaks in (defined in `crate::record`).
-pub use crate::record::{Outcome, ResourceOutcome, SyncResult, Trigger};
+pub use crate::record::{NotConverging, Outcome, ResourceOutcome, SyncResult, Trigger};
 pub use report::{SyncReport, Timings};
 
 /// `now + wait`, or about thirty years from now when `wait` is too long for

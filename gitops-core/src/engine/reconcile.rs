@@ -45,6 +45,7 @@ impl Sync<'_> {
             timings: self.timings,
             written_back: None,
             blocked: None,
+            not_converging: Vec::new(),
         }
     }
 }
@@ -160,8 +161,10 @@ impl Inner {
                 observed,
                 recheck: &unhealthy_before(&earlier),
                 state,
+                repair: None,
             })
             .await?;
+        let not_converging = self.note_convergence(state, execution.noticed);
         sync.timings.apply = execution.apply_time;
         sync.timings.prune = execution.prune_time;
         self.refresh(&prepared, &plan, &audit, &mut inventory, &mut version)
@@ -193,6 +196,7 @@ impl Inner {
         let mut report = self.finished(sync, result, plan, gates);
         report.outcomes = execution.outcomes;
         report.written_back = written_back;
+        report.not_converging = not_converging;
         Ok(report)
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::gate::GateResult;
 use crate::model::Revision;
 use crate::plan::Plan;
-use crate::record::{Outcome, ResourceOutcome, SyncResult, Trigger};
+use crate::record::{NotConverging, Outcome, ResourceOutcome, SyncResult, Trigger};
 use crate::status::Blocked;
 
 /// Time spent in each phase.
@@ -56,6 +56,10 @@ pub struct SyncReport {
     /// What held the sync back, when the result is [`SyncResult::Blocked`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<Blocked>,
+    /// Resources whose difference came back after they were applied; they
+    /// are re-applied with backoff, not on every drift check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_converging: Vec<NotConverging>,
 }
 
 impl SyncReport {
@@ -73,6 +77,7 @@ impl SyncReport {
             timings: Timings::default(),
             written_back: None,
             blocked: None,
+            not_converging: Vec::new(),
         }
     }
 
@@ -133,6 +138,18 @@ impl fmt::Display for SyncReport {
             if !g.passed && !g.output.is_empty() {
                 write!(f, ": {}", g.output.trim())?;
             }
+        }
+        for n in &self.not_converging {
+            let fields = if n.fields.is_empty() {
+                "(absent)".to_owned()
+            } else {
+                n.fields.join(", ")
+            };
+            write!(
+                f,
+                "\n  ! {}: does not converge ({fields} still differs after {} applies)",
+                n.id, n.applies
+            )?;
         }
         for o in &self.outcomes {
             match &o.outcome {

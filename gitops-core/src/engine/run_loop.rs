@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::repair;
 use super::state::{GRACEFUL, Inner, LoopState};
 use super::{EngineError, SyncReport};
 use crate::record::{SyncResult, Trigger};
@@ -166,6 +167,8 @@ impl Inner {
                 // An explicit retry: what held the revision no longer does.
                 state.hold = None;
                 state.retry = None;
+                // And resources that did not converge are applied again.
+                state.converging.clear();
             }
             if matches!(trigger, Trigger::Poll | Trigger::Webhook) {
                 schedule.next_poll = super::after(now, self.jittered_interval());
@@ -176,6 +179,15 @@ impl Inner {
             state.rollback_due = false;
             if !self.admit_trigger(&mut state, trigger).await {
                 continue;
+            }
+            if trigger == Trigger::Drift
+                && let Some(passes) = repair::passes(&state)
+            {
+                // A revision is held or awaits a retry: repair drift only.
+                tokio::select! {
+                    () = self.repair(&mut state, passes) => continue,
+                    () = self.abort() => return Ok(()),
+                }
             }
             let pinned = state.pinned();
             let result = self.guarded_reconcile(&mut state, trigger, pinned).await;
@@ -219,8 +231,8 @@ impl Inner {
     }
 
     /// Whether `trigger` leads to a reconcile: a poll only for a revision
-    /// not yet applied, not awaiting a retry, not held, not bad; drift
-    /// checks and retries not while a revision is held.
+    /// not yet applied, not awaiting a retry, not held, not bad; retries
+    /// not while a revision is held.
     async fn admit_trigger(&self, state: &mut LoopState, trigger: Trigger) -> bool {
         match trigger {
             Trigger::Poll | Trigger::Webhook => match self.parts.source.poll().await {
@@ -242,7 +254,9 @@ impl Inner {
                     false
                 }
             },
-            Trigger::Drift | Trigger::Retry => state.hold.is_none(),
+            // A drift check always runs: while a revision is held it
+            // repairs drift only (see `repair`).
+            Trigger::Retry => state.hold.is_none(),
             _ => true,
         }
     }

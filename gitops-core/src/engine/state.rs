@@ -13,12 +13,13 @@
 //! The rest are channels (events, status, the shutdown level, the trigger),
 //! not state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
+use super::converge::Attempt;
 use super::retry::Retry;
 use super::{Dependency, EngineConfig, EngineError, Event};
 use crate::gate::Gate;
@@ -82,6 +83,15 @@ pub(super) struct LoopState {
     pub writeback_memo: Option<WritebackKey>,
     /// Resources a write-back conflict sent back to revert, at one revision.
     pub force_revert: Option<(String, HashSet<ResourceId>)>,
+    /// Resources whose apply or delete failed in the last sync that ran: a
+    /// drift repair while that revision is held leaves them alone.
+    pub failing: HashSet<ResourceId>,
+    /// The last applied revision, rendered for drift repair while a newer
+    /// revision is held (`cache` keeps the held one).
+    pub repair_cache: Option<(String, Arc<Prepared>)>,
+    /// Per resource, the last apply meant to fix a difference and whether
+    /// the same difference came back (see [`super::converge`]).
+    pub converging: HashMap<ResourceId, Attempt>,
 }
 
 impl LoopState {

@@ -1,6 +1,7 @@
 //! Applies what [`settle`](super::settle) decided: writes the history, the
 //! holds, retries and pins, the status conditions and the events.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -8,6 +9,7 @@ use tokio::time::Instant;
 use super::settle::{Facts, Verdict, settle};
 use super::state::{Hold, Inner, LoopState};
 use super::{EngineError, Event, SyncReport};
+use crate::id::ResourceId;
 use crate::model::Revision;
 use crate::record::{HistoryEntry, Outcome, SyncResult, Trigger};
 use crate::status::Reason;
@@ -43,10 +45,18 @@ impl Inner {
             return;
         }
         state.window_opens = None;
+        if let Ok(report) = result
+            && report.result.ran()
+        {
+            state.failing = failing(report);
+        }
         if verdict != Verdict::Nothing {
             self.record_history(trigger, result).await;
         }
         self.apply_verdict(state, verdict, revision).await;
+        if let Ok(report) = result {
+            self.flag_not_converging(&report.not_converging);
+        }
     }
 
     /// What `settle` needs from the loop state.
@@ -146,6 +156,7 @@ impl Inner {
                     .cloned()
                     .collect(),
                 gates: report.gates.clone(),
+                not_converging: report.not_converging.clone(),
                 started_at: report.started_at,
                 finished_at: now,
             },
@@ -161,6 +172,7 @@ impl Inner {
                     summary: Default::default(),
                     outcomes: Vec::new(),
                     gates: Vec::new(),
+                    not_converging: Vec::new(),
                     started_at: now,
                     finished_at: now,
                 }
@@ -315,4 +327,14 @@ impl Inner {
         });
         state.retry = Some(retry);
     }
+}
+
+/// The resources whose apply or delete failed in `report`.
+fn failing(report: &SyncReport) -> HashSet<ResourceId> {
+    report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Failed { .. }))
+        .map(|o| o.id.clone())
+        .collect()
 }

@@ -297,6 +297,7 @@ mod tests {
                     error: None,
                 })
                 .collect(),
+            not_converging: Vec::new(),
             started_at: now,
             finished_at: now,
         }
