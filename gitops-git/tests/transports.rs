@@ -289,3 +289,44 @@ fn credentials_over_plain_http_are_refused_unless_allowed() {
         "nothing was sent"
     );
 }
+
+/// A `kill -9` mid-fetch leaves lock files in the cache (`shallow.lock`, a
+/// ref's `.lock`); the next process must not fail on them for good (found
+/// by the agent's soak harness). Locks this process takes later stay.
+#[test]
+fn lock_files_a_killed_process_left_in_the_cache_are_swept() {
+    let fx = Fixture::new();
+    fx.commit(&[("a", "1")], "one");
+    fx.push();
+    let cache = fx.cache("c");
+    let build = || {
+        GitSource::builder(fx.url_file(), ReferencePolicy::branch("main"))
+            .cache_dir(&cache)
+            .build()
+            .expect("build")
+    };
+    let rt = runtime();
+    rt.block_on(build().poll()).expect("first poll");
+    let second = fx.commit(&[("a", "2")], "two");
+    fx.push();
+    // What a killed fetch leaves behind, from before this process used the cache.
+    let long_ago =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let mut stale = vec![cache.join("shallow.lock"), cache.join("packed-refs.lock")];
+    let refs = cache.join("refs").join("remotes").join("origin");
+    std::fs::create_dir_all(&refs).expect("mkdir");
+    stale.push(refs.join("main.lock"));
+    for lock in &stale {
+        let file = std::fs::File::create(lock).expect("lock");
+        file.set_modified(long_ago).expect("mtime");
+    }
+    // A lock taken now (by a live user of the cache) is not touched.
+    let fresh = cache.join("fresh.lock");
+    std::fs::write(&fresh, "").expect("lock");
+    let rev = rt.block_on(build().poll()).expect("a poll after the crash");
+    assert_eq!(rev.id, second);
+    for lock in &stale {
+        assert!(!lock.exists(), "{} was left", lock.display());
+    }
+    assert!(fresh.exists(), "a live lock was removed");
+}

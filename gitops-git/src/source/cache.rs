@@ -2,11 +2,52 @@
 //! kept few.
 
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use crate::error::{GitError, chain};
 
+/// When this process first opened a cache: a lock file older than that was
+/// left by a process that is gone (a `kill -9` mid-fetch leaves
+/// `shallow.lock` or a ref's `.lock`, and every later fetch would fail on
+/// it for good).
+static FIRST_OPEN: OnceLock<SystemTime> = OnceLock::new();
+
+/// Removes lock files that a dead process left in the cache's top level
+/// and under `refs/`; returns how many. A lock taken by this process (or
+/// another live one that started using the cache after us) is newer and
+/// stays.
+fn sweep_stale_locks(dir: &Path, first_open: SystemTime) -> usize {
+    let mut removed = 0;
+    let mut todo = vec![(dir.to_owned(), 0)];
+    while let Some((current, depth)) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let in_refs = depth > 0 || entry.file_name() == "refs";
+            if meta.is_dir() && in_refs && depth < 16 {
+                todo.push((path, depth + 1));
+            } else if meta.is_file()
+                && path.extension().is_some_and(|e| e == "lock")
+                && meta.modified().is_ok_and(|m| m < first_open)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                tracing::warn!(lock = %path.display(), "removed a lock file a stopped process left in the Git cache");
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Creates (when missing) and opens the bare cache repository at `dir`.
 pub(super) fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, GitError> {
+    let first_open = *FIRST_OPEN.get_or_init(SystemTime::now);
     let cache_err = |message: String| GitError::Cache {
         path: dir.to_owned(),
         message,
@@ -14,6 +55,8 @@ pub(super) fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, GitErr
     if !dir.join("HEAD").exists() {
         std::fs::create_dir_all(dir).map_err(|e| cache_err(e.to_string()))?;
         gix::init_bare(dir).map_err(|e| cache_err(chain(&e)))?;
+    } else {
+        sweep_stale_locks(dir, first_open);
     }
     // Every fetch that brings something adds a pack; leave room for many
     // (gix sizes its index slots once, when the repository is opened).
