@@ -6,7 +6,7 @@
 //! Poll a repository and print the files of the release:
 //!
 //! ```
-//! use gitops_core::Source;
+//! use gitops_core::{Cancel, Source};
 //! use gitops_git::{GitSource, ReferencePolicy};
 //!
 //! # fn git(dir: &std::path::Path, args: &[&str]) {
@@ -36,7 +36,7 @@
 //! runtime.block_on(async {
 //!     let release = source.poll().await?; // cheap when nothing changed
 //!     println!("{release}: {} by {}", release.summary(), release.author);
-//!     let snapshot = source.snapshot(&release).await?;
+//!     let snapshot = source.snapshot(&release, &Cancel::new()).await?;
 //!     for (path, file) in snapshot.files() {
 //!         println!("  {path} ({} bytes)", file.data.len());
 //!     }
