@@ -177,6 +177,17 @@ pub use error::GitError;
 pub use policy::ReferencePolicy;
 pub use promote::{GitPromoter, GitPromoterBuilder, PromotionRef};
 pub use snapshot::{Limits, SpecialEntries};
+
+/// The longest timeout kept: a fetch or push timeout above it (such as
+/// `Duration::MAX`) means "no practical limit" and is cut to it, so the
+/// deadline arithmetic of tokio, std and reqwest never overflows.
+pub const LONGEST_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `timeout`, cut to [`LONGEST_TIMEOUT`].
+pub(crate) fn saturate(timeout: std::time::Duration) -> std::time::Duration {
+    timeout.min(LONGEST_TIMEOUT)
+}
 pub use source::{GitSource, GitSourceBuilder, PollOutcome};
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};
 pub use writeback::{DEFAULT_MESSAGE_TEMPLATE, GitWriteback, GitWritebackBuilder, Identity};

@@ -447,6 +447,18 @@ mod tests {
     }
 
     #[test]
+    fn the_file_limit_is_the_one_shared_with_the_target_and_the_renderer() {
+        assert_eq!(
+            Limits::default().max_file_bytes,
+            gitops_core::MAX_FILE_BYTES
+        );
+        assert_eq!(
+            gitops_core::manifest::DEFAULT_MAX_FILE_SIZE as u64,
+            gitops_core::MAX_FILE_BYTES
+        );
+    }
+
+    #[test]
     fn the_tally_refuses_too_many_files_and_bytes() {
         let limits = Limits {
             max_file_bytes: 10,

@@ -291,3 +291,24 @@ fn credentials_over_plain_http_are_refused_unless_allowed() {
         "nothing was sent"
     );
 }
+
+#[test]
+fn an_endless_fetch_timeout_polls_and_reads() {
+    let fx = Fixture::new();
+    fx.commit(&[("a.yaml", "a: 1\n")], "one");
+    fx.push();
+    let server = HttpServer::start(&fx.root, None, None);
+    let rt = runtime();
+    for (name, url) in [("file", fx.url_file()), ("http", server.url("repo.git"))] {
+        let src = GitSource::builder(url, ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache(name))
+            .fetch_timeout(std::time::Duration::MAX)
+            .build()
+            .expect("build");
+        let rev = rt.block_on(src.poll()).expect("poll");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snapshot");
+        assert_eq!(snap.get("a.yaml"), Some(&b"a: 1\n"[..]), "{name}");
+    }
+}
