@@ -84,6 +84,20 @@
 //! followed: the revision is refused, or with [`SpecialEntries::Skip`] they
 //! are left out with a `tracing` warning.
 //!
+//! Before the walk, the tree is measured: each unique tree object is read
+//! once (its size checked from its header first, at most 10 MiB,
+//! `max_tree_bytes`), and the entries below it are counted as often as they
+//! are referenced. A tree with more than 1,000,000 entries (`max_entries`)
+//! or nested more than 64 directories deep (`max_depth`) is refused, naming
+//! the limit. A Git tree may reference the same subtree many times: 64
+//! copies of a subtree, 6 levels deep, is 10 objects and 64^6 visits (hours
+//! of walking); it is refused in milliseconds. The walk also checks the
+//! [`Cancel`](gitops_core::Cancel) it is given (and a dropped snapshot or poll
+//! future stops its blocking thread), so a shutdown is prompt.
+//!
+//! A fetch or push timeout of `Duration::MAX` means no practical limit (it
+//! is cut to [`LONGEST_TIMEOUT`]).
+//!
 //! # Credentials
 //!
 //! [`Credentials::basic`] (also the usual way to pass a personal access token),
