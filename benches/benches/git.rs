@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
 use gitops_benches::{git, git_in, require_tool};
-use gitops_core::Source;
+use gitops_core::{Cancel, Source};
 use gitops_git::{GitSource, ReferencePolicy};
 
 #[allow(dead_code, unreachable_pub)]
@@ -132,7 +132,10 @@ fn runtime() -> tokio::runtime::Runtime {
 fn poll_and_snapshot(rt: &tokio::runtime::Runtime, src: &GitSource) -> usize {
     rt.block_on(async {
         let rev = src.poll().await.expect("poll");
-        src.snapshot(&rev).await.expect("snapshot").len()
+        src.snapshot(&rev, &Cancel::new())
+            .await
+            .expect("snapshot")
+            .len()
     })
 }
 
@@ -220,7 +223,7 @@ fn incremental(c: &mut Criterion, fx: &mut Fixture, rt: &tokio::runtime::Runtime
                 let outcome = rt.block_on(src.poll_detailed()).expect("poll");
                 assert!(outcome.pack_received);
                 let snap = rt
-                    .block_on(src.snapshot(&outcome.revision))
+                    .block_on(src.snapshot(&outcome.revision, &Cancel::new()))
                     .expect("snapshot");
                 assert_eq!(snap.len(), FILES);
             },
@@ -272,7 +275,7 @@ fn memory_child(url: &str) {
     let src = source(url, &dir.path().join("cache"));
     let files = rt.block_on(async {
         let rev = src.poll().await.expect("poll");
-        let snap = src.snapshot(&rev).await.expect("snapshot");
+        let snap = src.snapshot(&rev, &Cancel::new()).await.expect("snapshot");
         let bytes: usize = snap.files().values().map(|f| f.data.len()).sum();
         (snap.len(), bytes)
     });

@@ -49,7 +49,7 @@ use std::time::{Instant, SystemTime};
 use async_trait::async_trait;
 use gitops_core::engine::{Event, SyncResult};
 use gitops_core::status::{ConditionKind, Status};
-use gitops_core::{Engine, Revision, Snapshot, Source, SourceError};
+use gitops_core::{Cancel, Engine, Revision, Snapshot, Source, SourceError};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -619,8 +619,12 @@ impl Source for TimedSource {
         result
     }
 
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
-        self.inner.snapshot(revision).await
+    async fn snapshot(
+        &self,
+        revision: &Revision,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, SourceError> {
+        self.inner.snapshot(revision, cancel).await
     }
 
     async fn is_ancestor(

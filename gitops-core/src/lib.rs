@@ -34,6 +34,7 @@
 //! `gitops-core` knows nothing of Git, files or etcd: those live in their own
 //! crates behind the traits defined here.
 
+mod cancel;
 mod canonical;
 pub mod diff;
 mod edit;
@@ -61,6 +62,7 @@ pub mod testing;
 pub mod window;
 pub mod writeback;
 
+pub use cancel::{Cancel, CancelOnDrop};
 pub use diff::{Diff, FieldChange};
 pub use engine::{
     Dependency, Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, Needs, SyncReport,
@@ -71,8 +73,8 @@ pub use graph::{CycleError, DependencyGraph};
 pub use id::{IdError, ResourceId};
 pub use manifest::ManifestRender;
 pub use model::{
-    DriftPolicy, Health, Inventory, InventoryEntry, Observed, Origin, Policy, Resource, Revision,
-    Snapshot, SnapshotFile, SnapshotPathError,
+    DriftPolicy, Health, Inventory, InventoryEntry, MAX_FILE_BYTES, Observed, Origin, Policy,
+    Resource, Revision, Snapshot, SnapshotFile, SnapshotPathError,
 };
 pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Soaking, Stage};
 pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};

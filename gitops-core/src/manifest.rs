@@ -36,8 +36,9 @@ use crate::render::{DesiredState, FileEdit, Render, RenderError};
 pub const DRIFT_ANNOTATION: &str = "gitops.rs/drift";
 /// Annotation disabling prune: `disabled` (or `false`); `enabled` (or `true`) is the default.
 pub const PRUNE_ANNOTATION: &str = "gitops.rs/prune";
-/// Default largest manifest file accepted: 10 MiB.
-pub const DEFAULT_MAX_FILE_SIZE: usize = 10 * 1024 * 1024;
+/// Default largest manifest file accepted: 10 MiB ([`MAX_FILE_BYTES`](crate::MAX_FILE_BYTES)).
+#[allow(clippy::cast_possible_truncation)] // 10 MiB fits every usize we build for.
+pub const DEFAULT_MAX_FILE_SIZE: usize = crate::model::MAX_FILE_BYTES as usize;
 /// Default include patterns.
 pub const DEFAULT_INCLUDE: &[&str] = &["**/*.yaml", "**/*.yml", "**/*.json", "**/*.toml"];
 /// Most YAML documents accepted in one file.

@@ -53,6 +53,13 @@ impl Revision {
     }
 }
 
+/// Largest file, in bytes, accepted anywhere by default (10 MiB): a
+/// snapshot file (`gitops-git`'s `Limits`), a manifest
+/// ([`ManifestRender`](crate::ManifestRender)), a file the directory target
+/// writes or reads (`gitops-targets`' `FsOptions`). One limit, so a file the
+/// target holds and writes back to Git is never one the source then refuses.
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
 /// Longest commit message the engine keeps, in bytes (see [`Revision::bounded`]).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Longest commit author the engine keeps, in bytes.

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::cancel::Cancel;
 use crate::model::{Revision, Snapshot};
 
 /// A boxed error from a dependency, kept as the `source()` of ours.
@@ -87,7 +88,16 @@ pub trait Source: Send + Sync {
     async fn poll(&self) -> Result<Revision, SourceError>;
 
     /// The files of one revision, read without a worktree checkout.
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError>;
+    ///
+    /// `cancel` is set when the caller stops waiting (the engine's
+    /// `source_timeout` passed, or the engine shuts down): work running on
+    /// another thread checks it and returns early, so a cancelled snapshot
+    /// does not keep a thread (and process exit) busy. Implementations also
+    /// bound the work themselves (entries, depth, bytes): a revision whose
+    /// snapshot exceeds a limit is refused with [`SourceError::Rejected`]
+    /// naming the limit.
+    async fn snapshot(&self, revision: &Revision, cancel: &Cancel)
+    -> Result<Snapshot, SourceError>;
 
     /// Whether `ancestor` is `descendant` or one of its ancestors in the
     /// source's history: `Some(true)` or `Some(false)` when the source can

@@ -30,6 +30,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+use crate::cancel::Cancel;
 use crate::id::ResourceId;
 use crate::model::{Health, Observed, Resource, Revision, Snapshot, SnapshotFile};
 use crate::promote::{PromoteError, Promoter};
@@ -223,7 +224,11 @@ impl Source for MemorySource {
         }
     }
 
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
+    async fn snapshot(
+        &self,
+        revision: &Revision,
+        _cancel: &Cancel,
+    ) -> Result<Snapshot, SourceError> {
         let state = lock(&self.state);
         state
             .commits
@@ -529,12 +534,12 @@ impl Writeback for MemoryWriteback {
             return Ok(None);
         };
         let base = source
-            .snapshot(request.revision)
+            .snapshot(request.revision, &Cancel::new())
             .await
             .map_err(|e| failed(e.to_string()))?;
         let head_revision = source.head().ok_or_else(|| failed("no head".into()))?;
         let head = source
-            .snapshot(&head_revision)
+            .snapshot(&head_revision, &Cancel::new())
             .await
             .map_err(|e| failed(e.to_string()))?;
         let mut files: BTreeMap<String, Vec<u8>> = head

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use gitops_core::engine::{EngineConfig, Event, WritebackConflict};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget, MemoryWriteback};
-use gitops_core::{AuditAction, AuditQuery, Engine, ManifestRender, ResourceId, WritebackError};
+use gitops_core::{
+    AuditAction, AuditQuery, Cancel, Engine, ManifestRender, ResourceId, WritebackError,
+};
 use serde_json::json;
 
 fn id(s: &str) -> ResourceId {
@@ -64,7 +66,7 @@ fn world(conflict: WritebackConflict) -> World {
 fn head_file(source: &MemorySource) -> String {
     use gitops_core::Source as _;
     let head = source.head().expect("head");
-    let snapshot = futures_lite_block(source.snapshot(&head)).expect("snapshot");
+    let snapshot = futures_lite_block(source.snapshot(&head, &Cancel::new())).expect("snapshot");
     String::from_utf8(snapshot.get("app.yaml").expect("app.yaml").to_vec()).expect("utf-8")
 }
 

@@ -6,7 +6,7 @@
 //! Poll a repository and print the files of the release:
 //!
 //! ```
-//! use gitops_core::Source;
+//! use gitops_core::{Cancel, Source};
 //! use gitops_git::{GitSource, ReferencePolicy};
 //!
 //! # fn git(dir: &std::path::Path, args: &[&str]) {
@@ -36,7 +36,7 @@
 //! runtime.block_on(async {
 //!     let release = source.poll().await?; // cheap when nothing changed
 //!     println!("{release}: {} by {}", release.summary(), release.author);
-//!     let snapshot = source.snapshot(&release).await?;
+//!     let snapshot = source.snapshot(&release, &Cancel::new()).await?;
 //!     for (path, file) in snapshot.files() {
 //!         println!("  {path} ({} bytes)", file.data.len());
 //!     }
@@ -83,6 +83,20 @@
 //! header before any content is read. Symbolic links and submodules are never
 //! followed: the revision is refused, or with [`SpecialEntries::Skip`] they
 //! are left out with a `tracing` warning.
+//!
+//! Before the walk, the tree is measured: each unique tree object is read
+//! once (its size checked from its header first, at most 10 MiB,
+//! `max_tree_bytes`), and the entries below it are counted as often as they
+//! are referenced. A tree with more than 1,000,000 entries (`max_entries`)
+//! or nested more than 64 directories deep (`max_depth`) is refused, naming
+//! the limit. A Git tree may reference the same subtree many times: 64
+//! copies of a subtree, 6 levels deep, is 10 objects and 64^6 visits (hours
+//! of walking); it is refused in milliseconds. The walk also checks the
+//! [`Cancel`](gitops_core::Cancel) it is given (and a dropped snapshot or poll
+//! future stops its blocking thread), so a shutdown is prompt.
+//!
+//! A fetch or push timeout of `Duration::MAX` means no practical limit (it
+//! is cut to [`LONGEST_TIMEOUT`]).
 //!
 //! # Credentials
 //!
@@ -177,6 +191,17 @@ pub use error::GitError;
 pub use policy::ReferencePolicy;
 pub use promote::{GitPromoter, GitPromoterBuilder, PromotionRef};
 pub use snapshot::{Limits, SpecialEntries};
+
+/// The longest timeout kept: a fetch or push timeout above it (such as
+/// `Duration::MAX`) means "no practical limit" and is cut to it, so the
+/// deadline arithmetic of tokio, std and reqwest never overflows.
+pub const LONGEST_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `timeout`, cut to [`LONGEST_TIMEOUT`].
+pub(crate) fn saturate(timeout: std::time::Duration) -> std::time::Duration {
+    timeout.min(LONGEST_TIMEOUT)
+}
 pub use source::{GitSource, GitSourceBuilder, PollOutcome};
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};
 pub use writeback::{DEFAULT_MESSAGE_TEMPLATE, GitWriteback, GitWritebackBuilder, Identity};

@@ -378,11 +378,12 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Stri
             .take()
             .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
+    // No deadline when it would overflow: `Duration::MAX` means no limit.
+    let deadline = Instant::now().checked_add(timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
                 // The whole group: git's helpers (git-remote-http, ssh) too.
                 let _ = Command::new("kill")
                     .args(["-KILL", &format!("-{}", child.id())])
@@ -405,6 +406,20 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Stri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endless_timeout_runs_the_command_without_a_deadline() {
+        let mut cmd = std::process::Command::new("git");
+        cmd.arg("--version")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = super::run_with_timeout(&mut cmd, std::time::Duration::MAX).expect("runs");
+        assert!(
+            out.success && out.stdout.starts_with("git version"),
+            "{}",
+            out.stdout
+        );
+    }
+
     #[test]
     fn only_git_phrases_mean_an_authentication_failure() {
         use super::is_auth_failure;

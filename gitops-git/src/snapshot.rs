@@ -1,30 +1,54 @@
 //! Reading one commit's tree into a [`Snapshot`], with limits and path checks.
+//!
+//! Two passes: [`measure`] sizes the tree first (every unique tree object
+//! decoded once, its entry count and height remembered by id), so a tree
+//! that repeats a subtree many times is refused from a handful of objects
+//! before any walk; then [`read`] walks it, checking paths and file sizes.
+
+use std::collections::HashMap;
 
 use gitops_core::model::validate_relative_path;
-use gitops_core::{Revision, Snapshot, SourceError};
+use gitops_core::{Cancel, Revision, Snapshot, SourceError};
 use gix::bstr::{BStr, ByteSlice};
 use gix::objs::tree::EntryKind;
 
 use crate::error::objects;
 
 /// Limits on what one snapshot may contain. Sizes are checked from the object
-/// header before any content is read.
+/// header before any content is read; entries and depth are counted before
+/// the tree is walked.
+///
+/// The defaults are generous for real repositories; a tree of repeated
+/// subtrees (a "tree bomb": 64 copies of a subtree, 6 levels deep, is 10
+/// objects and 64^6 entries) is refused by `max_entries`, not walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest single file, in bytes (default 10 MiB).
+    /// Largest single file, in bytes (default 10 MiB, [`gitops_core::MAX_FILE_BYTES`]).
     pub max_file_bytes: u64,
     /// Largest sum of all file sizes, in bytes (default 256 MiB).
     pub max_total_bytes: u64,
     /// Most files (default 100,000).
     pub max_files: usize,
+    /// Most tree entries visited in one snapshot: files, directories, links
+    /// and submodules, a subtree counted each time it is referenced
+    /// (default 1,000,000).
+    pub max_entries: u64,
+    /// Deepest directory nesting below the snapshot's root (default 64).
+    pub max_depth: usize,
+    /// Largest single tree (directory) object, in bytes, checked from its
+    /// header before it is decoded (default 10 MiB: about 250,000 entries).
+    pub max_tree_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_file_bytes: 10 * 1024 * 1024,
+            max_file_bytes: gitops_core::MAX_FILE_BYTES,
             max_total_bytes: 256 * 1024 * 1024,
             max_files: 100_000,
+            max_entries: 1_000_000,
+            max_depth: 64,
+            max_tree_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -43,6 +67,7 @@ pub(crate) struct ReadOptions<'a> {
     pub path: Option<&'a str>,
     pub limits: Limits,
     pub special: SpecialEntries,
+    pub cancel: &'a Cancel,
 }
 
 /// Blob contents of the previous snapshot by id: unchanged files are shared,
@@ -73,10 +98,13 @@ pub(crate) fn read(
     next: &mut BlobCache,
 ) -> Result<Snapshot, SourceError> {
     let start = start_tree(repo, commit_id, options.path)?;
+    let root = options.path.unwrap_or_default();
+    Measure::new(repo, &options.limits, options.cancel).tree(start, root, 0)?;
     let mut snapshot = Snapshot::new(revision.clone());
     let mut tally = Tally::default();
     let mut stack: Vec<(String, gix::ObjectId)> = vec![(String::new(), start)];
     while let Some((dir, tree_id)) = stack.pop() {
+        cancelled(options.cancel)?;
         let tree = repo
             .find_tree(tree_id)
             .map_err(|e| objects(format!("tree {tree_id} at {dir:?}"), e))?;
@@ -121,6 +149,130 @@ pub(crate) fn read(
         }
     }
     Ok(snapshot)
+}
+
+/// A transient error when `cancel` is set: the caller stopped waiting.
+fn cancelled(cancel: &Cancel) -> Result<(), SourceError> {
+    if cancel.is_cancelled() {
+        return Err(SourceError::Other {
+            message: "snapshot cancelled (deadline or shutdown)".to_owned(),
+            transient: true,
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+/// What [`Measure`] remembers of a tree it decoded: the entries below it
+/// (each subtree counted as often as it is referenced) and its height (0
+/// for a tree without subtrees).
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    entries: u64,
+    height: usize,
+}
+
+/// Sizes a tree before it is walked, against `max_entries`, `max_depth`
+/// and `max_tree_bytes`: each unique tree object is read once (its header
+/// checked first), so repeated subtrees cost one lookup each.
+struct Measure<'a> {
+    repo: &'a gix::Repository,
+    limits: &'a Limits,
+    cancel: &'a Cancel,
+    seen: HashMap<gix::ObjectId, Size>,
+}
+
+impl<'a> Measure<'a> {
+    fn new(repo: &'a gix::Repository, limits: &'a Limits, cancel: &'a Cancel) -> Self {
+        Self {
+            repo,
+            limits,
+            cancel,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The size of the tree `id` at `path`, `depth` directories below the
+    /// snapshot's root; refused as soon as a limit is passed.
+    fn tree(&mut self, id: gix::ObjectId, path: &str, depth: usize) -> Result<Size, SourceError> {
+        let limits = self.limits;
+        if let Some(size) = self.seen.get(&id).copied() {
+            self.depth(path, depth.saturating_add(size.height))?;
+            return Ok(size);
+        }
+        self.depth(path, depth)?;
+        cancelled(self.cancel)?;
+        let shown = if path.is_empty() { "/" } else { path };
+        let bytes = self
+            .repo
+            .find_header(id)
+            .map_err(|e| objects(format!("tree {id} at {shown}"), e))?
+            .size();
+        if bytes > limits.max_tree_bytes {
+            return Err(rejected(
+                shown,
+                format!(
+                    "directory object is {bytes} bytes, larger than the limit of {} bytes (max_tree_bytes)",
+                    limits.max_tree_bytes
+                ),
+            ));
+        }
+        let tree = self
+            .repo
+            .find_tree(id)
+            .map_err(|e| objects(format!("tree {id} at {shown}"), e))?;
+        let decoded = tree
+            .decode()
+            .map_err(|e| objects(format!("tree {id} at {shown}"), e))?;
+        let mut size = Size {
+            entries: decoded.entries.len() as u64,
+            height: 0,
+        };
+        self.entries(shown, size.entries)?;
+        for entry in decoded.entries.iter().filter(|e| e.mode.is_tree()) {
+            let name = printable(&entry.filename.to_str_lossy());
+            let child = if path.is_empty() {
+                name
+            } else {
+                format!("{path}/{name}")
+            };
+            let below = self.tree(entry.oid.to_owned(), &child, depth + 1)?;
+            size.entries = size.entries.saturating_add(below.entries);
+            size.height = size.height.max(below.height + 1);
+            self.entries(&child, size.entries)?;
+        }
+        self.seen.insert(id, size);
+        Ok(size)
+    }
+
+    /// Refuses `entries` over `max_entries`, at `path`.
+    fn entries(&self, path: &str, entries: u64) -> Result<(), SourceError> {
+        if entries > self.limits.max_entries {
+            return Err(rejected(
+                path,
+                format!(
+                    "more than {} tree entries in the snapshot (limit max_entries; \
+                     a subtree counts each time it is referenced)",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a directory nested `depth` levels deep, over `max_depth`, at `path`.
+    fn depth(&self, path: &str, depth: usize) -> Result<(), SourceError> {
+        if depth > self.limits.max_depth {
+            return Err(rejected(
+                path,
+                format!(
+                    "directories nested more than {} levels deep (limit max_depth)",
+                    self.limits.max_depth
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The tree the snapshot starts from: the commit's root, or the directory
@@ -295,11 +447,24 @@ mod tests {
     }
 
     #[test]
+    fn the_file_limit_is_the_one_shared_with_the_target_and_the_renderer() {
+        assert_eq!(
+            Limits::default().max_file_bytes,
+            gitops_core::MAX_FILE_BYTES
+        );
+        assert_eq!(
+            gitops_core::manifest::DEFAULT_MAX_FILE_SIZE as u64,
+            gitops_core::MAX_FILE_BYTES
+        );
+    }
+
+    #[test]
     fn the_tally_refuses_too_many_files_and_bytes() {
         let limits = Limits {
             max_file_bytes: 10,
             max_total_bytes: 15,
             max_files: 2,
+            ..Limits::default()
         };
         let mut tally = Tally::default();
         tally.file(&limits, "a").unwrap();

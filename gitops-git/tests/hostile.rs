@@ -1,12 +1,13 @@
 //! Hostile trees built with `git mktree`/`git hash-object`: unsafe names,
-//! symlinks, submodules, a 100 MiB blob and 200,000 files are refused with a
-//! clear error, checked before content is read.
+//! symlinks, submodules, a 100 MiB blob, 200,000 files, a tree bomb and a
+//! too-deep chain of directories are refused with a clear error, checked
+//! before content is read; a walk that is no longer wanted stops.
 
 mod support;
 
-use gitops_core::{Source, SourceError};
+use gitops_core::{Cancel, Source, SourceError};
 use gitops_git::{GitSource, Limits, ReferencePolicy, SpecialEntries};
-use support::{Fixture, git, git_stdin, runtime};
+use support::{Fixture, git, git_stdin, runtime, tree_bomb};
 
 /// Commits a tree made of raw `mktree` lines on top of `main` and pushes it.
 fn commit_tree(fx: &Fixture, lines: &[u8], message: &str) -> String {
@@ -45,7 +46,7 @@ fn poll_and_snapshot(
     let src = configure(builder).build().expect("build");
     let rt = runtime();
     let rev = rt.block_on(src.poll()).expect("poll");
-    rt.block_on(src.snapshot(&rev))
+    rt.block_on(src.snapshot(&rev, &Cancel::new()))
 }
 
 #[test]
@@ -157,4 +158,182 @@ fn two_hundred_thousand_files_are_refused() {
     })
     .expect_err("too many files");
     expect_rejected(err, "f000010", "max_files");
+}
+
+/// Commits the tree `tree` (an id) on top of `main` and pushes it.
+fn commit_tree_id(fx: &Fixture, tree: &str, message: &str) -> String {
+    let parent = fx.head();
+    let commit = git(
+        &fx.work,
+        &["commit-tree", tree, "-p", &parent, "-m", message],
+    );
+    git(&fx.work, &["update-ref", "refs/heads/main", &commit]);
+    fx.push();
+    commit
+}
+
+/// A chain of `n` nested directories `d/d/.../d` with `f.yaml` at the bottom.
+fn chain(fx: &Fixture, n: usize) -> String {
+    let b = blob(fx, b"kind: x\n");
+    let mut tree = git_stdin(
+        &fx.work,
+        &["mktree"],
+        Some(format!("100644 blob {b}\tf.yaml\n").as_bytes()),
+    );
+    for _ in 0..n {
+        let line = format!("040000 tree {tree}\td\n");
+        tree = git_stdin(&fx.work, &["mktree"], Some(line.as_bytes()));
+    }
+    tree
+}
+
+#[test]
+fn a_tree_bomb_is_refused_by_its_entry_count_before_any_walk() {
+    let fx = Fixture::new();
+    fx.commit(&[("ok.yaml", "ok")], "base");
+    // 64 copies of a subtree, 6 levels deep, empty trees at the bottom:
+    // 7 tree objects, 64^6 (6.9e10) visits for a walk that follows them.
+    let bomb = tree_bomb(&fx.work, 64, 6);
+    git(&fx.work, &["fsck", "--strict", "--no-dangling"]);
+    commit_tree_id(&fx, &bomb, "bomb");
+    let started = std::time::Instant::now();
+    let err = poll_and_snapshot(&fx, "bomb", |b| b).expect_err("refused");
+    let took = started.elapsed();
+    eprintln!("tree bomb (64^6) refused in {took:?} (poll included)");
+    expect_rejected(err, "d", "more than 1000000 tree entries");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+
+    // The limit is configurable, and names itself.
+    let err = poll_and_snapshot(&fx, "small", |b| {
+        b.limits(Limits {
+            max_entries: 100,
+            ..Limits::default()
+        })
+    })
+    .expect_err("refused");
+    expect_rejected(err, "d", "limit max_entries");
+}
+
+#[test]
+fn directories_nested_deeper_than_the_limit_are_refused() {
+    let fx = Fixture::new();
+    fx.commit(&[("ok.yaml", "ok")], "base");
+    // 64 levels is the default limit: read.
+    commit_tree_id(&fx, &chain(&fx, 64), "deep but allowed");
+    let snap = poll_and_snapshot(&fx, "64", |b| b).expect("64 levels read");
+    let deepest = format!("{}f.yaml", "d/".repeat(64));
+    assert_eq!(snap.get(&deepest), Some(&b"kind: x\n"[..]));
+    // 65: refused, naming the limit and the first directory too deep.
+    commit_tree_id(&fx, &chain(&fx, 65), "too deep");
+    let err = poll_and_snapshot(&fx, "65", |b| b).expect_err("refused");
+    let too_deep = format!("{}d", "d/".repeat(64));
+    expect_rejected(err, &too_deep, "more than 64 levels deep (limit max_depth)");
+    let err = poll_and_snapshot(&fx, "small", |b| {
+        b.limits(Limits {
+            max_depth: 3,
+            ..Limits::default()
+        })
+    })
+    .expect_err("refused");
+    expect_rejected(err, "d/d/d/d", "limit max_depth");
+}
+
+#[test]
+fn a_tree_object_over_the_size_limit_is_refused_by_its_header() {
+    let fx = Fixture::new();
+    let b = blob(&fx, b"x");
+    let lines: String = (0..1_000)
+        .map(|i| format!("100644 blob {b}\tf{i:04}.yaml\n"))
+        .collect();
+    commit_tree(&fx, lines.as_bytes(), "wide");
+    poll_and_snapshot(&fx, "default", |b| b).expect("1,000 files read under the defaults");
+    let err = poll_and_snapshot(&fx, "small", |b| {
+        b.limits(Limits {
+            max_tree_bytes: 1_000,
+            ..Limits::default()
+        })
+    })
+    .expect_err("refused");
+    expect_rejected(err, "/", "limit of 1000 bytes (max_tree_bytes)");
+}
+
+#[test]
+fn a_real_repository_reads_under_the_default_limits() {
+    let fx = Fixture::new();
+    let mut files = Vec::new();
+    for a in 0..10 {
+        for b in 0..10 {
+            for c in 0..30 {
+                files.push((format!("apps/a{a}/b{b}/c{c}.yaml"), format!("n: {c}\n")));
+            }
+        }
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    fx.commit(&refs, "3,000 files in 111 directories");
+    fx.push();
+    let snap = poll_and_snapshot(&fx, "real", |b| b).expect("reads");
+    assert_eq!(snap.len(), 3_000);
+    assert_eq!(snap.get("apps/a9/b9/c29.yaml"), Some(&b"n: 29\n"[..]));
+}
+
+#[test]
+fn a_cancelled_walk_stops_and_a_dropped_snapshot_frees_its_thread() {
+    let fx = Fixture::new();
+    fx.commit(&[("ok.yaml", "ok")], "base");
+    commit_tree_id(&fx, &tree_bomb(&fx.work, 64, 6), "bomb");
+    // Without the entry limit the walk would take hours.
+    let unlimited = |b: gitops_git::GitSourceBuilder| {
+        b.limits(Limits {
+            max_entries: u64::MAX,
+            ..Limits::default()
+        })
+    };
+    let src = unlimited(
+        GitSource::builder(fx.url_file(), ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache("cancel")),
+    )
+    .build()
+    .expect("build");
+    let rt = runtime();
+    let rev = rt.block_on(src.poll()).expect("poll");
+
+    // A flag set while the walk runs ends it with a transient error.
+    let cancel = Cancel::new();
+    let setter = cancel.clone();
+    let started = std::time::Instant::now();
+    let err = rt
+        .block_on(async {
+            let walk = src.snapshot(&rev, &cancel);
+            let stop = async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                setter.cancel();
+                std::future::pending::<()>().await
+            };
+            tokio::select! { r = walk => r, () = stop => unreachable!() }
+        })
+        .expect_err("cancelled");
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A caller that stops waiting (here a timeout) stops the walk too: the
+    // runtime, which waits for its blocking threads, shuts down promptly.
+    let timed_out = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            src.snapshot(&rev, &Cancel::new()),
+        )
+        .await
+    });
+    assert!(timed_out.is_err(), "still walking after 300 ms");
+    let started = std::time::Instant::now();
+    drop(rt);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "runtime shutdown took {took:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use gitops_core::{Source, SourceError};
+use gitops_core::{Cancel, Source, SourceError};
 use gitops_git::{GitSource, ReferencePolicy};
 use support::{Fixture, git, runtime};
 
@@ -29,7 +29,9 @@ fn branch_over_plain_path_and_file_url() {
         assert_eq!(rev.author, "Alice Author <alice@example.com>");
         assert_eq!(rev.summary(), "first");
         assert!(rev.committed_at > 0);
-        let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snapshot");
         assert_eq!(snap.get("app/a.yaml"), Some(&b"a: 1\n"[..]));
         assert_eq!(snap.get("readme.md"), Some(&b"hi\n"[..]));
         assert_eq!(snap.len(), 2);
@@ -62,7 +64,7 @@ fn noop_poll_transfers_no_pack_and_returns_the_same_revision() {
     assert!(third.pack_received);
     assert_eq!(third.revision.id, next);
     let snap = rt
-        .block_on(src.snapshot(&third.revision))
+        .block_on(src.snapshot(&third.revision, &Cancel::new()))
         .expect("snapshot");
     assert_eq!(snap.get("a"), Some(&b"2"[..]));
 
@@ -89,11 +91,15 @@ fn force_push_is_detected() {
     fx.push();
     let rev = rt.block_on(src.poll()).expect("poll");
     assert_eq!(rev.id, rewritten);
-    let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+    let snap = rt
+        .block_on(src.snapshot(&rev, &Cancel::new()))
+        .expect("snapshot");
     assert_eq!(snap.get("f"), Some(&b"rewritten"[..]));
     // The old revision is still readable from the cache (rollback).
     let old_rev = gitops_core::Revision::new("main", old);
-    let snap = rt.block_on(src.snapshot(&old_rev)).expect("old snapshot");
+    let snap = rt
+        .block_on(src.snapshot(&old_rev, &Cancel::new()))
+        .expect("old snapshot");
     assert_eq!(snap.get("f"), Some(&b"old"[..]));
 }
 
@@ -119,7 +125,7 @@ fn tag_policy_peels_annotated_tags_and_follows_moves_and_deletion() {
     let rev = rt.block_on(annotated.poll()).expect("poll");
     assert_eq!(rev.id, two, "moved tag detected");
     assert_eq!(
-        rt.block_on(annotated.snapshot(&rev))
+        rt.block_on(annotated.snapshot(&rev, &Cancel::new()))
             .expect("snap")
             .get("v"),
         Some(&b"2"[..])
@@ -136,7 +142,7 @@ fn tag_policy_peels_annotated_tags_and_follows_moves_and_deletion() {
     assert!(!err.is_transient());
     assert_eq!(annotated.last_good().map(|r| r.id), Some(two.clone()));
     let snap = rt
-        .block_on(annotated.snapshot(&annotated.last_good().expect("last good")))
+        .block_on(annotated.snapshot(&annotated.last_good().expect("last good"), &Cancel::new()))
         .expect("snapshot of last good");
     assert_eq!(snap.get("v"), Some(&b"2"[..]));
 }
@@ -177,7 +183,9 @@ fn semver_picks_highest_match_and_skips_prereleases_and_non_semver() {
         let rev = rt.block_on(src.poll()).expect("poll");
         assert_eq!(rev.reference, want, "range {range}");
         assert_eq!(rev.id, ids[want], "range {range}");
-        let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snapshot");
         assert_eq!(snap.get("version"), Some(want.as_bytes()));
     }
     // Pre-releases are excluded unless the range names one.
@@ -224,7 +232,9 @@ fn commit_policy_full_and_short_ids() {
     assert_eq!(rev.id, first);
     assert_eq!(rev.reference, first);
     assert_eq!(
-        rt.block_on(full.snapshot(&rev)).expect("snap").get("f"),
+        rt.block_on(full.snapshot(&rev, &Cancel::new()))
+            .expect("snap")
+            .get("f"),
         Some(&b"1"[..])
     );
     // Once cached, a pinned commit needs no network.
@@ -304,7 +314,9 @@ fn subdirectory_path_and_history() {
         .build()
         .expect("build");
     let rev = rt.block_on(src.poll()).expect("poll");
-    let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+    let snap = rt
+        .block_on(src.snapshot(&rev, &Cancel::new()))
+        .expect("snapshot");
     let paths: Vec<&str> = snap.files().keys().map(String::as_str).collect();
     assert_eq!(paths, ["a.yaml", "b.yaml"]);
 
@@ -328,7 +340,9 @@ fn subdirectory_path_and_history() {
         .path("deploy/staging")
         .build()
         .expect("build");
-    let err = rt.block_on(bad.snapshot(&rev)).expect_err("no such dir");
+    let err = rt
+        .block_on(bad.snapshot(&rev, &Cancel::new()))
+        .expect_err("no such dir");
     assert!(matches!(err, SourceError::Rejected { .. }), "{err:?}");
 }
 
@@ -386,7 +400,9 @@ fn many_changes_keep_the_cache_usable_and_packs_bounded() {
         fx.push();
         let rev = rt.block_on(src.poll()).expect("poll");
         assert_eq!(rev.id, id, "poll {i}");
-        let snap = rt.block_on(src.snapshot(&rev)).expect("snapshot");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snapshot");
         assert_eq!(snap.get("f"), Some(i.to_string().as_bytes()));
         first.get_or_insert(rev);
     }
@@ -398,7 +414,9 @@ fn many_changes_keep_the_cache_usable_and_packs_bounded() {
     assert!(packs <= 51, "{packs} packs");
     // Earlier revisions are still readable after consolidation.
     let first = first.expect("polled");
-    let snap = rt.block_on(src.snapshot(&first)).expect("old snapshot");
+    let snap = rt
+        .block_on(src.snapshot(&first, &Cancel::new()))
+        .expect("old snapshot");
     assert_eq!(snap.get("f"), Some(&b"1"[..]));
 }
 

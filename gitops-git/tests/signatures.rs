@@ -3,7 +3,7 @@
 
 mod support;
 
-use gitops_core::{Revision, Source, SourceError};
+use gitops_core::{Cancel, Revision, Source, SourceError};
 use gitops_git::{AllowedSigners, GitSource, ReferencePolicy, VerifyMode};
 use support::{Fixture, git, git_stdin, runtime, ssh_keygen, use_signing_key};
 
@@ -81,7 +81,9 @@ fn head_mode_good_unsigned_wrong_key_tampered() {
     let rev = rt.block_on(src.poll()).expect("good signature");
     assert_eq!(rev.id, good);
     assert_eq!(
-        rt.block_on(src.snapshot(&rev)).expect("snap").get("f"),
+        rt.block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snap")
+            .get("f"),
         Some(&b"good"[..])
     );
 
@@ -91,7 +93,7 @@ fn head_mode_good_unsigned_wrong_key_tampered() {
     expect_verification(err, &unsigned, "not signed");
     // Nothing of it is deployed: the snapshot is refused too.
     let err = rt
-        .block_on(src.snapshot(&Revision::new("main", unsigned.clone())))
+        .block_on(src.snapshot(&Revision::new("main", unsigned.clone()), &Cancel::new()))
         .expect_err("snapshot of an unsigned commit");
     expect_verification(err, &unsigned, "not signed");
     assert_eq!(src.last_good().map(|r| r.id), Some(good.clone()));

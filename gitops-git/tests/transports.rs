@@ -3,7 +3,7 @@
 
 mod support;
 
-use gitops_core::{Source, SourceError};
+use gitops_core::{Cancel, Source, SourceError};
 use gitops_git::{Credentials, GitSource, ReferencePolicy, SshOptions};
 use support::http::HttpServer;
 use support::{Fixture, GitDaemon, runtime};
@@ -38,7 +38,7 @@ fn git_daemon_unreachable_then_back() {
     // The last good revision is still readable.
     let last = src.last_good().expect("last good");
     let snap = rt
-        .block_on(src.snapshot(&last))
+        .block_on(src.snapshot(&last, &Cancel::new()))
         .expect("snapshot while down");
     assert_eq!(snap.get("a"), Some(&b"1"[..]));
 
@@ -63,7 +63,7 @@ fn http_noop_poll_sends_no_fetch_and_5xx_is_transient() {
     let rev = rt.block_on(src.poll()).expect("poll");
     assert_eq!(rev.id, first);
     assert_eq!(
-        rt.block_on(src.snapshot(&rev))
+        rt.block_on(src.snapshot(&rev, &Cancel::new()))
             .expect("snap")
             .get("dir/a.yaml"),
         Some(&b"1"[..])
@@ -187,7 +187,9 @@ fn ssh_urls_through_a_shim() {
         assert_eq!(rev.id, first);
         let noop = rt.block_on(src.poll_detailed()).expect("poll");
         assert!(!noop.pack_received);
-        let snap = rt.block_on(src.snapshot(&rev)).expect("snap");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snap");
         assert_eq!(snap.get("a"), Some(&b"1"[..]));
     }
     let log = std::fs::read_to_string(fx.dir.path().join("ssh-shim.log")).expect("shim log");
@@ -329,4 +331,25 @@ fn lock_files_a_killed_process_left_in_the_cache_are_swept() {
         assert!(!lock.exists(), "{} was left", lock.display());
     }
     assert!(fresh.exists(), "a live lock was removed");
+}
+
+#[test]
+fn an_endless_fetch_timeout_polls_and_reads() {
+    let fx = Fixture::new();
+    fx.commit(&[("a.yaml", "a: 1\n")], "one");
+    fx.push();
+    let server = HttpServer::start(&fx.root, None, None);
+    let rt = runtime();
+    for (name, url) in [("file", fx.url_file()), ("http", server.url("repo.git"))] {
+        let src = GitSource::builder(url, ReferencePolicy::branch("main"))
+            .cache_dir(fx.cache(name))
+            .fetch_timeout(std::time::Duration::MAX)
+            .build()
+            .expect("build");
+        let rev = rt.block_on(src.poll()).expect("poll");
+        let snap = rt
+            .block_on(src.snapshot(&rev, &Cancel::new()))
+            .expect("snapshot");
+        assert_eq!(snap.get("a.yaml"), Some(&b"a: 1\n"[..]), "{name}");
+    }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use gitops_core::testing::MemoryTarget;
-use gitops_core::{Engine, FilesRender, Source, WritebackError};
+use gitops_core::{Cancel, Engine, FilesRender, Source, WritebackError};
 use gitops_git::{AllowedSigners, GitSource, GitWriteback, Identity, ReferencePolicy, VerifyMode};
 use serde_json::json;
 use support::writeback::{APP, Repo, drifted, fixture, other, write};
@@ -64,7 +64,11 @@ fn only_the_drifted_document_of_a_multi_document_yaml_changes_over_http() {
         // Deploying the commit renders exactly the target's state.
         let next = repo.poll().await;
         assert_eq!(next.id, written.revision.id);
-        let snapshot = repo.src.snapshot(&next).await.expect("snapshot");
+        let snapshot = repo
+            .src
+            .snapshot(&next, &Cancel::new())
+            .await
+            .expect("snapshot");
         let desired = repo.render.render(&snapshot).expect("render");
         assert_eq!(desired.resources().len(), 3);
         let web = desired
@@ -302,7 +306,7 @@ fn signed_write_back_commits_pass_the_sources_verification() {
         let next = repo.src.poll().await.expect("the signed commit verifies");
         assert_eq!(next.id, written.revision.id);
         repo.src
-            .snapshot(&next)
+            .snapshot(&next, &Cancel::new())
             .await
             .expect("snapshot verifies too");
     });

@@ -53,7 +53,7 @@
 //!   content and mode this target last applied, `Degraded` when someone
 //!   changed it since or a non-file is in the way.
 //! - **Limits** ([`FsOptions`]): modes `0644` and `0755` only (no setuid,
-//!   setgid, sticky or world-writable bits), 16 MiB per file, 1,000,000 files
+//!   setgid, sticky or world-writable bits), 10 MiB per file (the Git source's limit), 1,000,000 files
 //!   under the root (counting unmanaged files; replacing does not count).
 //!
 //! ## Durability trade-off

@@ -556,6 +556,35 @@ async fn size_and_count_limits() {
         .expect("room again");
 }
 
+/// One limit: by default a file over the Git snapshot's limit (10 MiB,
+/// `gitops_core::MAX_FILE_BYTES`) is neither written nor read back, so a
+/// write-back never commits a file the source then refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_file_limit_is_the_snapshot_limit() {
+    assert_eq!(
+        gitops_targets::fs::DEFAULT_MAX_FILE_SIZE,
+        gitops_core::MAX_FILE_BYTES
+    );
+    let f = fixture();
+    let target = FsTarget::open(&f.root).expect("open");
+    let twelve_mib = vec![b'x'; 12 << 20];
+    let big = file("big.conf", &twelve_mib);
+    let err = target
+        .apply(&big)
+        .await
+        .expect_err("over the snapshot limit");
+    assert!(err.to_string().contains("limit of 10485760"), "{err}");
+    std::fs::write(f.root.join("big.conf"), &twelve_mib).expect("big");
+    let observed = present(&target, &big.id).await;
+    assert_eq!(observed.spec["size"], 12 << 20);
+    assert!(
+        observed.spec.get("content").is_none(),
+        "not read, so never written back"
+    );
+    let at_limit = file("ok.conf", &vec![b'y'; 10 << 20]);
+    target.apply(&at_limit).await.expect("10 MiB is allowed");
+}
+
 /// Undoes a mount or an attribute even when the test fails.
 struct Undo(Vec<(&'static str, Vec<String>)>);
 

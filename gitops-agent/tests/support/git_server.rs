@@ -90,6 +90,66 @@ impl Repo {
     }
 }
 
+impl Repo {
+    /// `git mktree` of `input` (its text format) in the work repository.
+    pub fn mktree(&self, input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new("git")
+            .args(["mktree"])
+            .current_dir(&self.work)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git mktree");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("mktree");
+        assert!(out.status.success(), "git mktree failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A blob of `content` in the work repository.
+    pub fn blob(&self, content: &str) -> String {
+        let path = self.dir.path().join("blob.tmp");
+        std::fs::write(&path, content).expect("write");
+        run(
+            &self.work,
+            "git",
+            &["hash-object", "-w", path.to_str().expect("utf8")],
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// Commits the tree `tree` on top of `main` (plumbing: the work tree
+    /// is left behind) and pushes it.
+    pub fn commit_tree(&self, tree: &str, message: &str) {
+        let parent = run(&self.work, "git", &["rev-parse", "main"]);
+        let parent = parent.trim();
+        let commit = run(
+            &self.work,
+            "git",
+            &["commit-tree", tree, "-p", parent, "-m", message],
+        );
+        let commit = commit.trim();
+        run(
+            &self.work,
+            "git",
+            &["update-ref", "refs/heads/main", commit],
+        );
+        let remote = self.root.join("app.git");
+        run(
+            &self.work,
+            "git",
+            &["push", "-q", remote.to_str().expect("utf8"), "main"],
+        );
+    }
+}
+
 /// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 and
 /// localhost it signed, made with the `openssl` CLI in `dir`.
 pub struct TestCa {

@@ -123,9 +123,11 @@ impl EngineBuilder {
         let (status, _) = watch::channel(Status::default());
         let (shutdown, _) = watch::channel(RUNNING);
         let parts = Parts {
-            source: Arc::new(super::guard::Guarded(
-                self.source.ok_or(ConfigError::Missing("a source"))?,
-            )),
+            source: Arc::new(super::guard::Guarded {
+                source: self.source.ok_or(ConfigError::Missing("a source"))?,
+                timeout: self.config.source_timeout,
+                shutdown: shutdown.subscribe(),
+            }),
             render: self.render.ok_or(ConfigError::Missing("a render"))?,
             target: self.target.ok_or(ConfigError::Missing("a target"))?,
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
@@ -173,6 +175,15 @@ fn check(
             return Err(ConfigError::ZeroInterval(field));
         }
     }
+    // Zero would fail every call.
+    for (field, value) in [
+        ("source_timeout", config.source_timeout),
+        ("render_timeout", config.render_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::ZeroTimeout(field));
+        }
+    }
     if let Some(own) = dependencies.iter().find(|d| d.name() == name) {
         return Err(ConfigError::SelfDependency(own.name().to_owned()));
     }
@@ -204,6 +215,12 @@ mod tests {
             (ok.clone().health_poll(Duration::ZERO), "health_poll"),
         ] {
             assert_eq!(zero(config), Err(ConfigError::ZeroInterval(field)));
+        }
+        for (config, field) in [
+            (ok.clone().source_timeout(Duration::ZERO), "source_timeout"),
+            (ok.clone().render_timeout(Duration::ZERO), "render_timeout"),
+        ] {
+            assert_eq!(zero(config), Err(ConfigError::ZeroTimeout(field)));
         }
         let own = [Dependency::on_app("web")];
         assert_eq!(

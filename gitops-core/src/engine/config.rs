@@ -66,6 +66,8 @@ pub struct EngineConfig {
     pub(crate) drift_interval: Duration,
     pub(crate) concurrency: usize,
     pub(crate) call_timeout: Duration,
+    pub(crate) source_timeout: Duration,
+    pub(crate) render_timeout: Duration,
     pub(crate) health_timeout: Duration,
     pub(crate) health_poll: Duration,
     pub(crate) retry: RetryPolicy,
@@ -88,6 +90,8 @@ impl Default for EngineConfig {
             drift_interval: Duration::from_secs(60),
             concurrency: 8,
             call_timeout: Duration::from_secs(60),
+            source_timeout: Duration::from_secs(120),
+            render_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(300),
             health_poll: Duration::from_secs(2),
             retry: RetryPolicy::default(),
@@ -137,6 +141,28 @@ impl EngineConfig {
     #[must_use]
     pub fn call_timeout(mut self, value: Duration) -> Self {
         self.call_timeout = value;
+        self
+    }
+
+    /// Limit for each call to the source: a poll (with its fetch), a
+    /// snapshot, an ancestry check (default 2 min; keep it above the
+    /// source's own fetch timeout, 60 s for `GitSource`). A call that takes
+    /// longer fails transiently and is retried with backoff; a snapshot
+    /// still running is cancelled. `Duration::MAX`: no limit; zero is
+    /// refused at build.
+    #[must_use]
+    pub fn source_timeout(mut self, value: Duration) -> Self {
+        self.source_timeout = value;
+        self
+    }
+
+    /// Limit for rendering a revision and computing its digests, which run
+    /// on a blocking thread, off the async workers (default 60 s). A render
+    /// that takes longer fails transiently and is retried with backoff.
+    /// `Duration::MAX`: no limit; zero is refused at build.
+    #[must_use]
+    pub fn render_timeout(mut self, value: Duration) -> Self {
+        self.render_timeout = value;
         self
     }
 

@@ -6,6 +6,8 @@
 //! suspended, aborted by shutdown) are a [`SyncResult`](crate::record::SyncResult)
 //! of the report, never an error.
 
+use std::time::Duration;
+
 use crate::model::Revision;
 use crate::plan::PlanError;
 use crate::render::RenderError;
@@ -27,6 +29,20 @@ pub enum EngineError {
         /// Why.
         source: RenderError,
     },
+    /// Rendering the revision took longer than
+    /// [`EngineConfig::render_timeout`](super::EngineConfig::render_timeout).
+    /// Transient: retried with backoff.
+    #[error("revision {revision}: rendering took longer than {after:?} (render_timeout)")]
+    RenderTimeout {
+        /// The revision being rendered.
+        revision: Box<Revision>,
+        /// The limit.
+        after: Duration,
+    },
+    /// The engine started shutting down while the revision was being read
+    /// or rendered; nothing of it was applied.
+    #[error("cancelled: the engine is shutting down")]
+    ShuttingDown,
     /// Observing the target failed.
     #[error("observe: {0}")]
     Observe(#[source] TargetError),
@@ -67,6 +83,7 @@ impl EngineError {
             EngineError::Source(e) => e.is_transient(),
             EngineError::Observe(e) => e.is_transient(),
             EngineError::Store(e) => e.is_transient(),
+            EngineError::RenderTimeout { .. } | EngineError::ShuttingDown => true,
             _ => false,
         }
     }
@@ -75,6 +92,7 @@ impl EngineError {
     pub fn revision(&self) -> Option<&Revision> {
         match self {
             EngineError::Render { revision, .. }
+            | EngineError::RenderTimeout { revision, .. }
             | EngineError::EmptyRevision { revision, .. }
             | EngineError::Rollback { revision, .. } => Some(revision),
             _ => None,
@@ -94,6 +112,9 @@ pub enum ConfigError {
     /// An interval of zero would poll (or check) in a busy loop.
     #[error("{0} must be longer than zero (Duration::MAX: only when triggered)")]
     ZeroInterval(&'static str),
+    /// A timeout of zero would fail every call.
+    #[error("{0} must be longer than zero (Duration::MAX: no limit)")]
+    ZeroTimeout(&'static str),
     /// An application listed itself as a dependency.
     #[error("app `{0}` cannot depend on itself")]
     SelfDependency(String),

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::EngineError;
 use super::state::{Inner, LoopState, Prepared};
+use crate::cancel::Cancel;
 use crate::gate::GateStage;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Inventory, Observed, Revision};
@@ -24,6 +25,11 @@ pub(super) type Kept = HashMap<usize, Option<Observed>>;
 impl Inner {
     /// The rendered revision, from the cache when the revision is unchanged;
     /// with the time spent fetching and rendering (zero when cached).
+    ///
+    /// The snapshot is bounded by `source_timeout` (in the guarded source);
+    /// render, target check and digests run on a blocking thread, off the
+    /// async workers (etcd keep-alives, HTTP), bounded by `render_timeout`.
+    /// A shutdown ends either wait at once.
     pub(super) async fn prepare(
         &self,
         state: &mut LoopState,
@@ -33,21 +39,39 @@ impl Inner {
             return Ok((prepared.clone(), Duration::ZERO, Duration::ZERO));
         }
         let fetch_started = Instant::now();
-        let snapshot = self.parts.source.snapshot(revision).await?;
+        let snapshot = self.parts.source.snapshot(revision, &Cancel::new()).await?;
         let fetch = fetch_started.elapsed();
         let render_started = Instant::now();
-        let desired = self
-            .parts
-            .render
-            .render(&snapshot)
-            .and_then(|desired| self.parts.target.check(&desired).map(|()| desired))
-            .map_err(|source| EngineError::Render {
-                revision: Box::new(revision.clone()),
-                source,
-            })?;
-        let digests = desired.resources().iter().map(|r| r.digest()).collect();
+        let (render, target) = (self.parts.render.clone(), self.parts.target.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let desired = render
+                .render(&snapshot)
+                .and_then(|desired| target.check(&desired).map(|()| desired))?;
+            let digests = desired.resources().iter().map(|r| r.digest()).collect();
+            Ok(Prepared { desired, digests })
+        });
+        let limit = self.config.render_timeout;
+        let joined = tokio::select! {
+            joined = tokio::time::timeout(limit, task) => joined,
+            () = self.graceful_shutdown() => return Err(EngineError::ShuttingDown),
+        };
+        let rendered = match joined {
+            Err(_) => {
+                return Err(EngineError::RenderTimeout {
+                    revision: Box::new(revision.clone()),
+                    after: limit,
+                });
+            }
+            // A panic in a renderer is its bug: re-raised, as if it ran here.
+            Ok(Err(join)) => std::panic::resume_unwind(join.into_panic()),
+            Ok(Ok(rendered)) => rendered,
+        };
+        let prepared = rendered.map_err(|source| EngineError::Render {
+            revision: Box::new(revision.clone()),
+            source,
+        })?;
         let render = render_started.elapsed();
-        let prepared = Arc::new(Prepared { desired, digests });
+        let prepared = Arc::new(prepared);
         state.cache = Some((revision.id.clone(), prepared.clone()));
         Ok((prepared, fetch, render))
     }

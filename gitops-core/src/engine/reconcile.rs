@@ -61,7 +61,12 @@ impl Inner {
     ) -> Result<SyncReport, EngineError> {
         let mut read = None;
         let finished = tokio::select! {
-            result = self.reconcile(state, trigger, pinned.clone(), &mut read) => Some(result),
+            // A source call or a render cut short by a (graceful) shutdown
+            // changed nothing: aborted, not failed.
+            result = self.reconcile(state, trigger, pinned.clone(), &mut read) => match result {
+                Err(e) if self.shutting_down() && Self::cut_by_shutdown(&e) => None,
+                result => Some(result),
+            },
             _ = self.abort() => None,
         };
         finished.unwrap_or_else(|| {
@@ -76,6 +81,16 @@ impl Inner {
                 SyncResult::Aborted,
             ))
         })
+    }
+
+    /// Whether `e`, met while shutting down, is a source call or a render
+    /// that the shutdown cut short (the guarded source and `prepare` end
+    /// their waits on it): nothing was applied.
+    fn cut_by_shutdown(e: &EngineError) -> bool {
+        matches!(
+            e,
+            EngineError::ShuttingDown | EngineError::Source(_) | EngineError::Rollback { .. }
+        )
     }
 
     /// One reconcile inside a `reconcile` span carrying the app, the trigger

@@ -247,6 +247,8 @@ impl Inner {
                     state.hold = None;
                     true
                 }
+                // Cut short by a shutdown: the loop ends next.
+                Err(_) if self.shutting_down() => false,
                 Err(e) => {
                     tracing::warn!(error = %e, "poll failed");
                     self.after_sync(state, trigger, &Err(EngineError::Source(e)))

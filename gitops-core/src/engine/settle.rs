@@ -159,7 +159,7 @@ fn settle_report(report: &SyncReport, config: &EngineConfig) -> Verdict {
 /// The condition reason of an error that stalls.
 fn error_reason(e: &EngineError) -> Reason {
     match e {
-        EngineError::Render { .. } => Reason::RenderFailed,
+        EngineError::Render { .. } | EngineError::RenderTimeout { .. } => Reason::RenderFailed,
         EngineError::EmptyRevision { .. } => Reason::EmptyRevisionRefused,
         EngineError::Rollback { .. } => Reason::RollbackFailed,
         EngineError::Source(_) => Reason::SourceFailed,

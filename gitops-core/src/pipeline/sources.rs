@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::cancel::Cancel;
 use crate::model::{Revision, Snapshot};
 use crate::source::{Source, SourceError};
 use crate::sync::LockExt as _;
@@ -59,7 +60,11 @@ impl Source for PromotedSource {
         })
     }
 
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
+    async fn snapshot(
+        &self,
+        revision: &Revision,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, SourceError> {
         let passed = self.passed.locked().contains(&revision.id);
         if !passed {
             return Err(SourceError::Other {
@@ -68,7 +73,7 @@ impl Source for PromotedSource {
                 source: None,
             });
         }
-        self.inner.snapshot(revision).await
+        self.inner.snapshot(revision, cancel).await
     }
 
     async fn is_ancestor(
@@ -100,8 +105,12 @@ impl Source for SubdirSource {
         self.inner.poll().await
     }
 
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
-        let full = self.inner.snapshot(revision).await?;
+    async fn snapshot(
+        &self,
+        revision: &Revision,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, SourceError> {
+        let full = self.inner.snapshot(revision, cancel).await?;
         let mut part = Snapshot::new(full.revision().clone());
         for (path, file) in full.files() {
             if let Some(rest) = path.strip_prefix(&self.prefix) {

@@ -48,7 +48,11 @@ impl Source for EtcdRevSource {
         Ok(Revision::new("main", value))
     }
 
-    async fn snapshot(&self, rev: &Revision) -> Result<Snapshot, SourceError> {
+    async fn snapshot(
+        &self,
+        rev: &Revision,
+        _cancel: &gitops_core::Cancel,
+    ) -> Result<Snapshot, SourceError> {
         let text = manifests(&self.app, &rev.id);
         Snapshot::from_files(rev.clone(), [("app.yaml", text.as_bytes())]).map_err(|e| {
             SourceError::Unavailable {

@@ -92,9 +92,10 @@ impl GitSourceBuilder {
         self
     }
 
-    /// The longest one poll may take before it fails as transient (default 60 s).
+    /// The longest one poll may take before it fails as transient (default
+    /// 60 s; `Duration::MAX`: no practical limit, see [`LONGEST_TIMEOUT`](crate::LONGEST_TIMEOUT)).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.fetch_timeout = timeout;
+        self.fetch_timeout = crate::saturate(timeout);
         self
     }
 

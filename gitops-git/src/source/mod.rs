@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gitops_core::{Revision, Snapshot, Source, SourceError, async_trait};
+use gitops_core::{Cancel, Revision, Snapshot, Source, SourceError, async_trait};
 
 use crate::credentials::{CredentialSource, SshOptions};
 use crate::error::{GitError, join, objects};
@@ -154,6 +154,9 @@ impl GitSource {
                     let inner = self.inner.clone();
                     let interrupt = Arc::new(AtomicBool::new(false));
                     let flag = interrupt.clone();
+                    // A caller that stops waiting (the engine's deadline, a
+                    // shutdown) drops this future: the fetch stops too.
+                    let _stop_when_dropped = SetOnDrop(interrupt.clone());
                     let task = tokio::task::spawn_blocking(move || {
                         let result = fetch_blocking(&inner, &flag);
                         drop(guard);
@@ -256,12 +259,23 @@ impl Source for GitSource {
         self.poll_detailed().await.map(|o| o.revision)
     }
 
-    async fn snapshot(&self, revision: &Revision) -> Result<Snapshot, SourceError> {
+    /// Reads the tree in a blocking thread that checks `cancel`, which is
+    /// also set when this future is dropped.
+    async fn snapshot(
+        &self,
+        revision: &Revision,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, SourceError> {
         let inner = self.inner.clone();
         let revision = revision.clone();
-        tokio::task::spawn_blocking(move || snapshot_blocking(&inner, &revision))
-            .await
-            .map_err(join)?
+        let flag = cancel.clone();
+        let guard = cancel.on_drop();
+        let result =
+            tokio::task::spawn_blocking(move || snapshot_blocking(&inner, &revision, &flag))
+                .await
+                .map_err(join)?;
+        guard.disarm();
+        result
     }
 
     /// Walks the cache's history from `descendant`. A shallow cache (the
@@ -299,6 +313,15 @@ impl Source for GitSource {
         })
         .await
         .map_err(join)?
+    }
+}
+
+/// Sets its flag when dropped (gix's fetch interrupt).
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

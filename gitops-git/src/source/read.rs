@@ -1,7 +1,7 @@
 //! Reading from the cache, without the network: commits as revisions,
 //! history, snapshots.
 
-use gitops_core::{Revision, Snapshot, SourceError};
+use gitops_core::{Cancel, Revision, Snapshot, SourceError};
 use gix::bstr::ByteSlice;
 
 use crate::error::objects;
@@ -32,6 +32,7 @@ fn not_cached(id: &str) -> SourceError {
 pub(super) fn snapshot_blocking(
     inner: &Inner,
     revision: &Revision,
+    cancel: &Cancel,
 ) -> Result<Snapshot, SourceError> {
     let repo = inner.repo.to_thread_local();
     let id = parse_id(&revision.id)?;
@@ -53,6 +54,7 @@ pub(super) fn snapshot_blocking(
             path: inner.path.as_deref(),
             limits: inner.limits,
             special: inner.special,
+            cancel,
         },
         &previous,
         &mut next,

@@ -116,9 +116,10 @@ impl GitWritebackBuilder {
         self
     }
 
-    /// Limit for one `git push` (default: the source's fetch timeout).
+    /// Limit for one `git push` (default: the source's fetch timeout;
+    /// `Duration::MAX`: no practical limit, see [`LONGEST_TIMEOUT`](crate::LONGEST_TIMEOUT)).
     pub fn push_timeout(mut self, timeout: Duration) -> Self {
-        self.push_timeout = timeout;
+        self.push_timeout = crate::saturate(timeout);
         self
     }
 

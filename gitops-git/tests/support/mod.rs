@@ -156,6 +156,21 @@ impl Fixture {
     }
 }
 
+/// A tree bomb built with `git mktree` in `dir`'s object database: `width`
+/// entries per level, each the same subtree, `depth` levels, empty trees at
+/// the bottom (`width^depth` visits from `depth + 1` tree objects). Returns
+/// the root tree id.
+pub fn tree_bomb(dir: &Path, width: usize, depth: usize) -> String {
+    let mut tree = git_stdin(dir, &["mktree"], Some(b""));
+    for _ in 0..depth {
+        let lines: String = (0..width)
+            .map(|i| format!("040000 tree {tree}\td{i:02}\n"))
+            .collect();
+        tree = git_stdin(dir, &["mktree"], Some(lines.as_bytes()));
+    }
+    tree
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use gitops_core::{
-    Drifted, ManifestRender, Observed, Render, Revision, Source, Writeback, WritebackError,
+    Cancel, Drifted, ManifestRender, Observed, Render, Revision, Source, Writeback, WritebackError,
     WritebackRequest, WrittenBack,
 };
 use gitops_git::{GitSource, GitSourceBuilder, GitWriteback, GitWritebackBuilder, ReferencePolicy};
@@ -268,7 +268,10 @@ pub async fn drifted(
     id: &str,
     spec: Option<serde_json::Value>,
 ) -> Drifted {
-    let snapshot = source.snapshot(revision).await.expect("snapshot");
+    let snapshot = source
+        .snapshot(revision, &Cancel::new())
+        .await
+        .expect("snapshot");
     let desired = render.render(&snapshot).expect("render");
     let resource = desired
         .resources()

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 /// this prefix that a killed process left behind are removed by [`FsTarget::open`](super::FsTarget::open).
 pub const TEMP_PREFIX: &str = ".gitops-tmp-";
 
-/// Default for [`FsOptions::max_file_size`]: 16 MiB.
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+/// Default for [`FsOptions::max_file_size`]: 10 MiB, the same limit as a Git
+/// snapshot's ([`gitops_core::MAX_FILE_BYTES`]), so a file this target holds
+/// and writes back is never one the source then refuses.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = gitops_core::MAX_FILE_BYTES;
 
 /// Default for [`FsOptions::max_files`].
 pub const DEFAULT_MAX_FILES: usize = 1_000_000;
@@ -72,7 +74,7 @@ impl FsOptions {
         self
     }
 
-    /// Largest file, in bytes, that is written or read (default 16 MiB).
+    /// Largest file, in bytes, that is written or read (default 10 MiB, [`gitops_core::MAX_FILE_BYTES`]).
     pub fn max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = bytes;
         self
