@@ -175,6 +175,12 @@ pub struct EngineArgs {
     /// Sign write-back commits with this SSH key.
     #[arg(long, env = "GITOPS_WRITEBACK_KEY", value_name = "FILE")]
     pub writeback_key: Option<PathBuf>,
+    /// Let this revision (a full commit id) through the deletion limit: a
+    /// revision that would delete more than 10 resources and more than half
+    /// of those managed waits for a confirmation (this flag, or an
+    /// authenticated `POST /confirm`).
+    #[arg(long, env = "GITOPS_CONFIRM", value_name = "REVISION")]
+    pub confirm: Option<String>,
     /// Sync only inside this window: `NAME SCHEDULE DURATION [ZONE] [manual]`,
     /// e.g. "office 0 9 * * MON-FRI 8h Europe/Berlin" (repeatable).
     #[arg(long, env = "GITOPS_ALLOW", value_name = "WINDOW", value_parser = allow_window,

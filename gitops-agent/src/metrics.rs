@@ -107,6 +107,8 @@ pub enum WebhookProvider {
     Generic,
     /// `POST /retry`.
     Retry,
+    /// `POST /confirm`.
+    Confirm,
 }
 
 label_values!(WebhookProvider {
@@ -114,6 +116,7 @@ label_values!(WebhookProvider {
     Gitlab => "gitlab",
     Generic => "generic",
     Retry => "retry",
+    Confirm => "confirm",
 });
 
 /// What became of a webhook request (the `result` label).

@@ -314,6 +314,9 @@ impl Agent {
         if self.args.mode.plan {
             return self.plan(&engine).await;
         }
+        if let Some(revision) = &self.args.engine.confirm {
+            engine.confirm(revision).await?;
+        }
         if self.args.mode.once {
             return self.once(&engine).await;
         }

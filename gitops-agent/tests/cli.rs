@@ -98,3 +98,58 @@ fn json_logs_are_one_object_per_line_and_rust_log_sets_the_level() {
     assert!(quiet.status.success());
     assert!(quiet.stderr.is_empty(), "RUST_LOG=error: nothing to say");
 }
+
+#[test]
+fn a_mass_delete_waits_for_confirm_and_the_plan_says_so() {
+    let files: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("f{i}.conf"), "x\n".into()))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let repo = support::git_server::Repo::with_files(&refs);
+    let dirs = support::git_server::Dirs::new();
+    let url = format!("file://{}", repo.root.join("app.git").display());
+    let run = |args: &[&str]| {
+        support::git_server::agent(&url, &dirs, "error")
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    assert!(run(&["--once"]).status.success());
+    // Delete 11 of 12: more than 10 and more than half.
+    let removed: Vec<String> = (1..12).map(|i| format!("f{i}.conf")).collect();
+    for path in &removed {
+        std::fs::remove_file(repo.work().join(path)).expect("rm");
+    }
+    repo.commit(&[], "drop most");
+    let head = repo.head();
+
+    let plan = run(&["--plan"]);
+    assert_eq!(plan.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("held for confirmation"), "{text}");
+    assert!(text.contains(&format!("--confirm {head}")), "{text}");
+
+    let once = run(&["--once"]);
+    assert_eq!(once.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&once.stderr);
+    assert!(
+        err.contains("held for confirmation") && err.contains("delete 11 of 12"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dirs.target).expect("ls").count(),
+        12,
+        "nothing deleted"
+    );
+
+    let confirmed = run(&["--once", "--confirm", &head]);
+    assert!(
+        confirmed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&confirmed.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&dirs.target).expect("ls").count(), 1);
+}

@@ -340,3 +340,56 @@ async fn retry_accepts_each_signature_scheme() {
     }
     w.stop().await;
 }
+
+/// A revision that would delete most of what the agent manages waits; an
+/// authenticated `POST /confirm` naming it in the signed body lets it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_lets_a_held_revision_through_only_when_signed_and_consistent() {
+    let w = World::started(options()).await;
+    let many: Vec<(String, String)> = (0..20).map(|i| (format!("f{i}"), "x\n".into())).collect();
+    let full = w.source.commit(many);
+    w.engine.handle().reconcile_now();
+    assert!(w.deployed(&full).await);
+    let held = w.source.commit([("f0", "x\n")]);
+    w.engine.handle().reconcile_now();
+    let waiting = || {
+        w.engine.status().conditions.iter().any(|c| {
+            c.kind == ConditionKind::Stalled
+                && c.status
+                && c.reason == gitops_core::status::Reason::ConfirmationRequired
+        })
+    };
+    assert!(eventually(PATIENCE, waiting).await, "{}", w.engine.status());
+
+    let body = format!(r#"{{"revision":"{}"}}"#, held.id);
+    let unsigned = w
+        .post(
+            &format!("/confirm?revision={}", held.id),
+            &[],
+            body.as_str(),
+        )
+        .await;
+    assert_eq!(unsigned.status(), 401);
+    let other = w
+        .post(
+            &format!("/confirm?revision={}", full.id),
+            &standard(&secret(), "c-1", now(), &body),
+            body.as_str(),
+        )
+        .await;
+    assert_eq!(other.status(), 400, "the query names another revision");
+    tokio::time::sleep(support::http::QUIET).await;
+    assert_eq!(w.target.contents().len(), 20, "nothing deleted yet");
+
+    let answer = w
+        .post(
+            &format!("/confirm?revision={}", held.id),
+            &standard(&secret(), "c-2", now(), &body),
+            body.as_str(),
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    assert!(w.deployed(&held).await, "{}", w.engine.status());
+    assert_eq!(w.target.contents().len(), 1);
+    w.stop().await;
+}

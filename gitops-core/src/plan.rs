@@ -76,6 +76,11 @@ pub struct Plan {
     pub retained: Vec<ResourceId>,
     /// Counts of each kind of change.
     pub summary: Summary,
+    /// Set by [`Engine::plan`](crate::Engine::plan) when a sync of this plan
+    /// would not apply it: refused (an empty revision) or held for
+    /// confirmation (over the deletion or change limits), and how to go on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl Plan {
@@ -88,6 +93,7 @@ impl Plan {
             prune: Vec::new(),
             retained: Vec::new(),
             summary: Summary::default(),
+            held: None,
         }
     }
 
@@ -292,6 +298,7 @@ impl PlanBuilder<'_, '_> {
             prune,
             retained,
             summary,
+            held: None,
         })
     }
 }
@@ -376,6 +383,10 @@ impl fmt::Display for Plan {
             f,
             "Plan: {} to create, {} to update, {} to delete, {} unchanged.",
             s.create, s.update, s.delete, s.unchanged
-        )
+        )?;
+        if let Some(held) = &self.held {
+            write!(f, "\nA sync would not apply it: {held}.")?;
+        }
+        Ok(())
     }
 }

@@ -292,4 +292,9 @@ pub struct EngineRecord {
     pub unpin_after: Option<String>,
     /// Revisions that failed and are not retried until a newer commit (ids).
     pub bad: Vec<String>,
+    /// A revision someone confirmed past the deletion or change limits
+    /// (its id), kept until it has synced. Omitted when unset, so records
+    /// without it are written as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<String>,
 }

@@ -77,6 +77,9 @@ pub enum Reason {
     RenderFailed,
     /// The revision would delete every managed resource.
     EmptyRevisionRefused,
+    /// The revision would delete or change more than the limits allow and
+    /// waits for someone to confirm it.
+    ConfirmationRequired,
     /// A rollback named a revision the source cannot provide.
     RollbackFailed,
     /// The source refused the revision for good (e.g. verification).
@@ -120,6 +123,7 @@ impl Reason {
             Reason::SourceOrTargetUnavailable => "SourceOrTargetUnavailable",
             Reason::RenderFailed => "RenderFailed",
             Reason::EmptyRevisionRefused => "EmptyRevisionRefused",
+            Reason::ConfirmationRequired => "ConfirmationRequired",
             Reason::RollbackFailed => "RollbackFailed",
             Reason::SourceFailed => "SourceFailed",
             Reason::ReconciliationFailed => "ReconciliationFailed",

@@ -102,7 +102,8 @@ fn engine(state: &Path, target: &Path, g: u32) -> Result<Engine, String> {
             dir: target.to_owned(),
         }))
         .store(Arc::new(store))
-        .config(EngineConfig::default().concurrency(2))
+        // Generations delete about half of the resources: no blast-radius hold here.
+        .config(EngineConfig::default().concurrency(2).delete_limit(None))
         .name(APP)
         .build()
         .map_err(|e| e.to_string())

@@ -95,6 +95,7 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             pinned: None,
             unpin_after: None,
             bad: vec!["1111111111111111111111111111111111111111".into()],
+            confirmed: None,
         }
     );
 

@@ -239,13 +239,7 @@ async fn output_is_capped_to_its_tail() {
     let input = GateInput {
         stage: GateStage::PreSync,
         revision: rev.clone(),
-        plan: Arc::new(Plan {
-            revision: rev,
-            waves: Vec::new(),
-            prune: Vec::new(),
-            retained: Vec::new(),
-            summary: Default::default(),
-        }),
+        plan: Arc::new(Plan::empty(rev)),
     };
     let GateVerdict::Passed(output) = gate.check(&input).await else {
         panic!("the gate should pass");

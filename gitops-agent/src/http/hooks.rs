@@ -45,6 +45,8 @@ enum Verdict {
     Reconcile,
     /// Retry the current revision now (202).
     Retry,
+    /// Confirm this revision past the deletion and change limits (202).
+    Confirm(String),
     /// Authenticated, nothing to do (200).
     Ignored(String),
     /// Missing or wrong credentials (401).
@@ -174,7 +176,7 @@ async fn read(request: Request, limit: usize) -> (HeaderMap, Result<Bytes, Verdi
 /// Counts, acts and answers.
 fn finish(shared: &Shared, provider: WebhookProvider, verdict: Verdict) -> Response {
     let result = match &verdict {
-        Verdict::Reconcile | Verdict::Retry => WebhookResult::Accepted,
+        Verdict::Reconcile | Verdict::Retry | Verdict::Confirm(_) => WebhookResult::Accepted,
         Verdict::Ignored(_) => WebhookResult::Ignored,
         Verdict::Unauthorized(_) => WebhookResult::Unauthorized,
         Verdict::Bad(..) => WebhookResult::BadRequest,
@@ -190,6 +192,14 @@ fn finish(shared: &Shared, provider: WebhookProvider, verdict: Verdict) -> Respo
             shared.handle.retry();
             tracing::info!(?provider, "webhook: retrying the current revision");
             (StatusCode::ACCEPTED, json!({"result": "accepted"}))
+        }
+        Verdict::Confirm(revision) => {
+            tracing::info!(?provider, %revision, "webhook: revision confirmed");
+            shared.handle.confirm(revision.clone());
+            (
+                StatusCode::ACCEPTED,
+                json!({"result": "accepted", "confirmed": revision}),
+            )
         }
         Verdict::Ignored(reason) => {
             tracing::debug!(?provider, %reason, "webhook ignored");
@@ -282,25 +292,74 @@ pub(crate) async fn generic(State(shared): State<Arc<Shared>>, request: Request)
     .await
 }
 
+/// Authenticates an operator's request (`/retry`, `/confirm`) with any of
+/// the three schemes, chosen by which signature header is present.
+fn operator_auth(
+    hooks: &Hooks,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), Verdict> {
+    if headers.contains_key("webhook-signature") {
+        hooks.standard_auth(endpoint, headers, body)
+    } else if headers.contains_key("x-hub-signature-256") {
+        hooks.github_auth(endpoint, headers, body)
+    } else if headers.contains_key("x-gitlab-token") {
+        hooks.gitlab_auth(headers)
+    } else {
+        Err(Verdict::Unauthorized(
+            "sign it: webhook-signature, X-Hub-Signature-256 or X-Gitlab-Token".into(),
+        ))
+    }
+}
+
 /// `POST /retry`: signed with any of the three schemes (chosen by which
 /// signature header is present), retries the current revision.
 pub(crate) async fn retry(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     handle(&shared, WebhookProvider::Retry, request, |headers, body| {
-        let hooks = &shared.hooks;
-        if headers.contains_key("webhook-signature") {
-            hooks.standard_auth("retry", headers, body)?;
-        } else if headers.contains_key("x-hub-signature-256") {
-            hooks.github_auth("retry", headers, body)?;
-        } else if headers.contains_key("x-gitlab-token") {
-            hooks.gitlab_auth(headers)?;
-        } else {
-            return Err(Verdict::Unauthorized(
-                "sign it: webhook-signature, X-Hub-Signature-256 or X-Gitlab-Token".into(),
-            ));
-        }
+        operator_auth(&shared.hooks, "retry", headers, body)?;
         Ok(Verdict::Retry)
     })
     .await
+}
+
+/// `POST /confirm?revision=<id>` with the body `{"revision": "<id>"}`,
+/// signed like `/retry`: confirms a revision held past the deletion or
+/// change limits. The revision must be in the body, because the signatures
+/// cover the body only (a query alone could be swapped on a captured
+/// request); a query, when given, must name the same revision.
+pub(crate) async fn confirm(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let query = request.uri().query().map(str::to_owned);
+    handle(
+        &shared,
+        WebhookProvider::Confirm,
+        request,
+        |headers, body| {
+            operator_auth(&shared.hooks, "confirm", headers, body)?;
+            confirmed_revision(query.as_deref(), body).map(Verdict::Confirm)
+        },
+    )
+    .await
+}
+
+/// The revision a `/confirm` request names (see [`confirm`]).
+fn confirmed_revision(query: Option<&str>, body: &[u8]) -> Result<String, Verdict> {
+    let bad = |why: &str| Verdict::Bad(StatusCode::BAD_REQUEST, why.to_owned());
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| bad("the body must be {\"revision\": \"<commit id>\"}"))?;
+    let revision = value
+        .get("revision")
+        .and_then(|r| r.as_str())
+        .filter(|r| !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| bad("\"revision\" must be a full commit id"))?;
+    let queried = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("revision="));
+    if queried.is_some_and(|q| q != revision) {
+        return Err(bad("?revision= and the body name different revisions"));
+    }
+    Ok(revision.to_owned())
 }
 
 #[cfg(test)]

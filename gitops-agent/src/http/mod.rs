@@ -13,10 +13,11 @@
 //! | `POST /hooks/gitlab` | GitLab (`X-Gitlab-Token`): a push to the tracked ref polls now |
 //! | `POST /hooks/generic` | Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`): polls now |
 //! | `POST /retry` | any of the three schemes: retries the current revision, lifting a stall |
+//! | `POST /confirm?revision=<id>` | signed like `/retry`, body `{"revision": "<id>"}`: confirms a revision held past the deletion or change limits |
 //!
 //! Every request must name the service in its `Host` header (the listen
-//! address, `localhost:<port>` on a loopback listen, or the host of
-//! `--public-url`): a browser page on another site cannot reach it through
+//! address, `localhost:<port>` on a loopback listen, any IP with the port on
+//! an unspecified listen, or the host of `--public-url`): a browser page on another site cannot reach it through
 //! DNS rebinding (421 otherwise). Webhooks need the secret of
 //! `--webhook-secret-file`; without one they are all refused (401). A
 //! webhook only ever asks the engine to look at the source now

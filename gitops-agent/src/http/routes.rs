@@ -104,6 +104,7 @@ pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, options: &HttpOpt
         .route("/hooks/gitlab", post(hooks::gitlab))
         .route("/hooks/generic", post(hooks::generic))
         .route("/retry", post(hooks::retry))
+        .route("/confirm", post(hooks::confirm))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(from_fn_with_state(options.request_timeout, deadline))
         .layer(from_fn_with_state(Arc::new(hosts), host::check))

@@ -75,6 +75,18 @@ impl Repo {
         repo
     }
 
+    /// The work tree the commits are made in.
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// The id of `main`'s head.
+    pub fn head(&self) -> String {
+        run(&self.work, "git", &["rev-parse", "HEAD"])
+            .trim()
+            .to_owned()
+    }
+
     /// Commits `files` on `main` and pushes them to the bare repository.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) {
         for (path, content) in files {

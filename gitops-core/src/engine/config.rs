@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::ChangeLimit;
 use crate::window::SyncWindows;
 
 /// Exponential backoff for transient failures, per revision; reset on success.
@@ -80,6 +81,8 @@ pub struct EngineConfig {
     pub(crate) unpin_on_new_commit: bool,
     pub(crate) writeback_conflict: WritebackConflict,
     pub(crate) windows: SyncWindows,
+    pub(crate) delete_limit: Option<ChangeLimit>,
+    pub(crate) change_limit: Option<ChangeLimit>,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +107,8 @@ impl Default for EngineConfig {
             unpin_on_new_commit: false,
             writeback_conflict: WritebackConflict::Keep,
             windows: SyncWindows::new(),
+            delete_limit: Some(ChangeLimit::DEFAULT_DELETES),
+            change_limit: None,
         }
     }
 }
@@ -205,6 +210,25 @@ impl EngineConfig {
     #[must_use]
     pub fn history_limit(mut self, value: usize) -> Self {
         self.history_limit = value;
+        self
+    }
+
+    /// Hold a revision that would delete more than this (a count **and** a
+    /// percent of the managed resources) until it is confirmed
+    /// ([`EngineHandle::confirm`](super::EngineHandle::confirm),
+    /// [`Engine::confirm`](super::Engine::confirm)); default: more than 10
+    /// resources and more than 50 %. `None`: no limit.
+    #[must_use]
+    pub fn delete_limit(mut self, limit: Option<ChangeLimit>) -> Self {
+        self.delete_limit = limit;
+        self
+    }
+
+    /// Hold a revision that would create, update or delete more than this
+    /// until it is confirmed (default: no limit).
+    #[must_use]
+    pub fn change_limit(mut self, limit: Option<ChangeLimit>) -> Self {
+        self.change_limit = limit;
         self
     }
 

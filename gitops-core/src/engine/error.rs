@@ -63,6 +63,20 @@ pub enum EngineError {
         /// How many resources the engine manages.
         managed: usize,
     },
+    /// The revision would delete or change more than
+    /// [`EngineConfig::delete_limit`](super::EngineConfig::delete_limit) or
+    /// [`change_limit`](super::EngineConfig::change_limit) allow; it waits
+    /// until someone confirms it.
+    #[error(
+        "revision {revision} is held for confirmation: {why}; confirm it with `--confirm {}` (gitops-agent), `POST /confirm?revision={}` or EngineHandle::confirm",
+        revision.id, revision.id
+    )]
+    ConfirmationRequired {
+        /// The held revision.
+        revision: Box<Revision>,
+        /// What it would do, and the limit.
+        why: String,
+    },
     /// A rollback named a revision the source cannot provide.
     #[error("rollback to {revision}: {source}")]
     Rollback {
@@ -94,6 +108,7 @@ impl EngineError {
             EngineError::Render { revision, .. }
             | EngineError::RenderTimeout { revision, .. }
             | EngineError::EmptyRevision { revision, .. }
+            | EngineError::ConfirmationRequired { revision, .. }
             | EngineError::Rollback { revision, .. } => Some(revision),
             _ => None,
         }

@@ -54,6 +54,19 @@ impl EngineHandle {
         self.inner.trigger.notify_one();
     }
 
+    /// Confirms revision `id` (a full commit id) past the deletion and
+    /// change limits ([`EngineConfig::delete_limit`](super::EngineConfig::delete_limit)),
+    /// and tries it at once. Remembered in the state store until that
+    /// revision has synced.
+    pub fn confirm(&self, id: impl Into<String>) {
+        {
+            let mut requests = self.inner.requests.locked();
+            requests.confirm = Some(id.into());
+            requests.retry = true;
+        }
+        self.inner.trigger.notify_one();
+    }
+
     /// Asks the engine to try the current revision again now, lifting a
     /// stall, a failed revision's hold and a pending retry's backoff (an
     /// operator's explicit retry). Recorded with trigger `retry`.
@@ -225,10 +238,39 @@ impl Engine {
             .load_inventory(&inner.name)
             .await
             .map_err(EngineError::Store)?;
-        let (plan, _) = inner
+        let (mut plan, _) = inner
             .observe_and_plan(&prepared.desired, &inventory.value)
             .await?;
+        // Say up front what a sync would refuse or hold.
+        let managed = inventory.value.len();
+        plan.held = if prepared.desired.is_empty() && managed > 0 && !inner.config.allow_empty {
+            Some(format!(
+                "refused: the revision has no resources and would delete all {managed} managed ones (allow_empty permits it)"
+            ))
+        } else {
+            inner
+                .held(&plan, managed)
+                .filter(|_| !state.confirmed(&revision.id))
+                .map(|why| {
+                    format!(
+                        "held for confirmation: {why}; confirm with `--confirm {}`",
+                        revision.id
+                    )
+                })
+        };
         Ok(plan)
+    }
+
+    /// Confirms revision `id` past the deletion and change limits before a
+    /// [`sync_once`](Self::sync_once) (push mode); remembered in the state
+    /// store until that revision has synced. See [`EngineHandle::confirm`].
+    pub async fn confirm(&self, id: &str) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let id = id.to_owned();
+        inner
+            .update_record(&mut state, |r| r.confirmed = Some(id))
+            .await
     }
 
     /// One full reconcile (push mode). Per-resource failures are in the

@@ -42,6 +42,7 @@
 //! pure verdict) and `verdict` applies it (`retry`, `pin`).
 
 mod admission;
+mod blast;
 mod builder;
 mod config;
 mod converge;
@@ -69,6 +70,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use admission::{Dependency, Needs};
+pub use blast::ChangeLimit;
 pub use builder::EngineBuilder;
 pub use config::{EngineConfig, RetryPolicy, WritebackConflict};
 pub use error::{ConfigError, EngineError};

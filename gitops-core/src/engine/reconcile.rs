@@ -147,6 +147,7 @@ impl Inner {
         let (mut inventory, mut version) = self.load_inventory(revision, &prepared).await?;
         let (plan, observed) = self.observe_and_plan(&prepared.desired, &inventory).await?;
         sync.timings.plan = plan_started.elapsed();
+        self.check_limits(state, revision, &plan, inventory.len())?;
         tracing::debug!(summary = ?plan.summary, "planned");
         let audit = AuditContext { revision, trigger };
         let plan = Arc::new(plan);
@@ -280,6 +281,35 @@ impl Inner {
             summary: report.plan.summary,
         });
         report
+    }
+
+    /// Refuses a revision that would delete or change more than the limits
+    /// allow, unless it was confirmed.
+    pub(super) fn check_limits(
+        &self,
+        state: &LoopState,
+        revision: &Revision,
+        plan: &Plan,
+        managed: usize,
+    ) -> Result<(), EngineError> {
+        match self.held(plan, managed) {
+            Some(why) if !state.confirmed(&revision.id) => Err(EngineError::ConfirmationRequired {
+                revision: Box::new(revision.clone()),
+                why,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why a revision with `plan` would be held for confirmation, if it would.
+    pub(super) fn held(&self, plan: &Plan, managed: usize) -> Option<String> {
+        super::blast::held(
+            &plan.summary,
+            managed,
+            self.config.delete_limit,
+            self.config.change_limit,
+        )
+        .map(|held| held.to_string())
     }
 
     /// The stored inventory; refuses a revision that would delete every

@@ -210,14 +210,20 @@ impl Inner {
     /// pins its revision and is due at once. Returns whether an explicit
     /// retry was asked for.
     async fn take_requests(&self, state: &mut LoopState) -> bool {
-        let (resume, rollback, retry) = {
+        let (resume, rollback, retry, confirm) = {
             let mut requests = self.requests.locked();
             (
                 std::mem::take(&mut requests.resume),
                 requests.rollback.take(),
                 std::mem::take(&mut requests.retry),
+                requests.confirm.take(),
             )
         };
+        if let Some(id) = confirm
+            && let Err(e) = self.update_record(state, |r| r.confirmed = Some(id)).await
+        {
+            tracing::warn!(error = %e, "could not record the confirmation");
+        }
         if resume {
             self.unpin(state).await;
         }

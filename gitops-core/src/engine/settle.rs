@@ -161,6 +161,7 @@ fn error_reason(e: &EngineError) -> Reason {
     match e {
         EngineError::Render { .. } | EngineError::RenderTimeout { .. } => Reason::RenderFailed,
         EngineError::EmptyRevision { .. } => Reason::EmptyRevisionRefused,
+        EngineError::ConfirmationRequired { .. } => Reason::ConfirmationRequired,
         EngineError::Rollback { .. } => Reason::RollbackFailed,
         EngineError::Source(_) => Reason::SourceFailed,
         _ => Reason::ReconciliationFailed,

@@ -100,6 +100,13 @@ impl LoopState {
         self.record.as_ref().and_then(|r| r.value.pinned.clone())
     }
 
+    /// Whether someone confirmed revision `id` past the deletion and change limits.
+    pub fn confirmed(&self, id: &str) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|r| r.value.confirmed.as_deref() == Some(id))
+    }
+
     /// Whether a write-back conflict made `id` fall back to revert at `revision`.
     pub fn forced_revert(&self, revision: &str, id: &ResourceId) -> bool {
         self.force_revert
@@ -119,6 +126,8 @@ pub(super) struct Requests {
     pub rollback: Option<Revision>,
     /// `retry()` was called: the loop clears the hold and tries again.
     pub retry: bool,
+    /// `confirm()` was called with this revision id: the loop records it.
+    pub confirm: Option<String>,
 }
 
 /// The parts a tool author plugs in.

@@ -116,6 +116,10 @@ impl Inner {
         let recorded = applied.clone();
         if let Err(e) = self
             .update_record(state, |r| {
+                // A confirmation is spent once its revision has synced.
+                if r.confirmed.as_deref() == Some(recorded.id.as_str()) {
+                    r.confirmed = None;
+                }
                 r.last_applied = Some(recorded.clone());
                 r.last_healthy = Some(recorded);
             })
