@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitops_core::source::BoxError;
 use gitops_core::testing::MemorySource;
-use gitops_core::{BoxError, Engine, EngineConfig, ManifestRender};
+use gitops_core::{Engine, EngineConfig, ManifestRender};
 use gitops_etcd::{
     AppContext, EtcdClient, EtcdConfig, EtcdStore, EtcdTarget, Replica, ReplicaConfig,
     ReplicaHandle, testing,

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gitops_core::{FilesRender, Inventory, ManifestRender, Planner, Render, Revision, Snapshot};
+use gitops_core::model::Inventory;
+use gitops_core::plan::Planner;
+use gitops_core::{FilesRender, ManifestRender, Render, Revision, Snapshot};
 
 const DEMO: &str = "\
 kind: Secret

@@ -81,7 +81,7 @@ async fn main() -> Result<(), Error> {
         .audit(&gitops_core::AuditQuery::default())
         .await?
         .into_iter()
-        .filter(|r| r.action == gitops_core::AuditAction::Writeback);
+        .filter(|r| r.action == gitops_core::store::AuditAction::Writeback);
     for record in audit {
         println!(
             "audit: {} {} ({})",

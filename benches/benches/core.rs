@@ -3,7 +3,10 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gitops_benches::{dag_edges, desired, manifest_snapshot, observed};
-use gitops_core::{DependencyGraph, Inventory, ManifestRender, Planner, Render};
+use gitops_core::graph::DependencyGraph;
+use gitops_core::model::Inventory;
+use gitops_core::plan::Planner;
+use gitops_core::{ManifestRender, Render};
 use std::hint::black_box;
 
 fn plan(c: &mut Criterion) {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, SamplingMode};
+use gitops_core::source::BoxError;
 use gitops_core::testing::MemorySource;
-use gitops_core::{BoxError, Engine, EngineConfig, ManifestRender, StateStore};
+use gitops_core::{Engine, EngineConfig, ManifestRender, StateStore};
 use gitops_etcd::{
     AppContext, EtcdClient, EtcdConfig, EtcdStore, EtcdTarget, Replica, ReplicaConfig,
     ReplicaHandle, testing,

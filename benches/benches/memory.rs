@@ -4,7 +4,9 @@
 //! child process so one does not hide in the other's high-water mark.
 
 use gitops_benches::{desired, observed, peak_rss_bytes, spec};
-use gitops_core::{Inventory, Observed, Planner};
+use gitops_core::Observed;
+use gitops_core::model::Inventory;
+use gitops_core::plan::Planner;
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use gitops_core::engine::{SyncResult, Trigger};
+use gitops_core::model::Inventory;
 use gitops_core::store::{AuditAction, AuditQuery, AuditRecord, HistoryEntry, StateStore};
-use gitops_core::{Inventory, RedbStore, Resource, ResourceId, Revision};
+use gitops_core::{RedbStore, Resource, ResourceId, Revision};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

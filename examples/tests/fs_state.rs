@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use gitops_core::store::AuditAction;
 use gitops_core::testing::MemorySource;
-use gitops_core::{AuditAction, AuditQuery, Engine, FilesRender, RedbStore, StateStore};
+use gitops_core::{AuditQuery, Engine, FilesRender, RedbStore, StateStore};
 use gitops_targets::{FsOptions, FsTarget};
 
 fn engine(source: &Arc<MemorySource>, dir: &Path, store: Arc<dyn StateStore>) -> Engine {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::pipeline::{Pipeline, Stage};
-use gitops_core::{AuditAction, AuditQuery, FilesRender};
+use gitops_core::store::AuditAction;
+use gitops_core::{AuditQuery, FilesRender};
 use gitops_examples::DemoRepo;
 use gitops_git::{GitPromoter, GitSource, PromotionRef, ReferencePolicy};
 use gitops_targets::{FsOptions, FsTarget};

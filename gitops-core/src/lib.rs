@@ -5,7 +5,9 @@
 //! Render a snapshot of manifests and print what a sync would do:
 //!
 //! ```
-//! use gitops_core::{Inventory, ManifestRender, Planner, Render, Revision, Snapshot};
+//! use gitops_core::{ManifestRender, Render, Revision, Snapshot};
+//! use gitops_core::model::Inventory;
+//! use gitops_core::plan::Planner;
 //!
 //! let manifests = r#"
 //! kind: Secret
@@ -33,6 +35,13 @@
 //!
 //! `gitops-core` knows nothing of Git, files or etcd: those live in their own
 //! crates behind the traits defined here.
+//!
+//! The crate root re-exports what a tool author needs: the traits, the
+//! engine with its builder, config and errors, the model, the renderers,
+//! the stores. The rest lives in its module: the planner's parts in
+//! [`plan`], conditions and reasons in [`status`], stored records in
+//! [`store`] (and [`record`]), clocks in [`window`], write-back requests in
+//! [`writeback`], the graph in [`graph`].
 
 mod cancel;
 mod canonical;
@@ -62,35 +71,31 @@ pub mod testing;
 pub mod window;
 pub mod writeback;
 
-pub use cancel::{Cancel, CancelOnDrop};
-pub use diff::{Diff, FieldChange};
+pub use cancel::Cancel;
+pub use diff::Diff;
 pub use engine::{
     Dependency, Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, Needs, SyncReport,
 };
 pub use files::FilesRender;
 pub use gate::{Gate, GateInput, GateResult, GateStage, gate_fn};
-pub use graph::{CycleError, DependencyGraph};
 pub use id::{IdError, ResourceId};
 pub use manifest::ManifestRender;
 pub use model::{
-    DriftPolicy, Health, Inventory, InventoryEntry, MAX_FILE_BYTES, Observed, Origin, Policy,
-    Resource, Revision, Snapshot, SnapshotFile, SnapshotPathError,
+    DriftPolicy, Health, MAX_FILE_BYTES, Observed, Policy, Resource, Revision, Snapshot,
+    SnapshotFile,
 };
-pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Soaking, Stage};
-pub use plan::{Change, Plan, PlanError, PlannedChange, Planner, Summary, Wave};
+pub use pipeline::{Pipeline, PipelineBuilder, PipelineError, Stage};
+pub use plan::{Plan, PlanError};
 pub use promote::{PromoteError, Promoter};
 #[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
 pub use render::{DesiredState, FileEdit, Render, RenderError};
-pub use source::{BoxError, Source, SourceError};
-pub use status::{BlockReason, Blocked, Condition, ConditionKind, Status};
-pub use store::{
-    AuditAction, AuditQuery, AuditRecord, AuditRetention, EngineRecord, HistoryEntry, MemoryStore,
-    StateStore, StoreError,
-};
+pub use source::{Source, SourceError};
+pub use status::{ConditionKind, Status};
+pub use store::{AuditQuery, AuditRecord, HistoryEntry, MemoryStore, StateStore, StoreError};
 pub use target::{Target, TargetError};
-pub use window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, SystemClock};
-pub use writeback::{Drifted, Writeback, WritebackError, WritebackRequest, WrittenBack};
+pub use window::{SyncWindow, SyncWindows};
+pub use writeback::{Writeback, WritebackError};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;

@@ -38,7 +38,8 @@ const RECORD_SETS: [&str; 4] = ["inventory", "record", "history", "audit"];
 ///
 /// ```
 /// use gitops_core::store::StateStore;
-/// use gitops_core::{Inventory, RedbStore};
+/// use gitops_core::RedbStore;
+/// use gitops_core::model::Inventory;
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let dir = tempfile::tempdir()?;
 /// let store = RedbStore::open(dir.path())?;

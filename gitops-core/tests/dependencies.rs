@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::engine::SyncResult;
+use gitops_core::status::BlockReason;
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    BlockReason, ConditionKind, Dependency, Engine, ManifestRender, MemoryStore, Needs, ResourceId,
+    ConditionKind, Dependency, Engine, ManifestRender, MemoryStore, Needs, ResourceId,
 };
 use serde_json::json;
 

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gitops_core::engine::{EngineConfig, SyncResult};
+use gitops_core::store::AuditAction;
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, ConditionKind, Engine, GateInput, GateStage, ManifestRender, gate_fn,
+    AuditQuery, ConditionKind, Engine, GateInput, GateStage, ManifestRender, gate_fn,
 };
 use serde_json::json;
 

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gitops_core::pipeline::{Pipeline, Stage};
+use gitops_core::store::AuditAction;
 use gitops_core::testing::{Call, MemoryPromoter, MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, ConditionKind, EngineError, GateInput, Health, ResourceId, Revision,
-    gate_fn,
+    AuditQuery, ConditionKind, EngineError, GateInput, Health, ResourceId, Revision, gate_fn,
 };
 use serde_json::json;
 use tokio::task::JoinHandle;

@@ -1,8 +1,10 @@
 //! The planner: changes, deletes from the inventory only, display and JSON.
 
+use gitops_core::model::{Inventory, InventoryEntry};
+use gitops_core::plan::{Change, Planner};
 use gitops_core::{
-    Change, DesiredState, Diff, Inventory, InventoryEntry, Observed, PlanError, Planner, Resource,
-    ResourceId, Revision, Target, TargetError, async_trait,
+    DesiredState, Diff, Observed, PlanError, Resource, ResourceId, Revision, Target, TargetError,
+    async_trait,
 };
 use serde_json::json;
 

@@ -2,10 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gitops_core::{
-    Change, DependencyGraph, DesiredState, Inventory, Observed, Planner, Resource, ResourceId,
-    Revision,
-};
+use gitops_core::graph::DependencyGraph;
+use gitops_core::model::Inventory;
+use gitops_core::plan::{Change, Planner};
+use gitops_core::{DesiredState, Observed, Resource, ResourceId, Revision};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -5,11 +5,10 @@
 use std::time::{Duration, SystemTime};
 
 use gitops_core::engine::Trigger;
+use gitops_core::model::Inventory;
 use gitops_core::store::StateStore;
-use gitops_core::{
-    AuditAction, AuditQuery, AuditRecord, AuditRetention, Inventory, MemoryStore, RedbStore,
-    ResourceId,
-};
+use gitops_core::store::{AuditAction, AuditRetention};
+use gitops_core::{AuditQuery, AuditRecord, MemoryStore, RedbStore, ResourceId};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gitops_core::engine::{EngineConfig, Outcome, SyncResult, Trigger};
+use gitops_core::model::Inventory;
+use gitops_core::store::{AuditAction, EngineRecord};
 use gitops_core::store::{FORMAT_VERSION, StateStore, Versioned};
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, ConditionKind, Engine, EngineError, EngineRecord, Health, Inventory,
-    ManifestRender, RedbStore, Revision, StoreError,
+    AuditQuery, ConditionKind, Engine, EngineError, Health, ManifestRender, RedbStore, Revision,
+    StoreError,
 };
 use redb::ReadableDatabase as _;
 use serde_json::json;
@@ -654,7 +656,7 @@ async fn a_change_whose_record_a_crash_lost_is_audited_by_the_next_sync() {
     let mut inventory = loaded.value.clone();
     inventory.insert(
         id("App/c"),
-        gitops_core::InventoryEntry {
+        gitops_core::model::InventoryEntry {
             digest: String::new(),
             depends_on: Vec::new(),
             prune: true,

@@ -8,10 +8,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use gitops_core::engine::{Outcome, ResourceOutcome, SyncResult, Trigger};
 use gitops_core::gate::{GateResult, GateStage};
+use gitops_core::model::InventoryEntry;
 use gitops_core::store::{
     AuditAction, AuditQuery, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, StateStore,
 };
-use gitops_core::{InventoryEntry, RedbStore, ResourceId, Revision};
+use gitops_core::{RedbStore, ResourceId, Revision};
 use redb::{Database, TableDefinition};
 
 const INVENTORY_V1: &str =

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gitops_core::engine::{EngineConfig, SyncResult, Trigger};
+use gitops_core::status::BlockReason;
 use gitops_core::testing::{Call, MemorySource, MemoryTarget};
 use gitops_core::window::{Clock, InProgress, ManualClock, SyncWindow, SyncWindows, format_utc};
-use gitops_core::{BlockReason, ConditionKind, Engine, GateInput, ManifestRender, gate_fn};
+use gitops_core::{ConditionKind, Engine, GateInput, ManifestRender, gate_fn};
 use serde_json::json;
 
 mod support;

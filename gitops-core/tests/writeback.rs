@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::engine::{EngineConfig, Event, WritebackConflict};
+use gitops_core::store::AuditAction;
 use gitops_core::testing::{Call, MemorySource, MemoryTarget, MemoryWriteback};
-use gitops_core::{
-    AuditAction, AuditQuery, Cancel, Engine, ManifestRender, ResourceId, WritebackError,
-};
+use gitops_core::{AuditQuery, Cancel, Engine, ManifestRender, ResourceId, WritebackError};
 use serde_json::json;
 
 fn id(s: &str) -> ResourceId {

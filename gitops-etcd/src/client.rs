@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use gitops_core::BoxError;
+use gitops_core::source::BoxError;
 
 /// The environment variable [`EtcdConfig::from_env`] reads: endpoints,
 /// comma-separated (`http://127.0.0.1:2379,http://10.0.0.2:2379`).

@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitops_core::model::Inventory;
 use gitops_core::testing::MemorySource;
-use gitops_core::{Engine, Inventory, ManifestRender, StateStore};
+use gitops_core::{Engine, ManifestRender, StateStore};
 use gitops_etcd::{EtcdClient, EtcdConfig, EtcdStore, EtcdTarget, TlsConfig};
 
 const PASSWORD: &str = "s3cret-Pa55word";

@@ -6,10 +6,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use gitops_core::model::Inventory;
+use gitops_core::store::{AuditAction, EngineRecord};
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, AuditRecord, Dependency, Engine, EngineRecord, Inventory,
-    ManifestRender, Resource, StateStore, StoreError,
+    AuditQuery, AuditRecord, Dependency, Engine, ManifestRender, Resource, StateStore, StoreError,
 };
 use gitops_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdStore, Fence};
 

@@ -7,9 +7,9 @@ mod support;
 use std::time::SystemTime;
 
 use gitops_core::engine::{SyncResult, Trigger};
-use gitops_core::{
-    AuditAction, AuditQuery, AuditRecord, HistoryEntry, Inventory, Revision, StateStore,
-};
+use gitops_core::model::Inventory;
+use gitops_core::store::AuditAction;
+use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, Revision, StateStore};
 use gitops_etcd::EtcdStore;
 
 /// Saves of this many records of ~4.4 KB each: ~1.3 MB per save, under

@@ -8,8 +8,10 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use gitops_core::engine::Trigger;
+use gitops_core::model::Inventory;
+use gitops_core::store::AuditAction;
 use gitops_core::store::AuditRetention;
-use gitops_core::{AuditAction, AuditQuery, AuditRecord, Inventory, StateStore};
+use gitops_core::{AuditQuery, AuditRecord, StateStore};
 use gitops_etcd::{EtcdClient, EtcdStore};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);

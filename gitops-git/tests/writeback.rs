@@ -363,7 +363,7 @@ fn the_engine_writes_back_then_deploys_its_own_commit_as_a_no_op() {
         assert!(
             audit
                 .iter()
-                .any(|r| r.action == gitops_core::AuditAction::Writeback
+                .any(|r| r.action == gitops_core::store::AuditAction::Writeback
                     && r.detail.as_deref().is_some_and(|d| d.contains(&written.id))),
             "{audit:?}"
         );

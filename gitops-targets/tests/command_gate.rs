@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use gitops_core::engine::SyncResult;
 use gitops_core::gate::GateVerdict;
+use gitops_core::store::AuditAction;
 use gitops_core::testing::{MemorySource, MemoryTarget};
 use gitops_core::{
-    AuditAction, AuditQuery, ConditionKind, Engine, Gate, GateInput, GateStage, ManifestRender,
-    Plan, ResourceId, Revision,
+    AuditQuery, ConditionKind, Engine, Gate, GateInput, GateStage, ManifestRender, Plan,
+    ResourceId, Revision,
 };
 use gitops_targets::{CommandGate, CommandGateError};
 use serde_json::Value;

@@ -8,11 +8,12 @@
 use std::time::SystemTime;
 
 use gitops_core::engine::Outcome;
+use gitops_core::plan::Summary;
 use gitops_core::record::{SyncResult, Trigger};
+use gitops_core::status::{BlockReason, Blocked, Condition};
 use gitops_core::status::{DriftEntry, Reason, RetryInfo};
 use gitops_core::{
-    BlockReason, Blocked, Condition, ConditionKind, DriftPolicy, GateResult, GateStage,
-    HistoryEntry, ResourceId, Revision, Status, Summary,
+    ConditionKind, DriftPolicy, GateResult, GateStage, HistoryEntry, ResourceId, Revision, Status,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -256,7 +257,8 @@ impl GateView {
 
 #[cfg(test)]
 mod tests {
-    use gitops_core::{Diff, FieldChange};
+    use gitops_core::Diff;
+    use gitops_core::diff::FieldChange;
     use serde_json::json;
 
     use super::*;

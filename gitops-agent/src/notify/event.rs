@@ -2,8 +2,9 @@
 //! translation that carries ids, revisions, results and counts, never file
 //! contents, drift values or error texts.
 
+use gitops_core::Revision;
 use gitops_core::engine::{Event, SyncResult, Trigger};
-use gitops_core::{Revision, Summary};
+use gitops_core::plan::Summary;
 use serde::Serialize;
 use serde_json::{Value, json};
 

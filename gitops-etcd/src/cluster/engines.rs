@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use gitops_core::{BoxError, Engine, EngineHandle, StateStore};
+use gitops_core::source::BoxError;
+use gitops_core::{Engine, EngineHandle, StateStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

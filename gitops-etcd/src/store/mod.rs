@@ -23,8 +23,8 @@
 //! they are sent (an inventory fits ~10,000 resources).
 //!
 //! Every read of more than one key is paged: at most
-//! [`VALUES_PER_PAGE`](crate::VALUES_PER_PAGE) values or
-//! [`KEYS_PER_PAGE`](crate::KEYS_PER_PAGE) keys per request, so no reply
+//! [`VALUES_PER_PAGE`] values or
+//! [`KEYS_PER_PAGE`] keys per request, so no reply
 //! comes near the client's [`DECODE_LIMIT`](crate::DECODE_LIMIT) however
 //! much history and audit an application has. Audit records are kept within
 //! an [`AuditRetention`] (default: 90 days, 100,000 records per
@@ -40,10 +40,10 @@ use async_trait::async_trait;
 use etcd_client::{
     Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
+use gitops_core::model::Inventory;
+use gitops_core::store::EngineRecord;
 use gitops_core::store::{AuditRetention, FORMAT_VERSION, Versioned};
-use gitops_core::{
-    AuditQuery, AuditRecord, EngineRecord, HistoryEntry, Inventory, StateStore, StoreError,
-};
+use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, StateStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

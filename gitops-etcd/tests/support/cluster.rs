@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitops_core::engine::RetryPolicy;
+use gitops_core::source::BoxError;
 use gitops_core::{
-    BoxError, Diff, Engine, EngineConfig, ManifestRender, Observed, Resource, ResourceId, Revision,
-    Snapshot, Source, SourceError, Target, TargetError, async_trait,
+    Diff, Engine, EngineConfig, ManifestRender, Observed, Resource, ResourceId, Revision, Snapshot,
+    Source, SourceError, Target, TargetError, async_trait,
 };
 use gitops_etcd::{AppContext, EtcdClient, EtcdTarget, testing};
 

@@ -1,6 +1,6 @@
 //! The commit message: a template with placeholders, expanded once.
 
-use gitops_core::WritebackRequest;
+use gitops_core::writeback::WritebackRequest;
 
 use super::WritebackInner;
 
@@ -31,7 +31,7 @@ impl WritebackInner {
                     "deleted"
                 };
                 // The file as the repository names it, not as the snapshot does.
-                let origin = gitops_core::Origin {
+                let origin = gitops_core::model::Origin {
                     path: self.repo_path(&d.resource.origin.path),
                     document: d.resource.origin.document,
                 };

@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitops_core::{
-    Drifted, Render, Revision, Writeback, WritebackError, WritebackRequest, WrittenBack,
-};
+use gitops_core::writeback::{Drifted, WritebackRequest, WrittenBack};
+use gitops_core::{Render, Revision, Writeback, WritebackError};
 
 use crate::push::{Lease, Published, Publisher, failed, local_head, work_repo};
 use crate::source::{GitSource, parse_id, revision_of};

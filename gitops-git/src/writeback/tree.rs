@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use gitops_core::model::SnapshotFile;
-use gitops_core::{Drifted, FileEdit, WritebackError};
+use gitops_core::writeback::Drifted;
+use gitops_core::{FileEdit, WritebackError};
 
 use crate::error::chain;
 use crate::push::failed;

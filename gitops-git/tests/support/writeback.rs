@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use gitops_core::writeback::{Drifted, WritebackRequest, WrittenBack};
 use gitops_core::{
-    Cancel, Drifted, ManifestRender, Observed, Render, Revision, Source, Writeback, WritebackError,
-    WritebackRequest, WrittenBack,
+    Cancel, ManifestRender, Observed, Render, Revision, Source, Writeback, WritebackError,
 };
 use gitops_git::{GitSource, GitSourceBuilder, GitWriteback, GitWritebackBuilder, ReferencePolicy};
 

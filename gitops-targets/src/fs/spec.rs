@@ -2,9 +2,10 @@
 //! spec, the observed spec, and the drift between the two.
 
 use base64::Engine as _;
+use gitops_core::diff::FieldChange;
 use gitops_core::files::FILE_KIND;
 use gitops_core::model::validate_relative_path;
-use gitops_core::{Diff, FieldChange, Observed, Resource, ResourceId, TargetError};
+use gitops_core::{Diff, Observed, Resource, ResourceId, TargetError};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
