@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod world;
+
 use gitops_core::{Engine, EngineError, ResourceId};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
