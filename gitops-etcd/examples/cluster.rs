@@ -2,7 +2,9 @@
 //! replica, a crashed replica's applications taken over within the lease
 //! TTL, a stopped replica's handed over at once.
 //!
-//! Needs an etcd: `GITOPS_ETCD_ENDPOINTS=http://127.0.0.1:2379 cargo run
+//! Needs an etcd (and `protoc` to build, which is why it lives in
+//! gitops-etcd, out of the other examples' build):
+//! `GITOPS_ETCD_ENDPOINTS=http://127.0.0.1:2379 cargo run -p gitops-etcd
 //! --example cluster -- [--apps N] [--ttl SECONDS]` (scripts/test starts a
 //! throw-away one; see the README's "Scale-out on etcd"). The replicas run
 //! as tasks of this process, each with its own connection, as separate
