@@ -627,3 +627,29 @@ fn a_zero_interval_is_refused_at_build() {
         );
     }
 }
+
+/// Every `SyncStarted` has its `SyncFinished`, a render error included.
+#[tokio::test(start_paused = true)]
+async fn a_sync_that_fails_after_it_started_still_finishes() {
+    let w = world(&doc("App/a", &["App/b"], json!({})));
+    w.source.commit([(
+        "app.yaml",
+        [
+            doc("App/a", &["App/b"], json!({})),
+            doc("App/b", &["App/a"], json!({})),
+        ]
+        .concat(),
+    )]);
+    let mut events = w.engine.subscribe();
+    let err = w.engine.sync_once().await.expect_err("a cycle");
+    assert!(err.to_string().contains("cycle"), "{err}");
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::SyncStarted { .. } => seen.push("started".to_owned()),
+            Event::SyncFinished { result, .. } => seen.push(format!("finished {result}")),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["started", "finished failed"]);
+}

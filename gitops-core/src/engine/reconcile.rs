@@ -60,6 +60,7 @@ impl Inner {
         pinned: Option<Revision>,
     ) -> Result<SyncReport, EngineError> {
         let mut read = None;
+        state.in_sync = None;
         let finished = tokio::select! {
             // A source call or a render cut short by a (graceful) shutdown
             // changed nothing: aborted, not failed.
@@ -69,6 +70,24 @@ impl Inner {
             },
             _ = self.abort() => None,
         };
+        // Every SyncStarted gets its SyncFinished: a sync that started and
+        // then failed (render, observe, store) or was aborted says so too.
+        let started = state.in_sync.take();
+        if let (Some(at), Some(revision)) = (started, &read) {
+            let result = match &finished {
+                Some(Ok(_)) => None, // `finished()` sent it
+                Some(Err(_)) => Some(SyncResult::Failed),
+                None => Some(SyncResult::Aborted),
+            };
+            if let Some(result) = result {
+                self.emit(Event::SyncFinished {
+                    revision: revision.clone(),
+                    result,
+                    duration: at.elapsed(),
+                    summary: Default::default(),
+                });
+            }
+        }
         finished.unwrap_or_else(|| {
             let revision = read
                 .or(pinned)
@@ -142,6 +161,7 @@ impl Inner {
             return Ok(report);
         }
         self.started(revision, trigger);
+        state.in_sync = Some(Instant::now());
         let prepared = self.prepare_timed(state, &mut sync).await?;
         let plan_started = Instant::now();
         let (mut inventory, mut version) = self.load_inventory(revision, &prepared).await?;

@@ -81,6 +81,9 @@ pub(super) struct LoopState {
     pub cache: Option<(String, Arc<Prepared>)>,
     /// The last drift handed to write-back: not handed again.
     pub writeback_memo: Option<WritebackKey>,
+    /// When the running sync sent `SyncStarted` (so that a failed or aborted
+    /// one still sends its `SyncFinished`).
+    pub in_sync: Option<Instant>,
     /// Resources a write-back conflict sent back to revert, at one revision.
     pub force_revert: Option<(String, HashSet<ResourceId>)>,
     /// Resources whose apply or delete failed in the last sync that ran: a
