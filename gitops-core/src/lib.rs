@@ -99,3 +99,6 @@ pub use writeback::{Writeback, WritebackError};
 
 /// `async_trait`, re-exported so implementors need no extra dependency.
 pub use async_trait::async_trait;
+/// `serde_json`, re-exported on purpose: specs and observations are
+/// [`serde_json::Value`]s, and a target needs no dependency of its own.
+pub use serde_json;

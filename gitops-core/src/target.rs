@@ -76,6 +76,46 @@ impl TargetError {
         }
     }
 
+    /// The spec of `id` does not make sense for this target (permanent).
+    pub fn invalid(id: &ResourceId, message: impl Into<String>) -> Self {
+        TargetError::InvalidSpec {
+            id: id.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Keeps `source` as the typed cause of a transient or permanent error
+    /// (`std::error::Error::source` returns it; the message stays as given).
+    /// Other variants have no cause and are returned unchanged.
+    ///
+    /// ```
+    /// use gitops_core::{ResourceId, TargetError};
+    ///
+    /// let id: ResourceId = "Row/users".parse()?;
+    /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "database busy");
+    /// let e = TargetError::transient(&id, "insert failed").with_source(io);
+    /// let cause = std::error::Error::source(&e).expect("kept");
+    /// assert_eq!(cause.to_string(), "database busy");
+    /// assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            TargetError::Transient { id, message, .. } => TargetError::Transient {
+                id,
+                message,
+                source: Some(Box::new(source)),
+            },
+            TargetError::Permanent { id, message, .. } => TargetError::Permanent {
+                id,
+                message,
+                source: Some(Box::new(source)),
+            },
+            other => other,
+        }
+    }
+
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -100,11 +140,20 @@ impl TargetError {
 /// `apply` must be idempotent (applying the same resource twice is fine) and
 /// `delete` of a resource that does not exist must succeed.
 ///
+/// The methods are async and **must not block** the thread they run on (a
+/// blocking call stalls the engine's other work, and the engine's
+/// `call_timeout` cannot interrupt it). Wrap a synchronous client (a SQLite
+/// connection, a blocking HTTP library) in `tokio::task::spawn_blocking`: a
+/// call that times out is then reported as transient while the blocking
+/// call itself runs to its end in the background.
+///
+/// Specs are [`serde_json::Value`]s; `gitops_core::serde_json` re-exports
+/// the crate, so a target needs no dependency of its own for them.
+///
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use async_trait::async_trait;
-/// use gitops_core::{Observed, Resource, ResourceId, Target, TargetError};
+/// use gitops_core::{Observed, Resource, ResourceId, Target, TargetError, async_trait};
 ///
 /// /// A key-value store: every resource is one key.
 /// #[derive(Default)]

@@ -88,3 +88,25 @@ fn error_classification() {
         .is_transient()
     );
 }
+
+#[test]
+fn error_helpers_keep_the_id_and_the_typed_source() {
+    let id: gitops_core::ResourceId = "Row/users".parse().expect("id");
+    let invalid = gitops_core::TargetError::invalid(&id, "port must be a number");
+    assert!(!invalid.is_transient());
+    assert_eq!(
+        invalid.to_string(),
+        "Row/users: invalid spec: port must be a number"
+    );
+    let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "database busy");
+    let e = gitops_core::TargetError::transient(&id, "insert failed").with_source(io);
+    assert!(e.is_transient());
+    assert_eq!(e.id(), &id);
+    let cause = std::error::Error::source(&e).expect("the source is kept");
+    assert_eq!(
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::TimedOut)
+    );
+    let value: gitops_core::serde_json::Value = gitops_core::serde_json::json!({"a": 1});
+    assert_eq!(value["a"], 1, "serde_json is reachable through gitops_core");
+}
