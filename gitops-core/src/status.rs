@@ -35,8 +35,25 @@ pub struct Condition {
     pub reason: Reason,
     /// A human message.
     pub message: String,
-    /// When `status` last changed.
+    /// When `status` last changed (serialised as RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
     pub since: SystemTime,
+}
+
+/// Serialises a time as RFC 3339 (`2026-12-03T12:00:00.5Z`), not as serde's
+/// `{secs_since_epoch, nanos_since_epoch}`.
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let text = jiff::Timestamp::try_from(*t)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| crate::window::format_utc(*t));
+    s.serialize_str(&text)
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Why a condition is as it is. Serialised (and displayed) as its CamelCase
@@ -216,7 +233,8 @@ pub struct Blocked {
     /// needs main@sha1:def or a descendant".
     pub message: String,
     /// When a closed window opens again (`None` for a dependency, or no
-    /// opening within the look-ahead).
+    /// opening within the look-ahead). Serialised as RFC 3339.
+    #[serde(serialize_with = "rfc3339_opt")]
     pub until: Option<SystemTime>,
     /// The revision that waits.
     pub revision: Option<Revision>,
@@ -321,5 +339,31 @@ impl fmt::Display for Status {
             write!(f, " [blocked: {}]", b.message)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn times_serialise_as_rfc3339() {
+        let mut status = Status::default();
+        let at = UNIX_EPOCH + Duration::from_millis(1_796_302_146_500);
+        for c in &mut status.conditions {
+            c.since = at;
+        }
+        status.blocked = Some(Blocked {
+            reason: BlockReason::SyncWindowClosed,
+            message: "frozen".into(),
+            until: Some(at),
+            revision: None,
+        });
+        let json = serde_json::to_value(&status).expect("json");
+        assert_eq!(json["conditions"][0]["since"], "2026-12-03T12:49:06.5Z");
+        assert_eq!(json["blocked"]["until"], "2026-12-03T12:49:06.5Z");
+        assert!(!json.to_string().contains("secs_since_epoch"));
     }
 }

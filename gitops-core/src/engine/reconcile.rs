@@ -135,6 +135,7 @@ impl Inner {
                 None => self.parts.source.poll().await?,
             };
             span.record("revision", tracing::field::display(&revision));
+            let trigger = attributed(trigger, state.last_applied.as_deref(), &revision);
             let revision = read.insert(revision);
             self.reconcile_at(state, trigger, revision).await
         }
@@ -431,4 +432,27 @@ fn unrecorded_change(
             .to_owned(),
     );
     Some(record)
+}
+
+/// The trigger a sync is recorded with: a drift check that finds a new
+/// commit deploys it as what it is, a Git change (`poll`), never as `drift`.
+fn attributed(trigger: Trigger, last_applied: Option<&str>, revision: &Revision) -> Trigger {
+    match trigger {
+        Trigger::Drift if last_applied.is_some_and(|id| id != revision.id) => Trigger::Poll,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_commit_found_by_a_drift_check_is_recorded_as_a_poll() {
+        let rev = Revision::new("main", "b");
+        assert_eq!(attributed(Trigger::Drift, Some("a"), &rev), Trigger::Poll);
+        assert_eq!(attributed(Trigger::Drift, Some("b"), &rev), Trigger::Drift);
+        assert_eq!(attributed(Trigger::Drift, None, &rev), Trigger::Drift, "first sync");
+        assert_eq!(attributed(Trigger::Webhook, Some("a"), &rev), Trigger::Webhook);
+    }
 }
