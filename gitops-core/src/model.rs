@@ -322,6 +322,36 @@ impl Resource {
         }
     }
 
+    /// The spec read as `T`; a mismatch is [`TargetError::InvalidSpec`]
+    /// naming the field path (`spec.ports[1].number: invalid type: string
+    /// "80", expected u16`), so a target need not hand-parse
+    /// `serde_json::Value`.
+    ///
+    /// ```
+    /// use gitops_core::{Resource, ResourceId, serde_json::json};
+    ///
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Row { name: String, port: u16 }
+    ///
+    /// let id: ResourceId = "Row/web".parse()?;
+    /// let row: Row = Resource::new(id.clone(), json!({"name": "web", "port": 80})).spec_as()?;
+    /// assert_eq!((row.name.as_str(), row.port), ("web", 80));
+    /// let bad = Resource::new(id, json!({"name": "web", "port": "eighty"})).spec_as::<Row>();
+    /// assert!(bad.unwrap_err().to_string().contains("spec.port: invalid type"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spec_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::TargetError> {
+        serde_path_to_error::deserialize(&self.spec).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                "spec".to_owned()
+            } else {
+                format!("spec.{path}")
+            };
+            crate::TargetError::invalid(&self.id, format!("{at}: {}", e.inner()))
+        })
+    }
+
     /// Adds a dependency (builder style).
     pub fn depends_on(mut self, id: ResourceId) -> Self {
         self.depends_on.push(id);

@@ -110,3 +110,34 @@ fn error_helpers_keep_the_id_and_the_typed_source() {
     let value: gitops_core::serde_json::Value = gitops_core::serde_json::json!({"a": 1});
     assert_eq!(value["a"], 1, "serde_json is reachable through gitops_core");
 }
+
+#[test]
+fn spec_as_names_the_failing_field_path() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Port {
+        #[allow(dead_code)]
+        number: u16,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Service {
+        #[allow(dead_code)]
+        ports: Vec<Port>,
+    }
+    let id: gitops_core::ResourceId = "Service/web".parse().expect("id");
+    let good = gitops_core::Resource::new(
+        id.clone(),
+        serde_json::json!({"ports": [{"number": 80}, {"number": 443}]}),
+    );
+    assert_eq!(good.spec_as::<Service>().expect("typed").ports.len(), 2);
+    let bad = gitops_core::Resource::new(
+        id,
+        serde_json::json!({"ports": [{"number": 80}, {"number": "443"}]}),
+    );
+    let err = bad.spec_as::<Service>().expect_err("a string port");
+    assert!(matches!(err, gitops_core::TargetError::InvalidSpec { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("Service/web: invalid spec: spec.ports[1].number: invalid type"),
+        "{err}"
+    );
+}

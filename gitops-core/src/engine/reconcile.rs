@@ -452,7 +452,14 @@ mod tests {
         let rev = Revision::new("main", "b");
         assert_eq!(attributed(Trigger::Drift, Some("a"), &rev), Trigger::Poll);
         assert_eq!(attributed(Trigger::Drift, Some("b"), &rev), Trigger::Drift);
-        assert_eq!(attributed(Trigger::Drift, None, &rev), Trigger::Drift, "first sync");
-        assert_eq!(attributed(Trigger::Webhook, Some("a"), &rev), Trigger::Webhook);
+        assert_eq!(
+            attributed(Trigger::Drift, None, &rev),
+            Trigger::Drift,
+            "first sync"
+        );
+        assert_eq!(
+            attributed(Trigger::Webhook, Some("a"), &rev),
+            Trigger::Webhook
+        );
     }
 }
