@@ -43,6 +43,7 @@
 //! [`store`] (and [`record`]), clocks in [`window`], write-back requests in
 //! [`writeback`], the graph in [`graph`].
 
+pub mod blocking;
 mod cancel;
 mod canonical;
 pub mod diff;
@@ -71,6 +72,7 @@ pub mod testing;
 pub mod window;
 pub mod writeback;
 
+pub use blocking::{Blocking, SyncTarget};
 pub use cancel::Cancel;
 pub use diff::Diff;
 pub use engine::{

@@ -141,3 +141,62 @@ fn spec_as_names_the_failing_field_path() {
         "{err}"
     );
 }
+
+/// A synchronous target behind `Blocking` does not stall the runtime: on a
+/// one-thread runtime a ticker keeps ticking while `apply` blocks; a panic
+/// in a call is a permanent error, not a crash.
+#[test]
+fn blocking_calls_run_off_the_async_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use gitops_core::{Blocking, Observed, Resource, ResourceId, SyncTarget, Target, TargetError};
+
+    struct Slow;
+    impl SyncTarget for Slow {
+        fn observe(&self, _: &ResourceId) -> Result<Option<Observed>, TargetError> {
+            panic!("the client crashed")
+        }
+        fn apply(&self, _: &Resource) -> Result<(), TargetError> {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+        fn delete(&self, _: &ResourceId) -> Result<(), TargetError> {
+            Ok(())
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let target = Blocking::new(Slow);
+        let id: ResourceId = "Row/a".parse().expect("id");
+        target
+            .apply(&Resource::new(id.clone(), serde_json::json!({})))
+            .await
+            .expect("apply");
+        assert!(
+            ticks.load(Ordering::SeqCst) >= 5,
+            "the runtime kept running while apply blocked"
+        );
+        let err = target.observe(&id).await.expect_err("a panic");
+        assert!(
+            !err.is_transient() && err.to_string().contains("the target's call failed"),
+            "{err}"
+        );
+        ticker.abort();
+    });
+}
