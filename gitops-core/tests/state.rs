@@ -207,7 +207,11 @@ async fn history_and_audit_record_every_sync_and_change() {
     );
     assert_eq!(b[1].digest_after, None);
 
-    // Queries by resource and by time range, and the JSON-lines export.
+    audit_queries_and_export(&engine).await;
+}
+
+/// Queries by resource and by time range, and the JSON-lines export.
+async fn audit_queries_and_export(engine: &Engine) {
     let only_b = engine
         .audit(&AuditQuery {
             id: Some(id("App/b")),
