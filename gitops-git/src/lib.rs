@@ -134,6 +134,10 @@
 //! are supported. OpenPGP signatures are not supported (no pure-Rust verifier
 //! without a C toolchain was worth the dependency); they fail verification
 //! with a clear reason.
+//! A key's `valid-after`/`valid-before` window is honoured against the
+//! commit's committer time (the tag's tagger time), as `git verify-commit`
+//! does; a `cert-authority` line or an unknown option is refused at parse,
+//! naming the line.
 //!
 //! # Write-back
 //!

@@ -1,11 +1,13 @@
 //! SSH-signed commits and tags (signed by git with ssh-keygen), verified in
-//! process: good, unsigned, wrong key, tampered; modes Head, Tag, TagAndHead.
+//! process: good, unsigned, wrong key, tampered; modes Head, Tag, TagAndHead;
+//! a key's validity window (against the committer or tagger time, as git
+//! does); `cert-authority` lines refused.
 
 mod support;
 
 use gitops_core::{Cancel, Revision, Source, SourceError};
 use gitops_git::{AllowedSigners, GitSource, ReferencePolicy, VerifyMode};
-use support::{Fixture, git, git_stdin, runtime, ssh_keygen, use_signing_key};
+use support::{Fixture, git, git_cmd, git_stdin, runtime, ssh_keygen, use_signing_key};
 
 struct Keys {
     good: std::path::PathBuf,
@@ -193,5 +195,134 @@ fn tag_modes() {
             .verify(VerifyMode::Tag, keys.signers.clone())
             .build()
             .is_err()
+    );
+}
+
+/// Runs git with `GIT_COMMITTER_DATE` (also the tagger date of a tag).
+fn git_dated(fx: &Fixture, date: &str, args: &[&str]) {
+    let out = git_cmd(&fx.work)
+        .env("GIT_COMMITTER_DATE", date)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What git itself says of `object`'s signature with the same allowed
+/// signers file (git passes the committer or tagger time to ssh-keygen).
+fn git_accepts(fx: &Fixture, signers: &std::path::Path, verb: &str, object: &str) -> bool {
+    let file = format!("gpg.ssh.allowedSignersFile={}", signers.display());
+    git_cmd(&fx.work)
+        .args(["-c", &file, verb, object])
+        .output()
+        .expect("git verify")
+        .status
+        .success()
+}
+
+#[test]
+fn a_key_only_vouches_for_what_is_dated_inside_its_window() {
+    let fx = Fixture::new();
+    let (key, public) = ssh_keygen(fx.dir.path(), "rotating");
+    let text = format!(
+        "release@example.com valid-after=\"20200101Z\",valid-before=\"20201231Z\" {public}\n"
+    );
+    let file = fx.dir.path().join("allowed_signers");
+    std::fs::write(&file, &text).expect("write");
+    let keys = Keys {
+        good: key.clone(),
+        wrong: key.clone(),
+        signers: AllowedSigners::parse(&text).expect("allowed signers"),
+    };
+    let rt = runtime();
+    let src = source(
+        &fx,
+        ReferencePolicy::branch("main"),
+        VerifyMode::Head,
+        &keys,
+        "w",
+    );
+    use_signing_key(&fx.work, &key);
+    let commit_at = |date: &str, content: &str| {
+        std::fs::write(fx.work.join("f"), content).expect("write");
+        git(&fx.work, &["add", "-A"]);
+        git_dated(&fx, date, &["commit", "-q", "-S", "-m", content]);
+        fx.push();
+        fx.head()
+    };
+
+    let early = commit_at("2019-06-01T12:00:00Z", "before the window");
+    let err = rt.block_on(src.poll()).expect_err("not yet valid");
+    expect_verification(
+        err,
+        &early,
+        "not valid until 2020-01-01T00:00:00Z (valid-after)",
+    );
+    assert!(!git_accepts(&fx, &file, "verify-commit", &early));
+
+    let inside = commit_at("2020-06-01T12:00:00Z", "inside the window");
+    assert_eq!(rt.block_on(src.poll()).expect("inside").id, inside);
+    assert!(git_accepts(&fx, &file, "verify-commit", &inside));
+
+    let late = commit_at("2021-06-01T12:00:00Z", "after the window");
+    let err = rt.block_on(src.poll()).expect_err("expired");
+    expect_verification(err, &late, "expired at 2020-12-31T00:00:00Z (valid-before)");
+    assert!(err_mentions_line(&rt, &src, 1));
+    assert!(!git_accepts(&fx, &file, "verify-commit", &late));
+
+    // Tags: the tagger time counts.
+    git_dated(
+        &fx,
+        "2020-07-01T00:00:00Z",
+        &["tag", "-s", "v1.0.0", "-m", "in"],
+    );
+    git_dated(
+        &fx,
+        "2022-01-01T00:00:00Z",
+        &["tag", "-s", "v1.1.0", "-m", "out"],
+    );
+    fx.push();
+    let tag = |name: &str| {
+        source(
+            &fx,
+            ReferencePolicy::tag(name),
+            VerifyMode::Tag,
+            &keys,
+            name,
+        )
+    };
+    assert_eq!(
+        rt.block_on(tag("v1.0.0").poll()).expect("tag inside").id,
+        late
+    );
+    assert!(git_accepts(&fx, &file, "verify-tag", "v1.0.0"));
+    let err = rt.block_on(tag("v1.1.0").poll()).expect_err("tag after");
+    expect_verification(err, &late, "tag v1.1.0: the key");
+    assert!(!git_accepts(&fx, &file, "verify-tag", "v1.1.0"));
+}
+
+fn err_mentions_line(rt: &tokio::runtime::Runtime, src: &GitSource, line: usize) -> bool {
+    let err = rt.block_on(src.poll()).expect_err("still refused");
+    err.to_string()
+        .contains(&format!("(allowed signers line {line})"))
+}
+
+#[test]
+fn cert_authority_lines_are_refused_at_parse_naming_the_line() {
+    let fx = Fixture::new();
+    let (_, public) = ssh_keygen(fx.dir.path(), "ca");
+    let text = format!(
+        "# release signers\nrelease@example.com {public}\n*@example.com cert-authority {public}\n"
+    );
+    let err = AllowedSigners::parse(&text).expect_err("cert-authority");
+    assert_eq!(err.line, 3);
+    assert!(
+        err.to_string()
+            .starts_with("allowed signers line 3: cert-authority: certificates are not supported"),
+        "{err}"
     );
 }

@@ -225,7 +225,7 @@ impl Inner {
         let resources = prepared.desired.resources();
         let ids: Vec<ResourceId> = applied.iter().map(|&p| resources[p].id.clone()).collect();
         let target = &*self.parts.target;
-        let limit = self.config.call_timeout;
+        let limit = super::prepare::batch_timeout(self.config.call_timeout, ids.len());
         let Ok(results) = tokio::time::timeout(limit, target.observe_many(&ids)).await else {
             tracing::debug!("observing applied resources timed out");
             return Vec::new();

@@ -17,7 +17,30 @@ use crate::model::{DriftPolicy, Inventory, Observed, Revision};
 use crate::plan::{Plan, PlanError, Planner};
 use crate::record::{HistoryEntry, Outcome, SyncResult};
 use crate::render::DesiredState;
-use crate::target::TargetError;
+use crate::target::{DEFAULT_OBSERVE_CONCURRENCY, TargetError};
+
+/// The most a batch limit grows: [`batch_timeout`] never exceeds this many
+/// times `call_timeout`.
+pub(super) const BATCH_TIMEOUT_CAP: u32 = 10;
+
+/// The limit for one `observe_many` of `len` resources: `call_timeout` per
+/// round of [`DEFAULT_OBSERVE_CONCURRENCY`] observes (what the default
+/// `observe_many` runs at once), at least one round and at most
+/// [`BATCH_TIMEOUT_CAP`] rounds.
+///
+/// One `call_timeout` for a whole chunk of 1,000 cut off a healthy target
+/// whose observes take a second each (63 rounds of 16); a limit that grew
+/// without bound would let a hung target hold the reconcile for an hour.
+/// With the defaults (60 s, chunks of 1,000) a hung batch is caught after
+/// 10 min; a smaller `observe_chunk` gives a smaller limit (16 or fewer:
+/// one `call_timeout`).
+pub(super) fn batch_timeout(call_timeout: Duration, len: usize) -> Duration {
+    let rounds = len.div_ceil(DEFAULT_OBSERVE_CONCURRENCY).max(1);
+    let rounds = u32::try_from(rounds)
+        .unwrap_or(u32::MAX)
+        .min(BATCH_TIMEOUT_CAP);
+    call_timeout.saturating_mul(rounds)
+}
 
 /// Observations kept for write-back candidates, by desired position.
 pub(super) type Kept = HashMap<usize, Option<Observed>>;
@@ -91,9 +114,9 @@ impl Inner {
         let chunk_size = self.config.observe_chunk;
         for (chunk_index, chunk) in resources.chunks(chunk_size).enumerate() {
             let ids: Vec<_> = chunk.iter().map(|r| r.id.clone()).collect();
-            // One batch is one call: it gets the per-call limit, so a hung
-            // target cannot stall the reconcile.
-            let limit = self.config.call_timeout;
+            // One batch is many observes: its limit grows with its size, up
+            // to a cap, so a hung target still cannot stall the reconcile.
+            let limit = batch_timeout(self.config.call_timeout, ids.len());
             let Ok(results) = tokio::time::timeout(limit, target.observe_many(&ids)).await else {
                 return Err(EngineError::Observe(TargetError::Timeout {
                     id: ids[0].clone(),
@@ -180,4 +203,21 @@ pub(super) fn failed_post_sync_gate(earlier: &[HistoryEntry]) -> bool {
                 || h.gates.iter().any(|g| g.stage == GateStage::PostSync)
         })
         .is_some_and(|h| h.gates.iter().any(|g| !g.passed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_timeout_grows_per_round_of_observes_up_to_the_cap() {
+        let call = Duration::from_secs(60);
+        assert_eq!(batch_timeout(call, 0), call);
+        assert_eq!(batch_timeout(call, 1), call);
+        assert_eq!(batch_timeout(call, 16), call);
+        assert_eq!(batch_timeout(call, 17), call * 2);
+        assert_eq!(batch_timeout(call, 160), call * 10);
+        assert_eq!(batch_timeout(call, 1_000), call * 10);
+        assert_eq!(batch_timeout(Duration::MAX, 1_000), Duration::MAX);
+    }
 }

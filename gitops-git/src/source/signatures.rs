@@ -1,11 +1,13 @@
 //! Signature checks of the release: the commit, the annotated tag, or both
 //! (per [`VerifyMode`]).
 
+use std::time::SystemTime;
+
 use gitops_core::{Revision, SourceError};
 use gix::bstr::ByteSlice;
 
 use crate::error::objects;
-use crate::verify::{AllowedSigners, VerifyMode, split_tag_signature};
+use crate::verify::{AllowedSigners, VerifyMode, split_tag_signature, system_time};
 
 use super::Inner;
 use super::read::revision_of;
@@ -30,8 +32,12 @@ pub(super) fn verify_commit(
         return Err(fail("commit is not signed".to_owned()));
     };
     let payload = signed.to_bstring();
+    // The committer time: see `AllowedSigners` on why.
+    let time = commit
+        .time()
+        .map_err(|e| fail(format!("unreadable committer time: {e}")))?;
     let principal = signers
-        .verify(&payload, armored.as_bytes())
+        .verify_at(&payload, armored.as_bytes(), system_time(time.seconds))
         .map_err(|r| fail(format!("commit signature: {r}")))?;
     tracing::debug!(commit = %id, signer = %principal, "commit signature verified");
     Ok(())
@@ -60,7 +66,22 @@ fn verify_tag(
     let Some((payload, armored)) = split_tag_signature(&object.data) else {
         return Err(fail("tag is not signed".to_owned()));
     };
-    let principal = signers.verify(payload, armored).map_err(fail)?;
+    // The tagger time (a tag without one is checked against now, as git does).
+    let tagger = gix::objs::TagRefIter::from_bytes(&object.data, tag_id.kind())
+        .tagger()
+        .map_err(|e| fail(format!("unreadable tag: {e}")))?;
+    let signed_at = match tagger {
+        Some(tagger) => system_time(
+            tagger
+                .time()
+                .map_err(|e| fail(format!("unreadable tagger time: {e}")))?
+                .seconds,
+        ),
+        None => SystemTime::now(),
+    };
+    let principal = signers
+        .verify_at(payload, armored, signed_at)
+        .map_err(fail)?;
     tracing::debug!(tag = tag_name, signer = %principal, "tag signature verified");
     Ok(())
 }
