@@ -130,11 +130,6 @@ pub struct HistoryGuideDoctests;
 #[doc = include_str!("../docs/stored-data.md")]
 pub struct StoredDataGuideDoctests;
 
-/// Doc tests for `docs/scale-out-on-etcd.md`.
-#[cfg(doctest)]
-#[doc = include_str!("../docs/scale-out-on-etcd.md")]
-pub struct EtcdGuideDoctests;
-
 /// Doc tests for `docs/performance.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/performance.md")]

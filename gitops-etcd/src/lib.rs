@@ -65,3 +65,9 @@ pub use store::{EtcdStore, ReadStats};
 pub use target::EtcdTarget;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// Doc tests for `docs/scale-out-on-etcd.md` (here, not in the examples
+/// package, which stays free of etcd-client and protoc).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/scale-out-on-etcd.md")]
+pub struct EtcdGuideDoctests;
