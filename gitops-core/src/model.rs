@@ -322,7 +322,7 @@ impl Resource {
         }
     }
 
-    /// The spec read as `T`; a mismatch is [`TargetError::InvalidSpec`]
+    /// The spec read as `T`; a mismatch is [`TargetError::InvalidSpec`](crate::TargetError::InvalidSpec)
     /// naming the field path (`spec.ports[1].number: invalid type: string
     /// "80", expected u16`), so a target need not hand-parse
     /// `serde_json::Value`.
