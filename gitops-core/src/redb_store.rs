@@ -78,6 +78,30 @@ fn unavailable(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+/// Creates a new, empty database at `path` whole: made beside it under
+/// another name, then renamed into place. A process killed while redb writes
+/// a new file's header leaves a file that never opens again ("not a redb
+/// database"), and every later start of the agent would fail; killed here,
+/// it leaves only `state.redb.new`, replaced on the next open. (Found by
+/// the crash test under load: a kill landed inside the first open.)
+fn create_whole(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let fresh = dir.join("state.redb.new");
+    let io = |e: std::io::Error| StoreError::Unavailable {
+        location: fresh.display().to_string(),
+        message: format!("cannot create the store: {e}"),
+        source: Some(Box::new(e)),
+    };
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    drop(Database::create(&fresh).map_err(|e| unavailable(&fresh, e))?);
+    std::fs::rename(&fresh, path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, creating the directory if needed.
     ///
@@ -91,6 +115,9 @@ impl RedbStore {
             source: Some(Box::new(e)),
         })?;
         let path = dir.join("state.redb");
+        if !path.exists() {
+            create_whole(dir, &path)?;
+        }
         let db = Database::create(&path).map_err(|e| unavailable(&path, e))?;
         // Check every record set's format before writing anything.
         {
