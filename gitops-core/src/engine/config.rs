@@ -142,7 +142,7 @@ impl EngineConfig {
         self
     }
 
-    /// Limit for each observe, apply, delete or health call (default 60 s).
+    /// Limit for each observe, apply, delete or health call (default 60 s); a batch of observes gets one per 16 resources, at most 10.
     #[must_use]
     pub fn call_timeout(mut self, value: Duration) -> Self {
         self.call_timeout = value;
