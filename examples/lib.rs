@@ -110,6 +110,11 @@ pub struct TargetsGuideDoctests;
 #[doc = include_str!("../docs/agent.md")]
 pub struct AgentGuideDoctests;
 
+/// Doc tests for `docs/events.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/events.md")]
+pub struct EventsGuideDoctests;
+
 /// Doc tests for `docs/ci.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/ci.md")]
