@@ -278,12 +278,6 @@ fn plain_http_credentials_need_the_explicit_flag() {
 /// The long-lived agent: its argv and its children's never hold a secret
 /// given by file or environment, and a rotated credentials file is read
 /// again on the next poll.
-/// A free loopback port (bound, then released for the agent).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// The bodies of the agent's read endpoints.
 async fn endpoints(port: u16) -> String {
     let client = reqwest::Client::new();
@@ -315,7 +309,7 @@ fn a_long_lived_agent_keeps_secrets_out_of_argv_and_rereads_a_rotated_file() {
     let dirs = Dirs::new();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let receiver = rt.block_on(support::receiver::Receiver::start());
-    let port = free_port();
+    let port = support::free_port();
     let stale = "stale-XYZZY-1147";
     let file = dirs.secret_file(
         "git-credentials",

@@ -286,10 +286,7 @@ async fn a_400_is_not_retried() {
 #[tokio::test]
 async fn connection_errors_are_retried_then_given_up() {
     // A port nobody listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let port = support::free_port();
     let options = NotifyOptions::new(vec![format!("http://127.0.0.1:{port}/x")]).retry(
         Duration::from_millis(10),
         Duration::from_millis(20),

@@ -171,10 +171,7 @@ impl World {
     }
 
     fn start(&mut self) {
-        self.port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        self.port = support::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_gitops-agent"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -2,7 +2,14 @@
 //! part of it.
 #![allow(dead_code)]
 
-pub mod agent;
+/// A loopback port free right now (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 pub mod git_server;
 pub mod http;
 pub mod prometheus;

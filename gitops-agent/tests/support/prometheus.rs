@@ -68,12 +68,7 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use super::free_port;
 
 impl Prometheus {
     /// Starts a server scraping `target` every second; waits until it is ready.
