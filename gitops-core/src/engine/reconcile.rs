@@ -380,10 +380,12 @@ impl Inner {
                 continue;
             };
             let digest = &prepared.digests[pos];
-            let known = inventory.get(&change.id).map(|e| e.digest.clone());
-            if known.as_ref() == Some(digest) {
+            let entry = inventory.get(&change.id);
+            if entry.is_some_and(|e| e.digest == *digest) {
                 continue;
             }
+            // Only what differs is copied (a no-op reconcile allocates nothing here).
+            let known = entry.map(|e| e.digest.clone());
             if let Some(record) = unrecorded_change(audit, &change.id, known, digest) {
                 records.push(record);
             }
