@@ -105,8 +105,12 @@ pub(super) fn remote_error(
     let lower = message.to_ascii_lowercase();
     let auth = err.is_unauthenticated()
         || err.is_permission_denied()
-        || lower.contains("401")
-        || lower.contains("403")
+        // HTTP's phrases, never a bare number: "403" is also in ports
+        // (127.0.0.1:40391) and commit ids, and made a 503 permanent.
+        || lower.contains("status 401")
+        || lower.contains("status 403")
+        || lower.contains("401 unauthorized")
+        || lower.contains("403 forbidden")
         || lower.contains("authentication")
         || lower.contains("permission denied (publickey");
     if auth {
