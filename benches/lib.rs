@@ -78,11 +78,15 @@ pub fn observed(desired: &DesiredState, changed_every: usize) -> Vec<Option<Obse
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut spec = r.spec.clone();
             if changed_every > 0 && i % changed_every == 0 {
+                let mut spec = r.spec.to_value();
                 spec["replicas"] = json!(3);
+                Some(Observed::new(spec))
+            } else {
+                // A target's observation is its own copy, not the desired
+                // spec's shared text.
+                Some(Observed::new(r.spec.to_value()))
             }
-            Some(Observed::new(spec))
         })
         .collect()
 }

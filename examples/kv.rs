@@ -50,7 +50,7 @@ impl Target for KvTarget {
             .0
             .lock()
             .map_err(|_| TargetError::transient(&r.id, "store poisoned"))?;
-        map.insert(key(&r.id), r.spec.clone());
+        map.insert(key(&r.id), r.spec.to_value());
         Ok(())
     }
 

@@ -56,11 +56,14 @@ fn streamed(n: usize) {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let mut spec = r.spec.clone();
                 if i % 100 == 0 {
+                    let mut spec = r.spec.to_value();
                     spec["replicas"] = serde_json::json!(3);
+                    Some(Observed::new(spec))
+                } else {
+                    // A target's observation is its own copy, not a shared one.
+                    Some(Observed::new(gitops_core::Spec::from(r.spec.to_value())))
                 }
-                Some(Observed::new(spec))
             })
             .collect();
         for (i, o) in observed.iter().enumerate() {

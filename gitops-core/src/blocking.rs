@@ -18,7 +18,7 @@
 //!
 //! /// Stands in for a synchronous client.
 //! #[derive(Default)]
-//! struct Table(Mutex<BTreeMap<String, gitops_core::serde_json::Value>>);
+//! struct Table(Mutex<BTreeMap<String, gitops_core::Spec>>);
 //!
 //! impl SyncTarget for Table {
 //!     fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {

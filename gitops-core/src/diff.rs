@@ -40,6 +40,15 @@ impl Diff {
         Some(Diff { changes })
     }
 
+    /// The fields of spec `new` that differ from `old`; `None` when the
+    /// specs are equal (compared as text first, so equal specs cost no parse).
+    pub fn specs(old: &crate::Spec, new: &crate::Spec) -> Option<Diff> {
+        if old == new {
+            return None;
+        }
+        Diff::between(&old.to_value(), &new.to_value())
+    }
+
     /// Whether nothing differs.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()

@@ -24,7 +24,7 @@ pub const FILE_KIND: &str = "File";
 /// let desired = FilesRender::new().render(&snap)?;
 /// let file = &desired.resources()[0];
 /// assert_eq!(file.id.to_string(), "File//etc/app.conf");
-/// assert_eq!(file.spec["content"], "port = 80\n");
+/// assert_eq!(file.spec.get("content"), Some("port = 80\n".into()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -116,7 +116,7 @@ impl Render for FilesRender {
             origin: resource.origin.clone(),
             message,
         };
-        let spec = &observed.spec;
+        let spec = observed.spec.to_value();
         let content = spec
             .get("content")
             .and_then(serde_json::Value::as_str)

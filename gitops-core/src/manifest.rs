@@ -410,7 +410,7 @@ pub fn resource_from_document(doc: Value, origin: Origin) -> Result<Resource, Re
     Ok(Resource {
         id,
         api_version,
-        spec,
+        spec: spec.into(),
         depends_on,
         labels,
         annotations,
@@ -518,9 +518,9 @@ impl Render for ManifestRender {
         let replacement = observed.map(|o| {
             let mut doc = original.clone();
             if let Value::Object(map) = &mut doc {
-                match &o.spec {
+                match o.spec.to_value() {
                     Value::Null => map.remove("spec"),
-                    spec => map.insert("spec".to_owned(), spec.clone()),
+                    spec => map.insert("spec".to_owned(), spec),
                 };
             }
             doc

@@ -6,9 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::id::ResourceId;
+use crate::spec::Spec;
 
 /// One commit chosen as the release: what the engine deploys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,8 +288,9 @@ pub struct Resource {
     /// `apiVersion` from the manifest, carried for targets that need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// The desired state; opaque to the core, interpreted by the target.
-    pub spec: serde_json::Value,
+    /// The desired state; opaque to the core, interpreted by the target
+    /// (read it with [`spec_as`](Resource::spec_as) or [`Spec::to_value`]).
+    pub spec: Spec,
     /// Resources that must be applied (and healthy) before this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<ResourceId>,
@@ -308,12 +309,14 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// A resource with default policy, no dependencies and an empty origin.
-    pub fn new(id: ResourceId, spec: serde_json::Value) -> Self {
+    /// A resource with default policy, no dependencies and an empty origin;
+    /// `spec` is a [`Spec`] or anything that converts into one, such as a
+    /// `serde_json::Value`.
+    pub fn new(id: ResourceId, spec: impl Into<Spec>) -> Self {
         Self {
             id,
             api_version: None,
-            spec,
+            spec: spec.into(),
             depends_on: Vec::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
@@ -341,15 +344,9 @@ impl Resource {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spec_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::TargetError> {
-        serde_path_to_error::deserialize(&self.spec).map_err(|e| {
-            let path = e.path().to_string();
-            let at = if path == "." {
-                "spec".to_owned()
-            } else {
-                format!("spec.{path}")
-            };
-            crate::TargetError::invalid(&self.id, format!("{at}: {}", e.inner()))
-        })
+        self.spec
+            .parse()
+            .map_err(|e| crate::TargetError::invalid(&self.id, e.to_string()))
     }
 
     /// Adds a dependency (builder style).
@@ -362,33 +359,7 @@ impl Resource {
     ///
     /// Stored in the inventory and the audit log to say exactly what was applied.
     pub fn digest(&self) -> String {
-        spec_digest(&self.spec)
-    }
-}
-
-/// SHA-256 of a JSON value's canonical serialization, in hex.
-pub fn spec_digest(spec: &serde_json::Value) -> String {
-    let mut hasher = Sha256::new();
-    // Keys sorted whatever serde_json's features; writing into a hasher cannot fail.
-    let _ = crate::canonical::write_canonical(&mut HashWriter(&mut hasher), spec);
-    let out = hasher.finalize();
-    let mut hex = String::with_capacity(64);
-    for byte in out {
-        use fmt::Write as _;
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.spec.digest()
     }
 }
 
@@ -396,13 +367,14 @@ impl std::io::Write for HashWriter<'_> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     /// The observed state, in the same shape as [`Resource::spec`].
-    pub spec: serde_json::Value,
+    pub spec: Spec,
 }
 
 impl Observed {
-    /// Wraps an observed spec.
-    pub fn new(spec: serde_json::Value) -> Self {
-        Self { spec }
+    /// Wraps an observed spec: a [`Spec`] or anything that converts into
+    /// one, such as a `serde_json::Value`.
+    pub fn new(spec: impl Into<Spec>) -> Self {
+        Self { spec: spec.into() }
     }
 }
 
@@ -549,11 +521,11 @@ mod tests {
     fn digest_is_canonical() {
         let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":[1,2]}"#).unwrap();
         let b: serde_json::Value = serde_json::from_str(r#"{"a":[1,2],"b":1}"#).unwrap();
-        assert_eq!(spec_digest(&a), spec_digest(&b));
-        assert_eq!(spec_digest(&a).len(), 64);
+        assert_eq!(Spec::from(&a).digest(), Spec::from(&b).digest());
+        assert_eq!(Spec::from(&a).digest().len(), 64);
         assert_ne!(
-            spec_digest(&a),
-            spec_digest(&serde_json::json!({"a":[2,1],"b":1}))
+            Spec::from(&a).digest(),
+            Spec::from(serde_json::json!({"a":[2,1],"b":1})).digest()
         );
     }
 }

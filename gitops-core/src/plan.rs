@@ -162,7 +162,7 @@ impl<'t> Planner<'t> {
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
         match self.target {
             Some(t) => t.differs(desired, observed),
-            None => Diff::between(&observed.spec, &desired.spec),
+            None => Diff::specs(&observed.spec, &desired.spec),
         }
     }
 

@@ -147,17 +147,19 @@ impl TargetError {
 /// call that times out is then reported as transient while the blocking
 /// call itself runs to its end in the background.
 ///
-/// Specs are [`serde_json::Value`]s; `gitops_core::serde_json` re-exports
-/// the crate, so a target needs no dependency of its own for them.
+/// Specs are [`Spec`](crate::Spec)s: compact canonical JSON, read typed
+/// with [`Resource::spec_as`] or as a `serde_json::Value` with
+/// [`Spec::to_value`](crate::Spec::to_value); `gitops_core::serde_json`
+/// re-exports the crate, so a target needs no dependency of its own.
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use gitops_core::{Observed, Resource, ResourceId, Target, TargetError, async_trait};
+/// use gitops_core::{Observed, Resource, ResourceId, Spec, Target, TargetError, async_trait};
 ///
 /// /// A key-value store: every resource is one key.
 /// #[derive(Default)]
-/// struct KvTarget(Mutex<HashMap<ResourceId, serde_json::Value>>);
+/// struct KvTarget(Mutex<HashMap<ResourceId, Spec>>);
 ///
 /// #[async_trait]
 /// impl Target for KvTarget {
@@ -211,7 +213,7 @@ pub trait Target: Send + Sync {
     /// The default compares the specs as JSON. Override it to ignore fields the
     /// target sets itself (timestamps, defaults, status).
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
-        Diff::between(&observed.spec, &desired.spec)
+        Diff::specs(&observed.spec, &desired.spec)
     }
 
     /// Refuses a whole desired state this target cannot hold, before any of

@@ -36,6 +36,7 @@ use crate::model::{Health, Observed, Resource, Revision, Snapshot, SnapshotFile}
 use crate::promote::{PromoteError, Promoter};
 use crate::render::{FileEdit, Render};
 use crate::source::{Source, SourceError};
+use crate::spec::Spec;
 use crate::target::{Target, TargetError};
 use crate::writeback::{Drifted, Writeback, WritebackError, WritebackRequest, WrittenBack};
 
@@ -257,7 +258,7 @@ pub enum Call {
 
 #[derive(Default)]
 struct TargetState {
-    resources: BTreeMap<ResourceId, Value>,
+    resources: BTreeMap<ResourceId, Spec>,
     faults: HashMap<ResourceId, VecDeque<bool>>,
     health: HashMap<ResourceId, VecDeque<Health>>,
     latency: Duration,
@@ -287,18 +288,22 @@ impl MemoryTarget {
 
     /// The spec held for `id`.
     pub fn get(&self, id: &ResourceId) -> Option<Value> {
-        lock(&self.state).resources.get(id).cloned()
+        lock(&self.state).resources.get(id).map(Spec::to_value)
     }
 
     /// Everything the target holds.
     pub fn contents(&self) -> BTreeMap<ResourceId, Value> {
-        lock(&self.state).resources.clone()
+        lock(&self.state)
+            .resources
+            .iter()
+            .map(|(id, spec)| (id.clone(), spec.to_value()))
+            .collect()
     }
 
     /// An edit made behind the engine's back (drift), or a resource someone
     /// else created.
-    pub fn edit(&self, id: &ResourceId, spec: Value) {
-        lock(&self.state).resources.insert(id.clone(), spec);
+    pub fn edit(&self, id: &ResourceId, spec: impl Into<Spec>) {
+        lock(&self.state).resources.insert(id.clone(), spec.into());
     }
 
     /// A delete made behind the engine's back.

@@ -42,7 +42,7 @@ impl Target for OneForTrue {
         if self.fixed.load(Ordering::SeqCst) {
             return Ok(observed);
         }
-        Ok(observed.map(|o| Observed::new(numbers(o.spec))))
+        Ok(observed.map(|o| Observed::new(numbers(o.spec.to_value()))))
     }
     async fn apply(&self, r: &Resource) -> Result<(), TargetError> {
         self.inner.apply(r).await

@@ -42,7 +42,7 @@ fn io_error(id: &ResourceId, e: std::io::Error) -> TargetError {
 impl Target for DirTarget {
     async fn observe(&self, id: &ResourceId) -> Result<Option<Observed>, TargetError> {
         match std::fs::read(self.path(id)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .map(|v| Some(Observed::new(v)))
                 .map_err(|e| TargetError::permanent(id, e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -225,7 +225,7 @@ fn check_converged(state: &Path, target: &Path, g: u32) -> Result<(), String> {
                 r.id, r.spec
             ));
         }
-        if entry.digest != gitops_core::model::spec_digest(&on_disk) {
+        if entry.digest != gitops_core::Spec::from(&on_disk).digest() {
             return Err(format!(
                 "{}: inventory digest does not match what is applied",
                 r.id

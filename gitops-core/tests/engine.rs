@@ -380,7 +380,7 @@ async fn ignore_reports_drift_and_writeback_hands_it_over() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].1[0].resource.id, id("App/written"));
     assert_eq!(
-        calls[0].1[0].observed.as_ref().map(|o| o.spec.clone()),
+        calls[0].1[0].observed.as_ref().map(|o| o.spec.to_value()),
         Some(json!({"v": 7}))
     );
 }

@@ -76,7 +76,7 @@ spec: { cert: abc }
         web.depends_on,
         vec![id("Secret/prod/tls"), id("Database/main")]
     );
-    assert_eq!(web.spec["port"], 8080);
+    assert_eq!(web.spec.to_value()["port"], 8080);
     assert_eq!(
         (web.origin.path.as_str(), web.origin.document),
         ("apps/web.yaml", 0)
@@ -353,12 +353,12 @@ fn files_render_text_binary_and_mode() {
         ["File//bin/run.sh", "File//etc/app.conf", "File/logo.png"]
     );
     let run = &desired.resources()[0];
-    assert_eq!(run.spec["mode"], "0755");
-    assert_eq!(run.spec["encoding"], "utf-8");
+    assert_eq!(run.spec.to_value()["mode"], "0755");
+    assert_eq!(run.spec.to_value()["encoding"], "utf-8");
     let logo = &desired.resources()[2];
-    assert_eq!(logo.spec["encoding"], "base64");
-    assert_eq!(logo.spec["content"], "iVBORw0KGgr/");
-    assert_eq!(logo.spec["mode"], "0644");
+    assert_eq!(logo.spec.to_value()["encoding"], "base64");
+    assert_eq!(logo.spec.to_value()["content"], "iVBORw0KGgr/");
+    assert_eq!(logo.spec.to_value()["mode"], "0644");
     assert_eq!(logo.origin.path, "logo.png");
 
     let only_conf = FilesRender::new()

@@ -191,11 +191,11 @@ impl Target for StatusTarget {
         Ok(())
     }
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
-        let mut seen = observed.spec.clone();
+        let mut seen = observed.spec.to_value();
         if let Some(map) = seen.as_object_mut() {
             map.remove("status");
         }
-        Diff::between(&seen, &desired.spec)
+        Diff::between(&seen, &desired.spec.to_value())
     }
 }
 

@@ -139,7 +139,7 @@ proptest! {
 }
 
 /// A model of the target: id -> spec.
-type Model = BTreeMap<ResourceId, serde_json::Value>;
+type Model = BTreeMap<ResourceId, gitops_core::Spec>;
 
 fn rid(i: usize) -> ResourceId {
     ResourceId::new("Kind", format!("r{i}")).expect("valid")
@@ -198,7 +198,7 @@ fn build(world: &World) -> (DesiredState, Model, Inventory) {
     let model = world
         .target
         .iter()
-        .map(|(i, v)| (rid(*i), json!({ "v": v })))
+        .map(|(i, v)| (rid(*i), json!({ "v": v }).into()))
         .collect();
     let mut inventory = Inventory::new();
     for i in &world.inventory {

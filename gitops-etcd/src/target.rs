@@ -140,7 +140,7 @@ impl EtcdTarget {
 }
 
 fn format_of(r: &Resource) -> Result<Format, TargetError> {
-    match r.spec.get("format").and_then(Value::as_str) {
+    match r.spec.get("format").as_ref().and_then(Value::as_str) {
         None | Some("json") => Ok(Format::Json),
         Some("yaml") => Ok(Format::Yaml),
         Some("text") => Ok(Format::Text),
@@ -157,7 +157,7 @@ fn encode(r: &Resource) -> Result<String, TargetError> {
         id: r.id.clone(),
         message,
     };
-    let Value::Object(spec) = &r.spec else {
+    let Value::Object(spec) = r.spec.to_value() else {
         return Err(invalid("spec must be a map with `value`".into()));
     };
     if let Some(field) = spec
@@ -239,7 +239,8 @@ impl Target for EtcdTarget {
     }
 
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
-        let stored = observed.spec.get("stored").and_then(Value::as_str);
+        let stored = observed.spec.get("stored");
+        let stored = stored.as_ref().and_then(Value::as_str);
         // A spec that does not encode is reported as a difference; apply
         // then fails with the reason.
         let wanted = encode(desired).ok();

@@ -611,7 +611,7 @@ impl Config {
 
     fn payload(&self, resource: &Resource) -> Result<Vec<u8>, TargetError> {
         let doc = match self.payload {
-            Payload::Spec => resource.spec.clone(),
+            Payload::Spec => resource.spec.to_value(),
             Payload::Manifest => {
                 let id = &resource.id;
                 let mut metadata = Map::new();
@@ -631,7 +631,7 @@ impl Config {
                 }
                 doc.insert("kind".into(), json!(id.kind()));
                 doc.insert("metadata".into(), Value::Object(metadata));
-                doc.insert("spec".into(), resource.spec.clone());
+                doc.insert("spec".into(), resource.spec.to_value());
                 Value::Object(doc)
             }
         };
@@ -768,9 +768,13 @@ impl Target for CommandTarget {
 
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
         match self.inner.compare {
-            Compare::Exact => Diff::between(&observed.spec, &desired.spec),
+            Compare::Exact => Diff::specs(&observed.spec, &desired.spec),
             Compare::DesiredFields => {
-                Diff::between(&project(&observed.spec, &desired.spec), &desired.spec)
+                if observed.spec == desired.spec {
+                    return None;
+                }
+                let want = desired.spec.to_value();
+                Diff::between(&project(&observed.spec.to_value(), &want), &want)
             }
         }
     }

@@ -134,7 +134,7 @@ async fn apply_observe_delete_round_trip() {
         assert!(target.differs(&r, &observed).is_none());
         assert_eq!(target.health(&r.id).await.expect("health"), Health::Healthy);
         let mut changed = r.clone();
-        changed.spec["replicas"] = json!(5);
+        changed.spec = changed.spec.edited(|v| v["replicas"] = json!(5));
         let diff = target.differs(&changed, &observed).expect("drift");
         assert_eq!(diff.changes[0].path, "spec.replicas");
         target.delete(&r.id).await.expect("delete");

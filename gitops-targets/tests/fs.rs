@@ -140,12 +140,12 @@ async fn apply_observe_and_exact_drift() {
     let meta = std::fs::metadata(f.root.join("bin/tool")).expect("meta");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
     let observed = present(&target, &bin.id).await;
-    assert_eq!(observed.spec["encoding"], "base64");
+    assert_eq!(observed.spec.to_value()["encoding"], "base64");
     assert!(target.differs(&bin, &observed).is_none());
 
     // The same bytes written as base64 by hand compare equal to utf-8.
     let mut as_base64 = conf.clone();
-    as_base64.spec = json!({"path": "etc/app.conf", "content": "cG9ydCA9IDgwCg==", "encoding": "base64", "mode": "0644"});
+    as_base64.spec = json!({"path": "etc/app.conf", "content": "cG9ydCA9IDgwCg==", "encoding": "base64", "mode": "0644"}).into();
     let observed = present(&target, &conf.id).await;
     assert!(target.differs(&as_base64, &observed).is_none());
     assert!(listing(&f.outside).is_empty());
@@ -187,7 +187,9 @@ async fn hostile_ids_and_specs_are_refused() {
     );
     assert!(target.apply(&namespaced).await.is_err());
     let mut mismatched = file("a.conf", b"x");
-    mismatched.spec["path"] = json!("../outside/a.conf");
+    mismatched.spec = mismatched
+        .spec
+        .edited(|v| v["path"] = json!("../outside/a.conf"));
     let err = target.apply(&mismatched).await.expect_err("path mismatch");
     assert!(
         err.to_string().contains("differs from the resource name"),
@@ -202,7 +204,7 @@ async fn hostile_ids_and_specs_are_refused() {
         json!(493),
     ] {
         let mut r = file("m.conf", b"x");
-        r.spec["mode"] = mode.clone();
+        r.spec = r.spec.edited(|v| v["mode"] = mode.clone());
         let err = target.apply(&r).await.expect_err("mode");
         assert!(
             matches!(err, TargetError::InvalidSpec { .. }),
@@ -210,8 +212,10 @@ async fn hostile_ids_and_specs_are_refused() {
         );
     }
     let mut bad = file("b.conf", b"x");
-    bad.spec["encoding"] = json!("base64");
-    bad.spec["content"] = json!("!!!");
+    bad.spec = bad.spec.edited(|v| {
+        v["encoding"] = json!("base64");
+        v["content"] = json!("!!!");
+    });
     assert!(target.apply(&bad).await.is_err());
     assert!(listing(&f.outside).is_empty());
     assert!(listing(&f.root).is_empty(), "{:?}", listing(&f.root));
@@ -268,8 +272,8 @@ async fn planted_symlinks_never_lead_outside() {
     // A link at a managed path: observed as drift, never read through...
     let link = file("link.conf", b"managed\n");
     let observed = present(&target, &link.id).await;
-    assert_eq!(observed.spec["type"], "symlink");
-    assert!(!observed.spec.to_string().contains("SECRET"));
+    assert_eq!(observed.spec.to_value()["type"], "symlink");
+    assert!(!observed.spec.as_str().contains("SECRET"));
     assert!(target.differs(&link, &observed).is_some());
     // ...and replaced (not followed) by apply.
     target.apply(&link).await.expect("replace the link");
@@ -501,7 +505,7 @@ async fn stale_temp_files_are_swept_at_open_and_special_files_observed() {
     // A FIFO at a managed path: observed without blocking, then replaced.
     let fifo = file("fifo.conf", b"now a file");
     let observed = present(&target, &fifo.id).await;
-    assert_eq!(observed.spec["type"], "special");
+    assert_eq!(observed.spec.to_value()["type"], "special");
     target.apply(&fifo).await.expect("replace fifo");
     assert_eq!(
         std::fs::read(f.root.join("fifo.conf")).expect("read"),
@@ -534,7 +538,7 @@ async fn size_and_count_limits() {
     // A large file made by someone else is reported by size, not read.
     std::fs::write(f.root.join("big.conf"), vec![b'y'; 4096]).expect("big");
     let observed = present(&target, &big.id).await;
-    assert_eq!(observed.spec["size"], 4096);
+    assert_eq!(observed.spec.to_value()["size"], 4096);
     assert!(observed.spec.get("content").is_none());
     std::fs::remove_file(f.root.join("big.conf")).expect("rm");
 
@@ -576,7 +580,7 @@ async fn the_default_file_limit_is_the_snapshot_limit() {
     assert!(err.to_string().contains("limit of 10485760"), "{err}");
     std::fs::write(f.root.join("big.conf"), &twelve_mib).expect("big");
     let observed = present(&target, &big.id).await;
-    assert_eq!(observed.spec["size"], 12 << 20);
+    assert_eq!(observed.spec.to_value()["size"], 12 << 20);
     assert!(
         observed.spec.get("content").is_none(),
         "not read, so never written back"

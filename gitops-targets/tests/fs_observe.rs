@@ -34,9 +34,9 @@ async fn odd_entry_is_its_own_drift(root: &Path, kind: &str, replace: bool) {
                 .expect("present")
         })
         .collect();
-    assert_eq!(observed[0].spec["content"], "fine\n");
+    assert_eq!(observed[0].spec.to_value()["content"], "fine\n");
     assert!(target.differs(&ok, &observed[0]).is_none());
-    assert_eq!(observed[1].spec["type"], kind);
+    assert_eq!(observed[1].spec.to_value()["type"], kind);
     let diff = target.differs(&odd, &observed[1]).expect("drift");
     assert!(diff.changes.iter().any(|c| c.path == "spec.type"));
     let single = target
@@ -44,7 +44,7 @@ async fn odd_entry_is_its_own_drift(root: &Path, kind: &str, replace: bool) {
         .await
         .expect("observe of one resource")
         .expect("present");
-    assert_eq!(single.spec["type"], kind);
+    assert_eq!(single.spec.to_value()["type"], kind);
     assert!(matches!(
         target.health(&odd.id).await.expect("health"),
         Health::Degraded { .. }

@@ -4,7 +4,7 @@
 use super::executor::AuditContext;
 use super::state::{Inner, LoopState, WritebackKey};
 use super::{EngineError, Event, WritebackConflict};
-use crate::model::{Inventory, Revision, spec_digest};
+use crate::model::{Inventory, Revision};
 use crate::record::{AuditAction, AuditRecord};
 use crate::writeback::{Drifted, WritebackError, WritebackRequest, WrittenBack};
 
@@ -34,7 +34,7 @@ impl Inner {
                 .drifted
                 .iter()
                 .map(|d| {
-                    let digest = d.observed.as_ref().map(|o| spec_digest(&o.spec));
+                    let digest = d.observed.as_ref().map(|o| o.spec.digest());
                     (d.resource.id.clone(), digest)
                 })
                 .collect(),
@@ -100,7 +100,7 @@ impl Inner {
                     &d.resource.id,
                     AuditAction::Writeback,
                     Some(d.resource.digest()),
-                    d.observed.as_ref().map(|o| spec_digest(&o.spec)),
+                    d.observed.as_ref().map(|o| o.spec.digest()),
                 );
                 record.detail = Some(detail.clone());
                 record

@@ -76,12 +76,13 @@ pub struct SlowTarget {
 
 fn strip(r: &Resource) -> (Resource, u64) {
     let mut r = r.clone();
-    let delay = r
-        .spec
+    let mut spec = r.spec.to_value();
+    let delay = spec
         .as_object_mut()
         .and_then(|m| m.remove("delay_ms"))
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
+    r.spec = spec.into();
     (r, delay)
 }
 

@@ -117,7 +117,7 @@ impl<'a> FileSpec<'a> {
     pub(super) fn parse(resource: &'a Resource, max_size: u64) -> Result<Self, TargetError> {
         let id = &resource.id;
         let path = path_of(id)?;
-        let spec = &resource.spec;
+        let spec = &resource.spec.to_value();
         if !spec.is_object() {
             return Err(invalid(id, "spec must be an object"));
         }
@@ -186,9 +186,13 @@ fn field<'v>(spec: &'v Value, key: &str) -> Option<&'v str> {
 /// Drift between a desired file and an observed one: compares the decoded
 /// bytes and the mode, whatever the encodings.
 pub(super) fn file_diff(desired: &Resource, observed: &Observed) -> Option<Diff> {
-    let want = &desired.spec;
-    let have = &observed.spec;
-    // Fast path, no allocation: same encoding, same text, same mode.
+    // Fastest path: the same canonical text.
+    if desired.spec == observed.spec {
+        return None;
+    }
+    let want = &desired.spec.to_value();
+    let have = &observed.spec.to_value();
+    // Fast path: same encoding, same text, same mode.
     if have.get("type").is_none()
         && field(want, "content").is_some()
         && field(want, "content") == field(have, "content")
