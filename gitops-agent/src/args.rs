@@ -236,6 +236,9 @@ pub struct ModeArgs {
     /// Print the report or plan as JSON on stdout (logs stay on stderr).
     #[arg(long, env = "GITOPS_JSON")]
     pub json: bool,
+    /// With --plan: show long values whole, not their first lines, size and digest.
+    #[arg(long, env = "GITOPS_FULL", requires = "plan")]
+    pub full: bool,
 }
 
 /// The HTTP service.

@@ -325,7 +325,7 @@ impl Agent {
 
     async fn plan(&self, engine: &Engine) -> Result<Outcome, AgentError> {
         let plan = engine.plan().await?;
-        self.print(&plan, &plan)?;
+        self.print(&plan, &plan.text(self.args.mode.full))?;
         Ok(if plan.has_changes() {
             Outcome::ChangesPending
         } else {

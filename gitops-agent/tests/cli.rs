@@ -153,3 +153,60 @@ fn a_mass_delete_waits_for_confirm_and_the_plan_says_so() {
     );
     assert_eq!(std::fs::read_dir(&dirs.target).expect("ls").count(), 1);
 }
+
+#[test]
+fn a_plan_lists_what_a_create_writes_marks_drift_and_full_shows_everything() {
+    let long: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    let repo = support::git_server::Repo::with_files(&[("app.conf", long.as_str())]);
+    let dirs = support::git_server::Dirs::new();
+    let url = format!("file://{}", repo.root.join("app.git").display());
+    let run = |args: &[&str]| {
+        let out = support::git_server::agent(&url, &dirs, "error")
+            .args(args)
+            .output()
+            .expect("run");
+        (out.status.code(), support::git_server::text(&out).0)
+    };
+    let (code, short) = run(&["--plan"]);
+    assert_eq!(code, Some(2), "{short}");
+    assert!(short.contains("+ create File"), "{short}");
+    assert!(
+        short.contains("+ spec.content = <<(30 lines, 230 bytes, sha256:"),
+        "{short}"
+    );
+    assert!(
+        short.contains("| line 3\n") && short.contains("| … 26 more lines"),
+        "{short}"
+    );
+    assert!(!short.contains("line 29"), "{short}");
+    let (_, full) = run(&["--plan", "--full"]);
+    assert!(
+        full.contains("| line 29\n") && !full.contains("more lines"),
+        "{full}"
+    );
+
+    assert_eq!(run(&["--once"]).0, Some(0));
+    std::fs::write(
+        dirs.target.join("app.conf"),
+        long.replace("line 7\n", "line seven\n"),
+    )
+    .expect("edit behind the agent's back");
+    let (code, drift) = run(&["--plan"]);
+    assert_eq!(code, Some(2), "{drift}");
+    assert!(
+        drift.contains("~ update File") && drift.contains(" (drift)"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("- line seven") && drift.contains("+ line 7"),
+        "{drift}"
+    );
+
+    // A Git change is never labelled drift.
+    repo.commit(&[("app.conf", "new\n")], "change it in Git");
+    let (_, git) = run(&["--plan"]);
+    assert!(
+        git.contains("~ update File") && !git.contains("(drift)"),
+        "{git}"
+    );
+}

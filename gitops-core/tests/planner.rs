@@ -74,7 +74,7 @@ fn create_update_unchanged_and_ordered_deletes() {
                 .iter()
                 .map(|c| {
                     let kind = match c.change {
-                        Change::Create => "create",
+                        Change::Create { .. } => "create",
                         Change::Update { .. } => "update",
                         Change::Delete => "delete",
                         Change::Unchanged => "unchanged",
@@ -111,9 +111,10 @@ fn create_update_unchanged_and_ordered_deletes() {
         "Plan for main@sha1:{}:
   wave 2/3:
     ~ update Config/web
-        spec.replicas: 3 -> 1
+        ~ spec.replicas: 3 -> 1
   wave 3/3:
     + create Config/new
+        + spec = {{}}
   prune:
     - delete Old/app
     - delete Old/db
@@ -132,7 +133,8 @@ Plan: 1 to create, 1 to update, 3 to delete, 1 unchanged.",
         json!({
             "id": "Config/web",
             "action": "update",
-            "diff": [{"path": "spec.replicas", "old": 3, "new": 1}]
+            "diff": [{"path": "spec.replicas", "old": 3, "new": 1}],
+            "cause": "git"
         })
     );
     assert_eq!(

@@ -226,7 +226,7 @@ proptest! {
 
         for change in plan.changes() {
             match &change.change {
-                Change::Create | Change::Update { .. } => {
+                Change::Create { .. } | Change::Update { .. } => {
                     let r = desired.get(&change.id).expect("applies are desired");
                     model.insert(r.id.clone(), r.spec.clone());
                     inventory.record(r);

@@ -321,11 +321,11 @@ impl Inner {
                     }
                     continue;
                 }
-                Change::Create => {
+                Change::Create { .. } => {
                     run.creating[pos] = true;
                     None
                 }
-                Change::Update { diff } => Some(diff.clone()),
+                Change::Update { diff, .. } => Some(diff.clone()),
                 Change::Delete => continue,
             };
             if let Some(blocker) = desired.graph().dependencies(pos).find(|&d| !run.ok[d]) {

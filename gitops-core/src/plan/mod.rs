@@ -10,23 +10,60 @@ use crate::graph::DependencyGraph;
 use crate::id::ResourceId;
 use crate::model::{Inventory, Observed, Resource, Revision};
 use crate::render::DesiredState;
+use crate::spec::Spec;
 use crate::target::Target;
+
+mod text;
+
+pub use text::PlanText;
 
 /// What the plan does to one resource.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Change {
-    /// Absent in the target: create it.
-    Create,
+    /// Absent in the target: create it with this spec (the plan shows its
+    /// attributes).
+    Create {
+        /// The spec to create (shared with the desired state, not a copy).
+        spec: Spec,
+    },
     /// Present but different: update these fields.
     Update {
         /// The fields that differ.
         diff: Diff,
+        /// Whether Git changed the resource or the target drifted from it.
+        cause: Cause,
     },
     /// In the inventory but gone from Git: delete it.
     Delete,
     /// Already as desired.
     Unchanged,
+}
+
+/// Why an update is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// Git changed the resource since it was last applied (or nothing was
+    /// recorded for it).
+    Git,
+    /// Git did not change it: the target drifted from what was applied, and
+    /// the update repairs it.
+    Drift,
+}
+
+impl Cause {
+    /// [`Drift`](Cause::Drift) when the inventory recorded exactly this spec
+    /// as applied (Git did not change it since), else [`Git`](Cause::Git).
+    /// An entry still being created (empty digest) is not drift.
+    pub fn of(inventory: &Inventory, resource: &Resource) -> Cause {
+        match inventory.get(&resource.id) {
+            Some(entry) if !entry.digest.is_empty() && entry.digest == resource.digest() => {
+                Cause::Drift
+            }
+            _ => Cause::Git,
+        }
+    }
 }
 
 /// One resource and what happens to it.
@@ -233,9 +270,15 @@ impl PlanBuilder<'_, '_> {
             return;
         };
         *slot = Some(match observed {
-            None => Change::Create,
+            None => Change::Create {
+                spec: resource.spec.clone(),
+            },
             Some(o) => match self.planner.differs(resource, o) {
-                Some(diff) => Change::Update { diff },
+                // The cause needs the inventory: `finish` sets it.
+                Some(diff) => Change::Update {
+                    diff,
+                    cause: Cause::Git,
+                },
                 None => Change::Unchanged,
             },
         });
@@ -261,10 +304,13 @@ impl PlanBuilder<'_, '_> {
                 changes: wave
                     .iter()
                     .map(|&i| {
-                        let change = changes[i].take().unwrap_or(Change::Unchanged);
-                        match change {
-                            Change::Create => summary.create += 1,
-                            Change::Update { .. } => summary.update += 1,
+                        let mut change = changes[i].take().unwrap_or(Change::Unchanged);
+                        match &mut change {
+                            Change::Create { .. } => summary.create += 1,
+                            Change::Update { cause, .. } => {
+                                summary.update += 1;
+                                *cause = Cause::of(inventory, &resources[i]);
+                            }
                             Change::Delete => summary.delete += 1,
                             Change::Unchanged => summary.unchanged += 1,
                         }
@@ -333,60 +379,5 @@ fn delete_waves(doomed: &[(&ResourceId, &[ResourceId])]) -> Vec<Wave> {
         // Inventories are recorded from acyclic states; if one is damaged,
         // still delete everything, in id order.
         Err(_) => vec![to_wave(&(0..doomed.len()).collect::<Vec<_>>())],
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.summary;
-        if !self.has_changes() {
-            writeln!(
-                f,
-                "No changes. The target matches {} ({} resources).",
-                self.revision, s.unchanged
-            )?;
-        } else {
-            writeln!(f, "Plan for {}:", self.revision)?;
-            let total_waves = self.waves.len();
-            for (n, wave) in self.waves.iter().enumerate() {
-                let mut header = false;
-                for c in &wave.changes {
-                    let (sign, verb) = match &c.change {
-                        Change::Create => ('+', "create"),
-                        Change::Update { .. } => ('~', "update"),
-                        Change::Delete => ('-', "delete"),
-                        Change::Unchanged => continue,
-                    };
-                    if !header {
-                        writeln!(f, "  wave {}/{}:", n + 1, total_waves)?;
-                        header = true;
-                    }
-                    writeln!(f, "    {sign} {verb} {}", c.id)?;
-                    if let Change::Update { diff } = &c.change {
-                        for field in &diff.changes {
-                            writeln!(f, "        {field}")?;
-                        }
-                    }
-                }
-            }
-            if !self.prune.is_empty() {
-                writeln!(f, "  prune:")?;
-                for c in self.prune.iter().flat_map(|w| &w.changes) {
-                    writeln!(f, "    - delete {}", c.id)?;
-                }
-            }
-        }
-        for id in &self.retained {
-            writeln!(f, "    ! keep {id} (gone from Git, prune disabled)")?;
-        }
-        write!(
-            f,
-            "Plan: {} to create, {} to update, {} to delete, {} unchanged.",
-            s.create, s.update, s.delete, s.unchanged
-        )?;
-        if let Some(held) = &self.held {
-            write!(f, "\nA sync would not apply it: {held}.")?;
-        }
-        Ok(())
     }
 }
