@@ -105,6 +105,13 @@ pub struct GitSourceGuideDoctests;
 #[doc = include_str!("../docs/targets.md")]
 pub struct TargetsGuideDoctests;
 
+/// `docs/writing-a-target.md`: its Rust blocks are the pieces of
+/// `examples/sqlite_target.rs` (built and run as an example; tests/docs.rs
+/// checks that they are that file), so only its other blocks run here.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/writing-a-target.md")]
+pub struct WritingATargetGuideDoctests;
+
 /// Doc tests for `docs/agent.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/agent.md")]

@@ -11,6 +11,10 @@
 //! target; the next drift check observes that and plans from it. Keep
 //! per-call timeouts in the client itself where it has them.
 //!
+//! [`SyncTarget::differs`] and [`SyncTarget::check`] are forwarded as they
+//! are: they decide from their arguments alone, so they run on the engine's
+//! thread and must not call the blocking client.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use std::sync::Mutex;
@@ -45,8 +49,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::diff::Diff;
 use crate::id::ResourceId;
 use crate::model::{Health, Observed, Resource};
+use crate::render::{DesiredState, RenderError};
 use crate::target::{Target, TargetError};
 
 /// A target whose calls may block the thread they run on. Same contract as
@@ -62,6 +68,18 @@ pub trait SyncTarget: Send + Sync + 'static {
     /// How the resource is doing; `Healthy` unless overridden.
     fn health(&self, _id: &ResourceId) -> Result<Health, TargetError> {
         Ok(Health::Healthy)
+    }
+    /// How the observed state differs from the desired one, as
+    /// [`Target::differs`]: override it to compare what a type-coercing
+    /// store returns, or to ignore fields it sets itself. Runs on the
+    /// engine's thread: decide from the arguments, do not call the client.
+    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+        Diff::specs(&observed.spec, &desired.spec)
+    }
+    /// Refuses a whole desired state before any of it is applied, as
+    /// [`Target::check`]. Runs on the engine's thread, like `differs`.
+    fn check(&self, _desired: &DesiredState) -> Result<(), RenderError> {
+        Ok(())
     }
 }
 
@@ -124,5 +142,72 @@ impl<T: SyncTarget> Target for Blocking<T> {
     async fn health(&self, id: &ResourceId) -> Result<Health, TargetError> {
         let owned = id.clone();
         off_thread(&self.0, id, move |t| t.health(&owned)).await
+    }
+
+    fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+        self.0.differs(desired, observed)
+    }
+
+    fn check(&self, desired: &DesiredState) -> Result<(), RenderError> {
+        self.0.check(desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Origin, Revision};
+
+    /// Ignores `stamp` (set by the store itself) and refuses kind `Bad`.
+    struct Stamped;
+
+    impl SyncTarget for Stamped {
+        fn observe(&self, _: &ResourceId) -> Result<Option<Observed>, TargetError> {
+            Ok(None)
+        }
+        fn apply(&self, _: &Resource) -> Result<(), TargetError> {
+            Ok(())
+        }
+        fn delete(&self, _: &ResourceId) -> Result<(), TargetError> {
+            Ok(())
+        }
+        fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
+            let mut seen = observed.spec.to_value();
+            if let Some(map) = seen.as_object_mut() {
+                map.remove("stamp");
+            }
+            Diff::between(&seen, &desired.spec.to_value())
+        }
+        fn check(&self, desired: &DesiredState) -> Result<(), RenderError> {
+            match desired.resources().iter().find(|r| r.id.kind() == "Bad") {
+                Some(r) => Err(RenderError::Invalid {
+                    origin: r.origin.clone(),
+                    message: "no".into(),
+                }),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn differs_and_check_are_the_sync_targets_own() {
+        let target: Box<dyn Target> = Box::new(Blocking::new(Stamped));
+        let id: ResourceId = "Row/a".parse().expect("id");
+        let desired = Resource::new(id.clone(), serde_json::json!({"port": 80}));
+        let same = Observed::new(serde_json::json!({"port": 80, "stamp": "12:00"}));
+        assert_eq!(target.differs(&desired, &same), None);
+        let other = Observed::new(serde_json::json!({"port": 81, "stamp": "12:00"}));
+        assert!(target.differs(&desired, &other).is_some());
+
+        let revision = Revision::new("main", "1");
+        let mut bad = Resource::new("Bad/b".parse().expect("id"), serde_json::json!({}));
+        bad.origin = Origin {
+            path: "b.yaml".into(),
+            document: 0,
+        };
+        let ok = DesiredState::new(revision.clone(), vec![desired]).expect("valid");
+        assert!(target.check(&ok).is_ok());
+        let refused = DesiredState::new(revision, vec![bad]).expect("valid");
+        assert!(target.check(&refused).is_err());
     }
 }
