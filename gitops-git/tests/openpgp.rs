@@ -153,7 +153,7 @@ fn a_signature_made_after_the_key_expired_is_refused() {
 
     // The holder extends the key privately and signs days later: the
     // trusted copy says the key expired before.
-    gpg.set_expire(&key, "never", Some("20200101T130000"));
+    gpg.set_expire(&key, "never", Some("20200101T130000"), None);
     let late = signed_commit(&fx, &gpg, &key, Some("20200105T000000"), "late");
     let err = rt.block_on(src.poll()).expect_err("expired key");
     expect_verification(
@@ -172,6 +172,42 @@ fn a_signature_made_after_the_key_expired_is_refused() {
         "renewed",
     );
     assert_eq!(rt.block_on(renewed.poll()).expect("renewed key").id, late);
+}
+
+#[test]
+fn a_signing_subkey_signs_for_its_primary_key_until_it_expires() {
+    let fx = Fixture::new();
+    let gpg = Gpg::new();
+    // The primary key only certifies; a subkey made on 2020-01-01 signs, for a day.
+    let at = Some("20200101T000000");
+    let (primary, subkey) = gpg.key_with_signing_subkey("Sub <s@example.com>", "1d", at);
+    let src = head(
+        &fx,
+        PgpKeys::parse(&gpg.export(&primary)).expect("keys"),
+        "c",
+    );
+    let rt = runtime();
+
+    let inside = signed_commit(
+        &fx,
+        &gpg,
+        &primary,
+        Some("20200101T120000"),
+        "by the subkey",
+    );
+    assert_eq!(
+        rt.block_on(src.poll()).expect("subkey signature").id,
+        inside
+    );
+
+    gpg.set_expire(&primary, "never", Some("20200101T130000"), Some(&subkey));
+    let late = signed_commit(&fx, &gpg, &primary, Some("20200105T000000"), "late");
+    let err = rt.block_on(src.poll()).expect_err("expired subkey");
+    expect_verification(
+        err,
+        &late,
+        &format!("the OpenPGP subkey {subkey} of key {primary} expired at 2020-01-02T00:00:00Z"),
+    );
 }
 
 #[test]

@@ -70,12 +70,38 @@ impl Gpg {
     /// after `expire` (`never`, `1d`, ...), made at `at`; its fingerprint.
     pub fn key(&self, uid: &str, algo: &str, expire: &str, at: Option<&str>) -> String {
         self.run(at, &["--quick-gen-key", uid, algo, "sign", expire]);
+        self.fingerprints(uid).swap_remove(0)
+    }
+
+    /// A new key for `uid` that only certifies, with an ed25519 subkey for
+    /// signing that expires after `expire`, made at `at`: (primary, subkey)
+    /// fingerprints.
+    pub fn key_with_signing_subkey(
+        &self,
+        uid: &str,
+        expire: &str,
+        at: Option<&str>,
+    ) -> (String, String) {
+        self.run(at, &["--quick-gen-key", uid, "ed25519", "cert", "never"]);
+        let primary = self.fingerprints(uid).swap_remove(0);
+        self.run(
+            at,
+            &["--quick-add-key", &primary, "ed25519", "sign", expire],
+        );
+        let subkey = self.fingerprints(uid).swap_remove(1);
+        (primary, subkey)
+    }
+
+    /// The fingerprints of `uid`'s key: the primary key's, then its subkeys'.
+    pub fn fingerprints(&self, uid: &str) -> Vec<String> {
         let listing = self.run(None, &["--with-colons", "--list-keys", uid]);
-        listing
+        let fingerprints: Vec<String> = listing
             .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
+            .filter_map(|l| l.strip_prefix("fpr:"))
             .map(|l| l.trim_matches(':').to_owned())
-            .expect("the new key's fingerprint")
+            .collect();
+        assert!(!fingerprints.is_empty(), "no key for {uid}: {listing}");
+        fingerprints
     }
 
     /// The armored public key (`gpg --armor --export`).
@@ -83,9 +109,18 @@ impl Gpg {
         self.run(None, &["--armor", "--export", fingerprint])
     }
 
-    /// Sets the key's expiry (`never`, `2d`, ...) at `at`.
-    pub fn set_expire(&self, fingerprint: &str, expire: &str, at: Option<&str>) {
-        self.run(at, &["--quick-set-expire", fingerprint, expire]);
+    /// Sets the key's expiry (`never`, `2d`, ...) at `at`; of its subkey
+    /// `subkey` instead, if given.
+    pub fn set_expire(
+        &self,
+        fingerprint: &str,
+        expire: &str,
+        at: Option<&str>,
+        subkey: Option<&str>,
+    ) {
+        let mut args = vec!["--quick-set-expire", fingerprint, expire];
+        args.extend(subkey);
+        self.run(at, &args);
     }
 
     /// Revokes the key with the revocation certificate gpg made with it.
