@@ -4,7 +4,8 @@
 //!
 //! Every flag can also come from an environment variable `GITOPS_<FLAG>`
 //! (`--drift-interval` from `GITOPS_DRIFT_INTERVAL`); a repeatable flag
-//! (`--allow`, `--deny`, `--notify`) takes a `;`-separated list there.
+//! (`--allow`, `--deny`, `--notify`, `--verify-pgp-keys`) takes a
+//! `;`-separated list there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, ValueEnum};
 use gitops_core::{DriftPolicy, SyncWindow};
-use gitops_git::ReferencePolicy;
+use gitops_git::{ReferencePolicy, VerifyMode};
 
 /// Separates the values of a repeatable flag given in one environment
 /// variable. Not `:` (URLs and `+05:30` offsets hold colons) and not `,`
@@ -95,6 +96,16 @@ pub struct SourceArgs {
     /// Deploy only commits signed by a key in this allowed-signers file (ssh-keygen format).
     #[arg(long, env = "GITOPS_VERIFY_SIGNERS", value_name = "FILE")]
     pub verify_signers: Option<PathBuf>,
+    /// Deploy only commits signed by one of the armored OpenPGP public keys
+    /// in this file (`gpg --armor --export KEYID`; repeatable). With
+    /// --verify-signers, a signature by a key of either passes.
+    #[arg(long, env = "GITOPS_VERIFY_PGP_KEYS", value_name = "FILE",
+          action = ArgAction::Append, value_delimiter = LIST_SEPARATOR)]
+    pub verify_pgp_keys: Vec<PathBuf>,
+    /// What must be signed: the commit (`head`, the default), the annotated
+    /// release tag (`tag`, with --tag or --semver), or both (`tag-and-head`).
+    #[arg(long, env = "GITOPS_VERIFY_MODE", value_enum)]
+    pub verify_mode: Option<VerifyModeArg>,
 }
 
 impl SourceArgs {
@@ -108,6 +119,28 @@ impl SourceArgs {
             ReferencePolicy::commit(commit.clone())
         } else {
             ReferencePolicy::branch(self.branch.clone().unwrap_or_else(|| "main".into()))
+        }
+    }
+}
+
+/// `--verify-mode`: which signature a release needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum VerifyModeArg {
+    /// The commit's signature.
+    Head,
+    /// The annotated tag's signature (the release is selected by tag).
+    Tag,
+    /// Both the tag's and the commit's.
+    TagAndHead,
+}
+
+impl From<VerifyModeArg> for VerifyMode {
+    fn from(arg: VerifyModeArg) -> Self {
+        match arg {
+            VerifyModeArg::Head => VerifyMode::Head,
+            VerifyModeArg::Tag => VerifyMode::Tag,
+            VerifyModeArg::TagAndHead => VerifyMode::TagAndHead,
         }
     }
 }
@@ -495,6 +528,55 @@ mod tests {
         assert_eq!(a.engine.allow[0].name(), "office");
         let e = cli(&["--repo", "r", "--deny", "x 0 18 * * FRI"]).unwrap_err();
         assert!(e.to_string().contains("--deny"), "{e}");
+    }
+
+    #[test]
+    fn signature_flags_combine() {
+        let a = cli(&["--repo", "r"]).expect("parse").agent;
+        assert!(a.source.verify_signers.is_none() && a.source.verify_pgp_keys.is_empty());
+        assert_eq!(a.source.verify_mode, None);
+        let a = cli(&[
+            "--repo",
+            "r",
+            "--verify-signers",
+            "allowed",
+            "--verify-pgp-keys",
+            "a.asc",
+            "--verify-pgp-keys",
+            "b.asc",
+            "--verify-mode",
+            "tag-and-head",
+        ])
+        .expect("both key sets and a mode")
+        .agent;
+        assert_eq!(
+            a.source.verify_pgp_keys,
+            [PathBuf::from("a.asc"), PathBuf::from("b.asc")]
+        );
+        assert_eq!(a.source.verify_mode, Some(VerifyModeArg::TagAndHead));
+        let a = cli(&[
+            "--repo",
+            "r",
+            "--verify-pgp-keys",
+            "a.asc",
+            "--verify-mode",
+            "tag",
+        ])
+        .expect("OpenPGP keys alone")
+        .agent;
+        assert_eq!(VerifyMode::from(VerifyModeArg::Tag), VerifyMode::Tag);
+        assert!(a.source.verify_signers.is_none());
+        assert!(
+            cli(&[
+                "--repo",
+                "r",
+                "--verify-pgp-keys",
+                "a",
+                "--verify-mode",
+                "x"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

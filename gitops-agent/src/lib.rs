@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod notify;
 mod run;
 pub mod signing;
+mod trust;
 
 pub use args::{AgentArgs, parse};
 pub use run::{Agent, AgentError, Outcome, exit};

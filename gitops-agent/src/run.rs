@@ -13,7 +13,7 @@ use gitops_core::{
     FilesRender, ManifestRender, Observed, RedbStore, Render, RenderError, Resource, Snapshot,
     SnapshotFile, StoreError, SyncWindows, Target,
 };
-use gitops_git::{AllowedSigners, GitError, GitSource, GitWriteback, VerifyMode};
+use gitops_git::{GitError, GitSource, GitWriteback};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::{AgentArgs, RenderKind};
@@ -38,6 +38,20 @@ pub enum AgentError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
+        message: String,
+    },
+    /// A `--verify-pgp-keys` file cannot be read or holds no usable public key.
+    #[error("--verify-pgp-keys {path}: {message}")]
+    PgpKeys {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (never the key material).
+        message: String,
+    },
+    /// `--verify-mode` does not fit the release selection.
+    #[error("--verify-mode: {message}")]
+    VerifyMode {
+        /// Why.
         message: String,
     },
     /// The Git source cannot be set up.
@@ -213,14 +227,8 @@ impl Agent {
         if let Some(path) = &args.path {
             source = source.path(path.clone());
         }
-        if let Some(file) = &args.verify_signers {
-            let bad = |message: String| AgentError::Signers {
-                path: file.clone(),
-                message,
-            };
-            let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
-            let signers = AllowedSigners::parse(&text).map_err(|e| bad(e.to_string()))?;
-            source = source.verify(VerifyMode::Head, signers);
+        if let Some((mode, signers)) = crate::trust::trusted_signers(args)? {
+            source = source.verify(mode, signers);
         }
         let source = credentials::configure(source, &self.args.credentials, &args.repo)?;
         source.build().map_err(AgentError::Source)

@@ -128,16 +128,22 @@
 //! With [`GitSourceBuilder::verify`], a revision is only returned (and a
 //! snapshot only read) when its signature is valid: [`VerifyMode::Head`] (the
 //! commit), [`VerifyMode::Tag`] (the annotated tag it was selected through),
-//! or [`VerifyMode::TagAndHead`]. SSH signatures (`gpg.format=ssh`) are
-//! verified in process with the `ssh-key` crate, namespace `git`, against an
-//! [`AllowedSigners`] list (git's `allowedSignersFile` format). Ed25519 keys
-//! are supported. OpenPGP signatures are not supported (no pure-Rust verifier
-//! without a C toolchain was worth the dependency); they fail verification
-//! with a clear reason.
-//! A key's `valid-after`/`valid-before` window is honoured against the
-//! commit's committer time (the tag's tagger time), as `git verify-commit`
-//! does; a `cert-authority` line or an unknown option is refused at parse,
-//! naming the line.
+//! or [`VerifyMode::TagAndHead`], by a key of a [`TrustedSigners`] set:
+//!
+//! - SSH signatures (`gpg.format=ssh`) are verified with the `ssh-key`
+//!   crate, namespace `git`, against an [`AllowedSigners`] list (git's
+//!   `allowedSignersFile` format; Ed25519 keys). A key's
+//!   `valid-after`/`valid-before` window is honoured against the commit's
+//!   committer time (the tag's tagger time), as `git verify-commit` does; a
+//!   `cert-authority` line or an unknown option is refused at parse, naming
+//!   the line.
+//! - OpenPGP signatures (GnuPG's) are verified with the pure-Rust `pgp`
+//!   crate against [`PgpKeys`] (armored public keys): a signature made after
+//!   its key expired, by a revoked key, or with a weak hash is refused. They
+//!   were refused as unsupported before; Argo CD (GPG) and Flux (OpenPGP)
+//!   users sign this way and could not adopt otherwise.
+//!
+//! A commit signed by a key of either set passes.
 //!
 //! # Write-back
 //!
@@ -182,16 +188,19 @@
 
 mod credentials;
 mod error;
+mod openpgp;
 mod policy;
 mod promote;
 mod push;
 mod snapshot;
 mod source;
+mod trust;
 mod verify;
 mod writeback;
 
 pub use credentials::{CredentialRequest, Credentials, CredentialsCallback, Secret, SshOptions};
 pub use error::GitError;
+pub use openpgp::{PgpKey, PgpKeys, PgpKeysError};
 pub use policy::ReferencePolicy;
 pub use promote::{GitPromoter, GitPromoterBuilder, PromotionRef};
 pub use snapshot::{Limits, SpecialEntries};
@@ -207,5 +216,6 @@ pub(crate) fn saturate(timeout: std::time::Duration) -> std::time::Duration {
     timeout.min(LONGEST_TIMEOUT)
 }
 pub use source::{GitSource, GitSourceBuilder, PollOutcome};
+pub use trust::TrustedSigners;
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};
 pub use writeback::{DEFAULT_MESSAGE_TEMPLATE, GitWriteback, GitWritebackBuilder, Identity};

@@ -1,8 +1,6 @@
-//! SSH signature verification of commits and tags (namespace `git`), in process.
-//!
-//! OpenPGP signatures are not supported: every pure-Rust OpenPGP verifier
-//! either pulls in a C toolchain (nettle for Sequoia's default backend) or is
-//! not ready for this use; a repository that needs OpenPGP must verify outside.
+//! SSH signature verification of commits and tags (namespace `git`), in
+//! process. OpenPGP signatures are verified by [`PgpKeys`](crate::PgpKeys);
+//! [`TrustedSigners`](crate::TrustedSigners) holds both.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -223,7 +221,9 @@ impl AllowedSigners {
     ) -> Result<String, String> {
         let sig = SshSig::from_pem(armored).map_err(|e| {
             if armored.starts_with(b"-----BEGIN PGP") {
-                "OpenPGP signatures are not supported (only SSH signatures)".to_owned()
+                "an OpenPGP signature, checked against SSH allowed signers \
+                 (trust OpenPGP keys with PgpKeys)"
+                    .to_owned()
             } else {
                 format!("unreadable SSH signature: {e}")
             }
@@ -449,7 +449,7 @@ pub(crate) fn system_time(seconds: i64) -> SystemTime {
 }
 
 /// Unix seconds as an RFC 3339 UTC time.
-fn show(seconds: i64) -> String {
+pub(crate) fn show(seconds: i64) -> String {
     Timestamp::from_second(seconds).map_or_else(|_| format!("{seconds} s"), |t| t.to_string())
 }
 

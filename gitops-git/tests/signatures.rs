@@ -5,9 +5,11 @@
 
 mod support;
 
-use gitops_core::{Cancel, Revision, Source, SourceError};
+use gitops_core::{Cancel, Revision, Source};
 use gitops_git::{AllowedSigners, GitSource, ReferencePolicy, VerifyMode};
-use support::{Fixture, git, git_cmd, git_stdin, runtime, ssh_keygen, use_signing_key};
+use support::{
+    Fixture, expect_verification, git, git_cmd, git_stdin, runtime, ssh_keygen, use_signing_key,
+};
 
 struct Keys {
     good: std::path::PathBuf,
@@ -49,20 +51,6 @@ fn source(
         .verify(mode, keys.signers.clone())
         .build()
         .expect("build")
-}
-
-fn expect_verification(err: SourceError, commit: &str, reason: &str) {
-    match &err {
-        SourceError::Verification {
-            commit: c,
-            reason: r,
-        } => {
-            assert_eq!(c, commit, "{err}");
-            assert!(r.contains(reason), "reason {r:?} should mention {reason:?}");
-        }
-        other => panic!("expected a verification error, got {other:?}"),
-    }
-    assert!(!err.is_transient());
 }
 
 #[test]

@@ -11,6 +11,9 @@ pub fn free_port() -> u16 {
 }
 
 pub mod git_server;
+/// gitops-git's throw-away GnuPG home, shared by path rather than copied.
+#[path = "../../../gitops-git/tests/support/gpg.rs"]
+pub mod gpg;
 pub mod http;
 pub mod prometheus;
 pub mod receiver;

@@ -9,7 +9,8 @@ use crate::credentials::{CredentialSource, Credentials, CredentialsCallback, Ssh
 use crate::error::GitError;
 use crate::policy::{Policy, ReferencePolicy};
 use crate::snapshot::{Limits, SpecialEntries};
-use crate::verify::{AllowedSigners, VerifyMode};
+use crate::trust::TrustedSigners;
+use crate::verify::VerifyMode;
 
 use super::cache::open_cache;
 use super::{GitSource, Inner};
@@ -30,7 +31,7 @@ pub struct GitSourceBuilder {
     ssh: SshOptions,
     ca_file: Option<PathBuf>,
     insecure_http: bool,
-    verify: Option<(VerifyMode, AllowedSigners)>,
+    verify: Option<(VerifyMode, TrustedSigners)>,
 }
 
 /// Extra root certificates for `https://` remotes, read once by `build`.
@@ -163,10 +164,13 @@ impl GitSourceBuilder {
         self
     }
 
-    /// Require valid SSH signatures, from one of `signers`, before a revision
-    /// is returned by `poll` or read by `snapshot`.
-    pub fn verify(mut self, mode: VerifyMode, signers: AllowedSigners) -> Self {
-        self.verify = Some((mode, signers));
+    /// Require valid signatures, by a key of `signers`, before a revision
+    /// is returned by `poll` or read by `snapshot`: an
+    /// [`AllowedSigners`](crate::AllowedSigners) (SSH), a
+    /// [`PgpKeys`](crate::PgpKeys) (OpenPGP), or a [`TrustedSigners`] with
+    /// both (a signature by either set passes).
+    pub fn verify(mut self, mode: VerifyMode, signers: impl Into<TrustedSigners>) -> Self {
+        self.verify = Some((mode, signers.into()));
         self
     }
 

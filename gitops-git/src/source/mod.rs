@@ -23,7 +23,8 @@ use crate::credentials::{CredentialSource, SshOptions};
 use crate::error::{GitError, join, objects};
 use crate::policy::{Policy, ReferencePolicy};
 use crate::snapshot::{Limits, SpecialEntries};
-use crate::verify::{AllowedSigners, VerifyMode};
+use crate::trust::TrustedSigners;
+use crate::verify::VerifyMode;
 
 pub(crate) use builder::CaFile;
 pub use builder::GitSourceBuilder;
@@ -57,7 +58,7 @@ pub(crate) struct Inner {
     pub(crate) ssh: SshOptions,
     pub(crate) ca: Option<CaFile>,
     pub(crate) insecure_http: bool,
-    pub(crate) verify: Option<(VerifyMode, AllowedSigners)>,
+    pub(crate) verify: Option<(VerifyMode, TrustedSigners)>,
     pub(crate) last_good: Mutex<Option<Revision>>,
     pub(crate) fetch_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) blob_cache: Mutex<crate::snapshot::BlobCache>,

@@ -7,16 +7,17 @@ use gitops_core::{Revision, SourceError};
 use gix::bstr::ByteSlice;
 
 use crate::error::objects;
-use crate::verify::{AllowedSigners, VerifyMode, split_tag_signature, system_time};
+use crate::trust::TrustedSigners;
+use crate::verify::{VerifyMode, split_tag_signature, system_time};
 
 use super::Inner;
 use super::read::revision_of;
 
-/// Checks the commit's SSH signature against `signers`.
+/// Checks the commit's signature (SSH or OpenPGP) against `signers`.
 pub(super) fn verify_commit(
     repo: &gix::Repository,
     id: gix::ObjectId,
-    signers: &AllowedSigners,
+    signers: &TrustedSigners,
 ) -> Result<(), SourceError> {
     let fail = |reason: String| SourceError::Verification {
         commit: id.to_string(),
@@ -32,7 +33,8 @@ pub(super) fn verify_commit(
         return Err(fail("commit is not signed".to_owned()));
     };
     let payload = signed.to_bstring();
-    // The committer time: see `AllowedSigners` on why.
+    // The committer time, for SSH: see `AllowedSigners` on why (an OpenPGP
+    // signature carries its own).
     let time = commit
         .time()
         .map_err(|e| fail(format!("unreadable committer time: {e}")))?;
@@ -43,13 +45,13 @@ pub(super) fn verify_commit(
     Ok(())
 }
 
-/// Checks the SSH signature of the annotated tag `tag_name` (`tag_id`).
+/// Checks the signature (SSH or OpenPGP) of the annotated tag `tag_name` (`tag_id`).
 fn verify_tag(
     repo: &gix::Repository,
     tag_name: &str,
     tag_id: Option<gix::ObjectId>,
     commit: gix::ObjectId,
-    signers: &AllowedSigners,
+    signers: &TrustedSigners,
 ) -> Result<(), SourceError> {
     let fail = |reason: String| SourceError::Verification {
         commit: commit.to_string(),

@@ -2,6 +2,7 @@
 //! (git daemon, `git http-backend` behind a small HTTP server, an ssh shim).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod gpg;
 pub mod http;
 pub mod writeback;
 
@@ -308,6 +309,22 @@ pub fn use_signing_key(repo: &Path, key: &Path) {
         repo,
         &["config", "user.signingkey", key.to_str().expect("utf8")],
     );
+}
+
+/// Asserts `err` is a permanent verification error about `commit` whose
+/// reason mentions `reason`.
+pub fn expect_verification(err: gitops_core::SourceError, commit: &str, reason: &str) {
+    match &err {
+        gitops_core::SourceError::Verification {
+            commit: c,
+            reason: r,
+        } => {
+            assert_eq!(c, commit, "{err}");
+            assert!(r.contains(reason), "reason {r:?} should mention {reason:?}");
+        }
+        other => panic!("expected a verification error, got {other:?}"),
+    }
+    assert!(!err.is_transient());
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
