@@ -72,6 +72,7 @@ pub mod target;
 pub mod testing;
 pub mod window;
 pub mod writeback;
+mod yaml_lint;
 
 pub use blocking::{Blocking, SyncTarget};
 pub use cancel::Cancel;
@@ -92,7 +93,7 @@ pub use plan::{Plan, PlanError};
 pub use promote::{PromoteError, Promoter};
 #[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
-pub use render::{DesiredState, FileEdit, Render, RenderError};
+pub use render::{DesiredState, FileEdit, Render, RenderError, RenderWarning, WarningKind};
 pub use source::{Source, SourceError};
 pub use spec::{Spec, SpecError};
 pub use status::{ConditionKind, Status};

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use crate::edit;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Observed, Origin, Policy, Resource, Snapshot, SnapshotFile};
-use crate::render::{DesiredState, FileEdit, Render, RenderError};
+use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderWarning};
 
 /// Annotation selecting the drift policy: `revert`, `writeback` or `ignore`.
 pub const DRIFT_ANNOTATION: &str = "gitops.rs/drift";
@@ -243,8 +243,33 @@ fn string_field<'v>(
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(RenderError::Invalid {
             origin: origin.clone(),
-            message: format!("{key} must be a string, found {}", type_name(other)),
+            message: format!(
+                "{key} must be a string, found {}{}",
+                type_name(other),
+                quote_hint(key, other)
+            ),
         }),
+    }
+}
+
+/// For a boolean or number where a string belongs: why YAML read it so and
+/// how to quote it.
+fn quote_hint(key: &str, found: &Value) -> String {
+    let key = key.rsplit('.').next().unwrap_or(key);
+    match found {
+        Value::Bool(b) => format!(
+            " (YAML reads a plain {} as a boolean): quote it as written, e.g. {key}: \"{}\"",
+            if *b {
+                "y, yes, on or true"
+            } else {
+                "n, no, off or false"
+            },
+            if *b { "y" } else { "n" }
+        ),
+        Value::Number(n) => format!(
+            " (YAML reads a plain {n} as a number): quote it as written, e.g. {key}: \"{n}\""
+        ),
+        _ => String::new(),
     }
 }
 
@@ -422,12 +447,13 @@ pub fn resource_from_document(doc: Value, origin: Origin) -> Result<Resource, Re
 /// Below this many files, parsing stays on the calling thread.
 const PARALLEL_MIN_FILES: usize = 32;
 
+/// What one part of the files renders to.
+type Rendered = (Vec<Resource>, Vec<RenderWarning>);
+
 impl ManifestRender {
-    fn render_files(
-        &self,
-        files: &[(&String, &SnapshotFile)],
-    ) -> Result<Vec<Resource>, RenderError> {
+    fn render_files(&self, files: &[(&String, &SnapshotFile)]) -> Result<Rendered, RenderError> {
         let mut resources = Vec::new();
+        let mut warnings = Vec::new();
         for (path, file) in files {
             for (document, doc) in self.parse_file(path, &file.data)?.into_iter().enumerate() {
                 let origin = Origin {
@@ -436,8 +462,13 @@ impl ManifestRender {
                 };
                 resources.push(resource_from_document(doc, origin)?);
             }
+            if matches!(Format::of(path), Format::Yaml)
+                && let Ok(text) = std::str::from_utf8(&file.data)
+            {
+                warnings.extend(crate::yaml_lint::ambiguous(path, text));
+            }
         }
-        Ok(resources)
+        Ok((resources, warnings))
     }
 }
 
@@ -455,11 +486,11 @@ impl Render for ManifestRender {
             .map_or(1, |n| n.get())
             .min(files.len() / PARALLEL_MIN_FILES)
             .max(1);
-        let resources = if threads == 1 {
+        let (resources, warnings) = if threads == 1 {
             self.render_files(&files)?
         } else {
             let chunk = files.len().div_ceil(threads);
-            let parts: Vec<Result<Vec<Resource>, RenderError>> = std::thread::scope(|scope| {
+            let parts: Vec<Result<Rendered, RenderError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = files
                     .chunks(chunk)
                     .map(|part| scope.spawn(move || self.render_files(part)))
@@ -472,13 +503,15 @@ impl Render for ManifestRender {
                     })
                     .collect()
             });
-            let mut resources = Vec::new();
+            let (mut resources, mut warnings) = (Vec::new(), Vec::new());
             for part in parts {
-                resources.extend(part?);
+                let (r, w) = part?;
+                resources.extend(r);
+                warnings.extend(w);
             }
-            resources
+            (resources, warnings)
         };
-        DesiredState::new(snapshot.revision().clone(), resources)
+        Ok(DesiredState::new(snapshot.revision().clone(), resources)?.with_warnings(warnings))
     }
 
     /// Replaces the resource's document with one whose `spec` is the observed

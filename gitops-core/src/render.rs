@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::graph::DependencyGraph;
 use crate::id::{IdError, ResourceId};
 use crate::model::{Observed, Origin, Resource, Revision, Snapshot, SnapshotFile};
@@ -145,6 +147,64 @@ pub enum FileEdit {
     Remove,
 }
 
+/// Something in a revision that renders but may not mean what its author
+/// meant: shown in the plan, naming the file and line; never refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderWarning {
+    /// The file, relative to the snapshot root.
+    pub path: String,
+    /// The line (1-based).
+    pub line: u64,
+    /// What is ambiguous.
+    #[serde(flatten)]
+    pub kind: WarningKind,
+}
+
+/// What a [`RenderWarning`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// A plain `yes`, `no`, `on`, `off`, `y` or `n`: read as a boolean
+    /// (YAML 1.1), though YAML 1.2 reads it as a string.
+    YamlBoolean {
+        /// The value as written.
+        text: String,
+    },
+    /// A plain number with a leading zero such as `0755`: read as a decimal
+    /// (YAML 1.2: 755), though YAML 1.1 read it as octal (493).
+    LeadingZero {
+        /// The value as written.
+        text: String,
+    },
+}
+
+impl fmt::Display for RenderWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.path, self.line)?;
+        match &self.kind {
+            WarningKind::YamlBoolean { text } => {
+                let as_bool = matches!(text.to_ascii_lowercase().as_str(), "yes" | "on" | "y");
+                write!(
+                    f,
+                    "{text} is read as the boolean {as_bool} (YAML 1.1), as the string \"{text}\" \
+                     by YAML 1.2: write {as_bool} or quote it (\"{text}\")"
+                )
+            }
+            WarningKind::LeadingZero { text } => {
+                let decimal = text
+                    .parse::<i64>()
+                    .map_or_else(|_| text.clone(), |n| n.to_string());
+                write!(
+                    f,
+                    "{text} is read as the number {decimal} (YAML 1.2), as an octal number by \
+                     YAML 1.1: write {decimal}, or quote it (\"{text}\") for a string such as a file mode"
+                )
+            }
+        }
+    }
+}
+
 /// Turns a [`Snapshot`] into a [`DesiredState`]: the Desired-State step.
 pub trait Render: Send + Sync {
     /// Renders all resources of the snapshot, or refuses the revision whole.
@@ -176,6 +236,7 @@ pub struct DesiredState {
     resources: Vec<Resource>,
     index: HashMap<ResourceId, usize>,
     graph: DependencyGraph,
+    warnings: Vec<RenderWarning>,
 }
 
 impl DesiredState {
@@ -224,7 +285,20 @@ impl DesiredState {
             resources,
             index,
             graph,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Attaches warnings found while rendering (shown in the plan).
+    #[must_use]
+    pub fn with_warnings(mut self, warnings: Vec<RenderWarning>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// What rendered but may not mean what its author meant.
+    pub fn warnings(&self) -> &[RenderWarning] {
+        &self.warnings
     }
 
     /// The revision these resources were rendered from.

@@ -396,3 +396,65 @@ fn many_files_report_the_first_error_in_path_order() {
     .unwrap_err();
     assert_eq!(err.to_string(), "f040.yaml: missing kind");
 }
+
+#[test]
+fn a_name_read_as_a_boolean_or_number_says_why_and_how_to_quote_it() {
+    let err = render(&[("a.yaml", b"kind: Row\nmetadata: { name: y }\n")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("a.yaml"), "{text}");
+    assert!(
+        text.contains("name must be a string, found a boolean"),
+        "{text}"
+    );
+    assert!(
+        text.contains("YAML reads a plain y, yes, on or true as a boolean"),
+        "{text}"
+    );
+    assert!(text.contains("e.g. name: \"y\""), "{text}");
+    let err = render(&[("b.yaml", b"kind: Row\nmetadata: { name: 0755 }\n")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("as a number): quote it as written"),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_yaml_1_1_and_1_2_read_differently_are_warned_in_the_plan() {
+    let yaml = b"kind: Row\nmetadata: { name: web }\nspec:\n  enabled: yes\n  mode: 0755\n  quoted: \"on\"\n  plain: on-call\n";
+    let desired = render(&[
+        ("rows/web.yaml", yaml),
+        (
+            "c.json",
+            br#"{"kind": "Row", "metadata": {"name": "j"}, "spec": {"m": "0755"}}"#,
+        ),
+    ])
+    .expect("renders");
+    let warnings: Vec<String> = desired.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "rows/web.yaml:4: yes is read as the boolean true (YAML 1.1), as the string \"yes\" by YAML 1.2: write true or quote it (\"yes\")",
+            "rows/web.yaml:5: 0755 is read as the number 755 (YAML 1.2), as an octal number by YAML 1.1: write 755, or quote it (\"0755\") for a string such as a file mode",
+        ]
+    );
+    // The values are what the parser made of them; the warning is in the plan.
+    let web = desired.get(&id("Row/web")).expect("web");
+    assert_eq!(web.spec.to_value()["enabled"], true);
+    assert_eq!(web.spec.to_value()["mode"].as_f64(), Some(755.0));
+    let plan = gitops_core::plan::Planner::new()
+        .plan(
+            &desired,
+            &[None, None],
+            &gitops_core::model::Inventory::new(),
+        )
+        .expect("plans");
+    let text = plan.to_string();
+    assert!(
+        text.starts_with("warning: rows/web.yaml:4: yes is read as the boolean true"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&plan).expect("json");
+    assert_eq!(json["warnings"][1]["warning"], "leading_zero");
+    assert_eq!(json["warnings"][1]["line"], 5);
+}

@@ -9,7 +9,7 @@ use crate::diff::Diff;
 use crate::graph::DependencyGraph;
 use crate::id::ResourceId;
 use crate::model::{Inventory, Observed, Resource, Revision};
-use crate::render::DesiredState;
+use crate::render::{DesiredState, RenderWarning};
 use crate::spec::Spec;
 use crate::target::Target;
 
@@ -118,6 +118,10 @@ pub struct Plan {
     /// confirmation (over the deletion or change limits), and how to go on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// What rendered but may not mean what its author meant (YAML values
+    /// that YAML 1.1 and 1.2 read differently), naming file and line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<RenderWarning>,
 }
 
 impl Plan {
@@ -131,6 +135,7 @@ impl Plan {
             retained: Vec::new(),
             summary: Summary::default(),
             held: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -345,6 +350,7 @@ impl PlanBuilder<'_, '_> {
             retained,
             summary,
             held: None,
+            warnings: desired.warnings().to_vec(),
         })
     }
 }

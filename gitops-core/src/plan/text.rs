@@ -67,6 +67,9 @@ impl fmt::Display for PlanText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let plan = self.plan;
         let s = &plan.summary;
+        for warning in &plan.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
         if !plan.has_changes() {
             writeln!(
                 f,
