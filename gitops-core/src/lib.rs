@@ -62,6 +62,7 @@ pub mod record;
 #[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod render;
+mod rfc3339;
 pub mod source;
 pub mod spec;
 pub mod status;

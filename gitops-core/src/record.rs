@@ -26,8 +26,21 @@ use crate::id::ResourceId;
 use crate::model::Revision;
 use crate::plan::Summary;
 
-/// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The record format this build writes. It reads this one and every older
+/// one ([`OLDEST_READABLE_FORMAT`] and up).
+///
+/// - 1: times as serde's `{"secs_since_epoch": …, "nanos_since_epoch": …}`.
+/// - 2: times as RFC 3339 text (`"2026-12-03T12:00:00.5Z"`); nothing else
+///   changed, so format-1 records read as they are.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest record format this build still reads.
+pub const OLDEST_READABLE_FORMAT: u32 = 1;
+
+/// Whether this build reads records of `format`.
+pub fn readable(format: u32) -> bool {
+    (OLDEST_READABLE_FORMAT..=FORMAT_VERSION).contains(&format)
+}
 
 /// Why a reconcile ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -208,9 +221,11 @@ pub struct HistoryEntry {
     /// without them are written exactly as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_converging: Vec<NotConverging>,
-    /// When it started.
+    /// When it started (RFC 3339).
+    #[serde(with = "crate::rfc3339")]
     pub started_at: SystemTime,
-    /// When it ended.
+    /// When it ended (RFC 3339).
+    #[serde(with = "crate::rfc3339")]
     pub finished_at: SystemTime,
 }
 
@@ -252,7 +267,8 @@ pub enum AuditAction {
 /// One change applied to the target: who, why, what, when, from which revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// When the change was made.
+    /// When the change was made (RFC 3339).
+    #[serde(with = "crate::rfc3339")]
     pub at: SystemTime,
     /// The resource.
     pub id: ResourceId,

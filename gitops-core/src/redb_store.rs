@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::model::Inventory;
 use crate::store::{
     AuditQuery, AuditRecord, AuditRetention, EngineRecord, FORMAT_VERSION, HistoryEntry,
-    StateStore, StoreError, Versioned,
+    StateStore, StoreError, Versioned, readable,
 };
 
 /// Record-set name -> format version.
@@ -129,7 +129,7 @@ impl RedbStore {
                             .get(set)
                             .map_err(|e| unavailable(&path, e))?
                             .map(|v| v.value());
-                        if let Some(found) = found.filter(|v| *v != FORMAT_VERSION) {
+                        if let Some(found) = found.filter(|v| !readable(*v)) {
                             return Err(StoreError::UnsupportedFormat {
                                 location: path.display().to_string(),
                                 record: set.to_owned(),
@@ -153,7 +153,7 @@ impl RedbStore {
                     .map(|v| v.value());
                 match found {
                     Some(FORMAT_VERSION) => {}
-                    Some(found) => {
+                    Some(found) if !readable(found) => {
                         return Err(StoreError::UnsupportedFormat {
                             location: path.display().to_string(),
                             record: set.to_owned(),
@@ -161,7 +161,10 @@ impl RedbStore {
                             supported: FORMAT_VERSION,
                         });
                     }
-                    None => {
+                    // New, or an older format this build reads: from now on
+                    // it writes this format, and an older build refuses the
+                    // store instead of misreading what this one wrote.
+                    Some(_) | None => {
                         meta.insert(set, FORMAT_VERSION)
                             .map_err(|e| unavailable(&path, e))?;
                     }

@@ -36,24 +36,8 @@ pub struct Condition {
     /// A human message.
     pub message: String,
     /// When `status` last changed (serialised as RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub since: SystemTime,
-}
-
-/// Serialises a time as RFC 3339 (`2026-12-03T12:00:00.5Z`), not as serde's
-/// `{secs_since_epoch, nanos_since_epoch}`.
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let text = jiff::Timestamp::try_from(*t)
-        .map(|ts| ts.to_string())
-        .unwrap_or_else(|_| crate::window::format_utc(*t));
-    s.serialize_str(&text)
-}
-
-fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// Why a condition is as it is. Serialised (and displayed) as its CamelCase
@@ -234,7 +218,7 @@ pub struct Blocked {
     pub message: String,
     /// When a closed window opens again (`None` for a dependency, or no
     /// opening within the look-ahead). Serialised as RFC 3339.
-    #[serde(serialize_with = "rfc3339_opt")]
+    #[serde(serialize_with = "crate::rfc3339::option::serialize")]
     pub until: Option<SystemTime>,
     /// The revision that waits.
     pub revision: Option<Revision>,

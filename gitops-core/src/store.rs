@@ -23,6 +23,7 @@ use crate::sync::LockExt as _;
 // here too because every `StateStore` signature speaks of them.
 pub use crate::record::{
     AuditAction, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, NotConverging,
+    OLDEST_READABLE_FORMAT, readable,
 };
 
 /// A record and the version it was read at (0: never written).

@@ -13,7 +13,7 @@ use gitops_core::store::{
     AuditAction, AuditQuery, AuditRecord, EngineRecord, FORMAT_VERSION, HistoryEntry, StateStore,
 };
 use gitops_core::{RedbStore, ResourceId, Revision};
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase as _, TableDefinition};
 
 const INVENTORY_V1: &str =
     r#"{"App/web":{"digest":"sha256:abc","depends_on":["Secret/tls"],"prune":true}}"#;
@@ -67,9 +67,9 @@ fn web() -> ResourceId {
 
 #[tokio::test]
 async fn a_store_written_by_format_1_opens_and_reads() {
-    assert_eq!(
-        FORMAT_VERSION, 1,
-        "a new format must keep this test for version 1"
+    assert!(
+        gitops_core::store::readable(1),
+        "format 1 must stay readable (docs/stored-data.md)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
     write_v1(dir.path());
@@ -147,9 +147,28 @@ async fn a_store_written_by_format_1_opens_and_reads() {
     };
     assert_eq!(audit, vec![record.clone()]);
 
-    // And this build writes the very same bytes for the same records.
-    assert_eq!(serde_json::to_string(&expected).expect("json"), HISTORY_V1);
-    assert_eq!(serde_json::to_string(&record).expect("json"), AUDIT_V1);
+    // This build writes format 2: the same bytes except that times are
+    // RFC 3339 text.
+    assert_eq!(FORMAT_VERSION, 2);
+    let rfc3339 = |v1: &str| {
+        v1.replace(
+            r#"{"secs_since_epoch":1764000000,"nanos_since_epoch":0}"#,
+            r#""2025-11-24T16:00:00Z""#,
+        )
+        .replace(
+            r#"{"secs_since_epoch":1764000002,"nanos_since_epoch":0}"#,
+            r#""2025-11-24T16:00:02Z""#,
+        )
+    };
+    assert_eq!(
+        serde_json::to_string(&expected).expect("json"),
+        rfc3339(HISTORY_V1)
+    );
+    assert_eq!(
+        serde_json::to_string(&record).expect("json"),
+        rfc3339(AUDIT_V1)
+    );
+    assert!(!rfc3339(HISTORY_V1).contains("secs_since_epoch"));
     assert_eq!(
         serde_json::to_string(&store.load_record("web").await.expect("record").value)
             .expect("json"),
@@ -160,6 +179,37 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             .expect("json"),
         INVENTORY_V1
     );
+}
+
+/// A format-1 store opened by this build is marked format 2 (so an older
+/// build refuses it rather than misreading RFC 3339 times), keeps reading
+/// its format-1 records beside new ones, and reopens; a newer format is
+/// refused.
+#[tokio::test]
+async fn a_format_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_v1(dir.path());
+    {
+        let store = RedbStore::open(dir.path()).expect("opens");
+        let mut entry = store.history("web", 10).await.expect("history")[0].clone();
+        entry.started_at += Duration::from_secs(60);
+        entry.finished_at += Duration::from_secs(60);
+        store.append_history("web", &entry, 10).await.expect("append");
+        let both = store.history("web", 10).await.expect("history");
+        assert_eq!(both.len(), 2, "a format-1 entry and a format-2 entry");
+    }
+    let db = Database::open(dir.path().join("state.redb")).expect("db");
+    {
+        let txn = db.begin_read().expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        assert_eq!(meta.get("history").expect("get").map(|v| v.value()), Some(2));
+        let txn = db.begin_write().expect("write");
+        txn.open_table(META).expect("meta").insert("history", 3).expect("insert");
+        txn.commit().expect("commit");
+    }
+    drop(db);
+    let err = RedbStore::open(dir.path()).expect_err("format 3 is from the future");
+    assert!(err.to_string().contains('3'), "{err}");
 }
 
 /// `HistoryEntry::not_converging` is an optional field, not a format

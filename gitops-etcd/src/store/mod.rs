@@ -42,7 +42,7 @@ use etcd_client::{
 };
 use gitops_core::model::Inventory;
 use gitops_core::store::EngineRecord;
-use gitops_core::store::{AuditRetention, FORMAT_VERSION, Versioned};
+use gitops_core::store::{AuditRetention, FORMAT_VERSION, Versioned, readable};
 use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, StateStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -207,7 +207,7 @@ impl EtcdStore {
                 location: key.to_owned(),
                 message: format!("unreadable record: {e}"),
             })?;
-        if envelope.format != FORMAT_VERSION {
+        if !readable(envelope.format) {
             return Err(StoreError::UnsupportedFormat {
                 location: format!("etcd {}", self.client.endpoints()),
                 record: key.to_owned(),
