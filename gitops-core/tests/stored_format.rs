@@ -194,7 +194,10 @@ async fn a_format_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
         let mut entry = store.history("web", 10).await.expect("history")[0].clone();
         entry.started_at += Duration::from_secs(60);
         entry.finished_at += Duration::from_secs(60);
-        store.append_history("web", &entry, 10).await.expect("append");
+        store
+            .append_history("web", &entry, 10)
+            .await
+            .expect("append");
         let both = store.history("web", 10).await.expect("history");
         assert_eq!(both.len(), 2, "a format-1 entry and a format-2 entry");
     }
@@ -202,9 +205,15 @@ async fn a_format_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
     {
         let txn = db.begin_read().expect("read");
         let meta = txn.open_table(META).expect("meta");
-        assert_eq!(meta.get("history").expect("get").map(|v| v.value()), Some(2));
+        assert_eq!(
+            meta.get("history").expect("get").map(|v| v.value()),
+            Some(2)
+        );
         let txn = db.begin_write().expect("write");
-        txn.open_table(META).expect("meta").insert("history", 3).expect("insert");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("history", 3)
+            .expect("insert");
         txn.commit().expect("commit");
     }
     drop(db);

@@ -102,17 +102,7 @@ pub(super) fn remote_error(
             .to_owned();
     }
     let location = inner.location.clone();
-    let lower = message.to_ascii_lowercase();
-    let auth = err.is_unauthenticated()
-        || err.is_permission_denied()
-        // HTTP's phrases, never a bare number: "403" is also in ports
-        // (127.0.0.1:40391) and commit ids, and made a 503 permanent.
-        || lower.contains("status 401")
-        || lower.contains("status 403")
-        || lower.contains("401 unauthorized")
-        || lower.contains("403 forbidden")
-        || lower.contains("authentication")
-        || lower.contains("permission denied (publickey");
+    let auth = err.is_unauthenticated() || err.is_permission_denied() || says_auth_failed(&message);
     if auth {
         return SourceError::Authentication { location, message };
     }
@@ -135,6 +125,23 @@ pub(super) fn remote_error(
             source: Some(Box::new(detail)),
         }
     }
+}
+
+/// Whether a fetch error's text says the remote refused who we are. HTTP's
+/// phrases only, never a bare number: "403" is also in ports
+/// (127.0.0.1:40391) and commit ids, and once made a 503 permanent.
+fn says_auth_failed(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "status 401",
+        "status 403",
+        "401 unauthorized",
+        "403 forbidden",
+        "authentication",
+        "permission denied (publickey",
+    ]
+    .iter()
+    .any(|phrase| lower.contains(phrase))
 }
 
 /// The answer to gix's credential requests: the configured basic
@@ -168,5 +175,30 @@ pub(super) fn answer_basic(
                 }))
         }
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_auth_failed;
+
+    #[test]
+    fn only_http_phrases_mean_an_authentication_failure() {
+        for refused in [
+            "received HTTP status 401 from http://127.0.0.1:8080/app.git",
+            "HTTP 403 Forbidden",
+            "Authentication failed for 'https://git.example/app.git'",
+            "git@host: Permission denied (publickey).",
+        ] {
+            assert!(says_auth_failed(refused), "{refused}");
+        }
+        for other in [
+            // The port holds 403 and 401; the status is 503.
+            "received HTTP status 503 from http://127.0.0.1:40391/app.git",
+            "http://127.0.0.1:44013/app.git: connection refused",
+            "object 4030a1b2 not found",
+        ] {
+            assert!(!says_auth_failed(other), "{other}");
+        }
     }
 }
