@@ -48,7 +48,7 @@ impl fmt::Display for ReferencePolicy {
 }
 
 /// A validated policy, ready to be used.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Policy {
     Branch(String),
     Tag(String),
