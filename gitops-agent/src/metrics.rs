@@ -566,6 +566,30 @@ impl Metrics {
             .set(value);
     }
 
+    /// Removes the gauges of `app` (an application no longer run):
+    /// `gitops_app_info`, `gitops_resources` and
+    /// `gitops_last_sync_timestamp_seconds`. Its counters and histograms
+    /// stay, as counters do.
+    pub fn forget(&self, app: &str) {
+        let inner = &self.inner;
+        if let Some(labels) = lock(&inner.info_current).remove(app) {
+            inner.app_info.remove(&labels);
+        }
+        for state in [
+            ResourceState::Managed,
+            ResourceState::Drifted,
+            ResourceState::Failed,
+        ] {
+            inner.resources.remove(&StateLabels {
+                app: app.to_owned(),
+                state,
+            });
+        }
+        inner.last_sync.remove(&AppLabels {
+            app: app.to_owned(),
+        });
+    }
+
     /// Sets `app`'s one `gitops_app_info` series, removing the previous one
     /// when a label changed.
     fn set_info(&self, app: &str, revision: String, ready: bool) {
