@@ -302,12 +302,22 @@ pub struct AppsArgs {
           requires = "config_path", conflicts_with_all = ["repo", "once", "plan"])]
     pub config_repo: Option<String>,
     /// The list's path in --config-repo (e.g. `apps.toml`).
-    #[arg(long, env = "GITOPS_CONFIG_PATH", value_name = "PATH", requires = "config_repo",
-          conflicts_with = "repo")]
+    #[arg(
+        long,
+        env = "GITOPS_CONFIG_PATH",
+        value_name = "PATH",
+        requires = "config_repo",
+        conflicts_with = "repo"
+    )]
     pub config_path: Option<String>,
     /// The branch of --config-repo (`main` by default).
-    #[arg(long, env = "GITOPS_CONFIG_BRANCH", value_name = "BRANCH", requires = "config_repo",
-          conflicts_with = "repo")]
+    #[arg(
+        long,
+        env = "GITOPS_CONFIG_BRANCH",
+        value_name = "BRANCH",
+        requires = "config_repo",
+        conflicts_with = "repo"
+    )]
     pub config_branch: Option<String>,
     /// Delete what an application removed from the list had deployed (by
     /// default its resources stay).
@@ -548,9 +558,14 @@ mod tests {
         assert_eq!(a.source.repo, "");
         assert!(cli(&["--config", "a.toml", "--repo", "r"]).is_err());
         assert!(cli(&["--config", "a.toml", "--once"]).is_err());
-        let a = cli(&["--config-repo", "https://git.example/fleet.git", "--config-path", "apps.toml"])
-            .expect("parse")
-            .agent;
+        let a = cli(&[
+            "--config-repo",
+            "https://git.example/fleet.git",
+            "--config-path",
+            "apps.toml",
+        ])
+        .expect("parse")
+        .agent;
         assert!(a.apps.many());
         assert!(cli(&["--config-repo", "https://git.example/fleet.git"]).is_err());
         assert!(cli(&["--repo", "r", "--config-path", "x"]).is_err());

@@ -65,10 +65,12 @@ async fn run(mut cli: Cli) -> Result<Outcome, AgentError> {
         *state_dir = Some(default_state_dir(&target_dir));
     }
     let agent = Agent::new("agent", cli.agent)?;
-    let target = FsTarget::open_with(&target_dir, FsOptions::default().create_root(true))
-        .map_err(|e| AgentError::Target {
-            what: format!("--target-dir {}", target_dir.display()),
-            source: Box::new(e),
+    let target =
+        FsTarget::open_with(&target_dir, FsOptions::default().create_root(true)).map_err(|e| {
+            AgentError::Target {
+                what: format!("--target-dir {}", target_dir.display()),
+                source: Box::new(e),
+            }
         })?;
     let engine = agent.engine(Arc::new(target))?.build()?;
     agent.run(engine).await

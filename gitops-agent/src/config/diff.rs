@@ -217,8 +217,16 @@ mod tests {
 
     #[test]
     fn dependents_of_a_restarted_app_restart_and_dead_apps_restart() {
-        let old = config(&[("db", "1s", &[]), ("api", "1s", &["db"]), ("web", "1s", &["api"])]);
-        let new = config(&[("web", "1s", &["api"]), ("api", "1s", &["db"]), ("db", "2s", &[])]);
+        let old = config(&[
+            ("db", "1s", &[]),
+            ("api", "1s", &["db"]),
+            ("web", "1s", &["api"]),
+        ]);
+        let new = config(&[
+            ("web", "1s", &["api"]),
+            ("api", "1s", &["db"]),
+            ("db", "2s", &[]),
+        ]);
         let changes = diff(&old.apps, &BTreeSet::new(), &new);
         assert_eq!(changes.restarted, ["web", "api", "db"]);
         assert_eq!(changes.stop, ["web", "api", "db"]);
@@ -236,7 +244,10 @@ mod tests {
         assert_eq!(cycle(&apps), None);
         let mut looped = apps.clone();
         looped[2].depends_on = vec!["c".into()];
-        assert_eq!(cycle(&looped), Some(vec!["c".into(), "b".into(), "a".into(), "c".into()]));
+        assert_eq!(
+            cycle(&looped),
+            Some(vec!["c".into(), "b".into(), "a".into(), "c".into()])
+        );
         assert_eq!(start_order(&looped), ["c", "b", "a"]);
     }
 }

@@ -151,10 +151,7 @@ impl<'a> Layer<'a> {
     }
 
     /// A path key, resolved against the config's directory.
-    fn path(
-        &self,
-        field: impl Fn(&'a RawApp) -> &'a Option<Located<String>>,
-    ) -> Option<PathBuf> {
+    fn path(&self, field: impl Fn(&'a RawApp) -> &'a Option<Located<String>>) -> Option<PathBuf> {
         self.pick(field)
             .map(|found| overlap::normalize(&self.base.join(found.value.get_ref())))
     }
@@ -257,12 +254,12 @@ fn app_name(
 /// One application's spec and the line of its target.
 fn app_spec(layer: &Layer<'_>, cli: &Defaults) -> Result<(AppSpec, usize), ConfigError> {
     let app_section = || Section::App(layer.name.to_owned());
-    let repo = layer
-        .pick(|a| &a.repo)
-        .ok_or_else(|| {
-            let header = layer.header.clone();
-            layer.source.error(header, app_section(), Some("repo"), "required")
-        })?;
+    let repo = layer.pick(|a| &a.repo).ok_or_else(|| {
+        let header = layer.header.clone();
+        layer
+            .source
+            .error(header, app_section(), Some("repo"), "required")
+    })?;
     let (target, target_line) = target(layer)?;
     let spec = AppSpec {
         name: layer.name.to_owned(),
@@ -287,7 +284,11 @@ fn app_spec(layer: &Layer<'_>, cli: &Defaults) -> Result<(AppSpec, usize), Confi
             .parsed("interval", |a| &a.interval, crate::args::duration)?
             .unwrap_or(cli.interval),
         drift_interval: layer
-            .parsed("drift_interval", |a| &a.drift_interval, crate::args::duration)?
+            .parsed(
+                "drift_interval",
+                |a| &a.drift_interval,
+                crate::args::duration,
+            )?
             .unwrap_or(cli.drift_interval),
         allow: layer
             .windows("allow", true, |a| &a.allow)?
@@ -440,7 +441,11 @@ fn check_dependencies(config: &AppsConfig) -> Result<(), ConfigError> {
     for app in &config.apps {
         for dependency in &app.depends_on {
             if dependency == &app.name {
-                return Err(config.error(&app.name, "depends_on", "an app cannot depend on itself"));
+                return Err(config.error(
+                    &app.name,
+                    "depends_on",
+                    "an app cannot depend on itself",
+                ));
             }
             if !names.contains(dependency.as_str()) {
                 let message = format!("no app is named {dependency:?}");

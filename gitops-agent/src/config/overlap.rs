@@ -46,7 +46,11 @@ pub fn overlaps(a: &Path, b: &Path) -> bool {
 
 /// The first pair (by position) of `dirs` that overlaps.
 pub fn first_overlap<N>(dirs: &[(N, &Path)]) -> Option<(usize, usize)> {
-    (0..dirs.len()).find_map(|j| (0..j).find(|&i| overlaps(dirs[i].1, dirs[j].1)).map(|i| (i, j)))
+    (0..dirs.len()).find_map(|j| {
+        (0..j)
+            .find(|&i| overlaps(dirs[i].1, dirs[j].1))
+            .map(|i| (i, j))
+    })
 }
 
 /// `path` with its longest existing ancestor replaced by its canonical

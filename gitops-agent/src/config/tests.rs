@@ -85,13 +85,25 @@ fn app_keys_win_over_defaults_which_win_over_flags() {
                 prune = true\nallow = [\"office @daily 8h\"]\n";
     let config = parse_with(text, &flags).expect("valid");
     let (a, b) = (&config.apps[0], &config.apps[1]);
-    assert_eq!(a.interval, Duration::from_secs(60), "[defaults] over the flag");
+    assert_eq!(
+        a.interval,
+        Duration::from_secs(60),
+        "[defaults] over the flag"
+    );
     assert_eq!(a.drift_interval, Duration::from_secs(8), "the flag");
     assert!(!a.prune);
     assert_eq!(a.release, ReferencePolicy::tag("v1"));
     assert_eq!(a.repo, "/srv/git/ops.git");
-    assert_eq!(b.interval, Duration::from_secs(2), "the app over [defaults]");
-    assert_eq!(b.release, ReferencePolicy::branch("dev"), "release keys go together");
+    assert_eq!(
+        b.interval,
+        Duration::from_secs(2),
+        "the app over [defaults]"
+    );
+    assert_eq!(
+        b.release,
+        ReferencePolicy::branch("dev"),
+        "release keys go together"
+    );
     assert!(b.prune);
     assert_eq!(b.allow.len(), 1);
     assert!(a.allow.is_empty());
@@ -121,17 +133,34 @@ fn relative_paths_are_taken_from_the_config_s_directory() {
 
 #[test]
 fn values_are_checked_naming_line_app_and_key() {
-    let app = |extra: &str| format!("[[app]]\nname = \"db\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n{extra}");
+    let app = |extra: &str| {
+        format!("[[app]]\nname = \"db\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n{extra}")
+    };
     let cases = [
         ("interval = \"5d\"\n", "apps.toml:5: app \"db\": interval: "),
-        ("render = \"yaml\"\n", "apps.toml:5: app \"db\": render: \"yaml\": use one of files, manifests"),
+        (
+            "render = \"yaml\"\n",
+            "apps.toml:5: app \"db\": render: \"yaml\": use one of files, manifests",
+        ),
         ("drift = \"x\"\n", "apps.toml:5: app \"db\": drift: "),
         ("semver = \"one\"\n", "apps.toml:5: app \"db\": semver: "),
-        ("branch = \"a\"\ntag = \"b\"\n", "apps.toml:6: app \"db\": tag: give one of"),
+        (
+            "branch = \"a\"\ntag = \"b\"\n",
+            "apps.toml:6: app \"db\": tag: give one of",
+        ),
         ("path = \"../x\"\n", "apps.toml:5: app \"db\": path: "),
-        ("deny = [\"x 0 18 * * FRI\"]\n", "apps.toml:5: app \"db\": deny: "),
-        ("depends_on = [\"nope\"]\n", "apps.toml:1: app \"db\": depends_on: no app is named \"nope\""),
-        ("depends_on = [\"db\"]\n", "apps.toml:1: app \"db\": depends_on: an app cannot depend on itself"),
+        (
+            "deny = [\"x 0 18 * * FRI\"]\n",
+            "apps.toml:5: app \"db\": deny: ",
+        ),
+        (
+            "depends_on = [\"nope\"]\n",
+            "apps.toml:1: app \"db\": depends_on: no app is named \"nope\"",
+        ),
+        (
+            "depends_on = [\"db\"]\n",
+            "apps.toml:1: app \"db\": depends_on: an app cannot depend on itself",
+        ),
     ];
     for (extra, expected) in cases {
         let e = error(&app(extra));
@@ -144,20 +173,37 @@ fn missing_keys_names_and_targets() {
     let e = error("[[app]]\nrepo = \"/r\"\ntarget_dir = \"/t\"\n");
     assert_eq!(e, "apps.toml:1: app #1: name: required");
     let e = error("[[app]]\nname = \"a b\"\n");
-    assert!(e.starts_with("apps.toml:2: app #1: name: \"a b\": use"), "{e}");
+    assert!(
+        e.starts_with("apps.toml:2: app #1: name: \"a b\": use"),
+        "{e}"
+    );
     let e = error("[[app]]\nname = \"..\"\n");
     assert!(e.contains("name: \"..\""), "{e}");
     let e = error("\n[[app]]\nname = \"a\"\ntarget_dir = \"/t\"\n");
     assert_eq!(e, "apps.toml:2: app \"a\": repo: required");
     let e = error("[[app]]\nname = \"a\"\nrepo = \"/r\"\n");
-    assert!(e.starts_with("apps.toml:1: app \"a\": target_dir: required"), "{e}");
-    let e = error("[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n[app.target]\nkind = \"dir\"\n");
-    assert!(e.contains("target: give target_dir or an [app.target] table"), "{e}");
-    let e = error("[[app]]\nname = \"a\"\nrepo = \"/r\"\n[app.target]\nkind = \"dir\"\npth = \"/x\"\n");
-    assert!(e.starts_with("apps.toml:4: app \"a\": target.pth: unknown key"), "{e}");
+    assert!(
+        e.starts_with("apps.toml:1: app \"a\": target_dir: required"),
+        "{e}"
+    );
+    let e = error(
+        "[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n[app.target]\nkind = \"dir\"\n",
+    );
+    assert!(
+        e.contains("target: give target_dir or an [app.target] table"),
+        "{e}"
+    );
+    let e =
+        error("[[app]]\nname = \"a\"\nrepo = \"/r\"\n[app.target]\nkind = \"dir\"\npth = \"/x\"\n");
+    assert!(
+        e.starts_with("apps.toml:4: app \"a\": target.pth: unknown key"),
+        "{e}"
+    );
     let e = error("[defaults]\nname = \"x\"\n");
     assert!(e.starts_with("apps.toml:2: [defaults]: name: "), "{e}");
-    let e = error("[defaults]\ninterval = \"0s\"\n[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n");
+    let e = error(
+        "[defaults]\ninterval = \"0s\"\n[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n",
+    );
     assert!(e.starts_with("apps.toml:2: [defaults]: interval: "), "{e}");
 }
 
@@ -176,15 +222,25 @@ fn duplicate_names_cycles_and_overlapping_directories_are_refused() {
          two apps cannot manage one directory"
     );
     let e = error(&two("/srv", "/srv/b"));
-    assert!(e.contains("app \"b\": target_dir: /srv/b overlaps /srv of app \"a\""), "{e}");
+    assert!(
+        e.contains("app \"b\": target_dir: /srv/b overlaps /srv of app \"a\""),
+        "{e}"
+    );
     ok(&two("/srv/app", "/srv/app2"));
-    let e = error("[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/1\"\n[[app]]\nname = \"a\"\n");
-    assert!(e.starts_with("apps.toml:6: app \"a\": name: another app at line 1"), "{e}");
+    let e =
+        error("[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/1\"\n[[app]]\nname = \"a\"\n");
+    assert!(
+        e.starts_with("apps.toml:6: app \"a\": name: another app at line 1"),
+        "{e}"
+    );
     let e = error(
         "[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/1\"\ndepends_on = [\"b\"]\n\
          [[app]]\nname = \"b\"\nrepo = \"/r\"\ntarget_dir = \"/2\"\ndepends_on = [\"a\"]\n",
     );
-    assert_eq!(e, "apps.toml:1: app \"a\": depends_on: a cycle: a -> b -> a");
+    assert_eq!(
+        e,
+        "apps.toml:1: app \"a\": depends_on: a cycle: a -> b -> a"
+    );
 }
 
 #[test]

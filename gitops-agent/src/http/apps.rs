@@ -200,8 +200,13 @@ impl AppSet {
     /// Whether every application's first reconcile has ended (once a list
     /// is in force); latches.
     pub fn ready(&self) -> bool {
-        let (loaded, latched, entries) =
-            self.read(|i| (i.loaded, i.all_ready, i.apps.values().cloned().collect::<Vec<_>>()));
+        let (loaded, latched, entries) = self.read(|i| {
+            (
+                i.loaded,
+                i.all_ready,
+                i.apps.values().cloned().collect::<Vec<_>>(),
+            )
+        });
         if latched {
             return true;
         }

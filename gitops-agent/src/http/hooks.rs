@@ -279,9 +279,7 @@ fn act(shared: &Shared, provider: WebhookProvider, verdict: &Verdict) -> serde_j
 /// Counts, acts and answers.
 fn finish(shared: &Shared, provider: WebhookProvider, verdict: Verdict) -> Response {
     let result = match &verdict {
-        Verdict::Reconcile(_) | Verdict::Retry(_) | Verdict::Confirm(..) => {
-            WebhookResult::Accepted
-        }
+        Verdict::Reconcile(_) | Verdict::Retry(_) | Verdict::Confirm(..) => WebhookResult::Accepted,
         Verdict::Ignored(_) => WebhookResult::Ignored,
         Verdict::Unauthorized(_) => WebhookResult::Unauthorized,
         Verdict::Bad(..) => WebhookResult::BadRequest,

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use gitops_core::{
-    Dependency, DriftPolicy, Engine, EngineConfig, FilesRender, ManifestRender, Needs, Render,
-    StateStore, SyncWindows, Target,
+    ConditionKind, Dependency, DriftPolicy, Engine, EngineConfig, EngineHandle, FilesRender,
+    ManifestRender, Needs, Render, StateStore, SyncWindows, Target,
 };
 use gitops_git::{AllowedSigners, GitSource, GitWriteback, SharedRepository, VerifyMode};
 
@@ -49,12 +49,14 @@ pub(crate) struct Built {
     pub(crate) engine: Engine,
     pub(crate) target: Arc<dyn Target>,
     pub(crate) shared: SharedRepository,
+    /// The engines it depends on.
+    pub(crate) upstreams: Vec<EngineHandle>,
 }
 
 /// The dependency on `upstream` (running or just built): the same or a
 /// newer revision when both follow the same release of one repository
 /// (ancestry can be told there), Ready otherwise.
-pub(crate) fn dependency(app: &AppSpec, upstream: &AppSpec, engine: &Engine) -> Dependency {
+fn dependency(app: &AppSpec, upstream: &AppSpec, engine: &Engine) -> Dependency {
     let same = repo_key(&app.repo) == repo_key(&upstream.repo) && app.release == upstream.release;
     let needs = if same {
         Needs::SameOrNewerRevision
@@ -64,23 +66,20 @@ pub(crate) fn dependency(app: &AppSpec, upstream: &AppSpec, engine: &Engine) -> 
     Dependency::on(&engine.handle()).needs(needs)
 }
 
-/// Builds `spec` of `config` on `shared` with `dependencies`; an error
-/// names the application's line and key.
+/// Builds `spec` of `config` on `shared`, depending on `upstreams` (their
+/// specs and engines); an error names the application's line and key.
 pub(crate) fn build(
     parts: &Parts<'_>,
     config: &AppsConfig,
     spec: &AppSpec,
     shared: &SharedRepository,
-    dependencies: Vec<Dependency>,
+    upstreams: &[(&AppSpec, &Engine)],
 ) -> Result<Built, ConfigError> {
     let bad = |key: &str, message: String| config.error(&spec.name, key, message);
     let source = source(parts.credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
     let render = render(spec);
     let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
-    let target = parts
-        .targets
-        .target(spec)
-        .map_err(|m| bad("target", m))?;
+    let target = parts.targets.target(spec).map_err(|m| bad("target", m))?;
     let mut builder = Engine::builder()
         .name(spec.name.clone())
         .source(parts.metrics.source(&spec.name, Arc::new(source)))
@@ -91,8 +90,8 @@ pub(crate) fn build(
     if let Some(writeback) = writeback {
         builder = builder.writeback(Arc::new(writeback));
     }
-    for dependency in dependencies {
-        builder = builder.depends_on(dependency);
+    for (upstream, engine) in upstreams {
+        builder = builder.depends_on(dependency(spec, upstream, engine));
     }
     let engine = builder.build().map_err(|e| bad("name", e.to_string()))?;
     Ok(Built {
@@ -100,6 +99,7 @@ pub(crate) fn build(
         engine,
         target,
         shared: shared.clone(),
+        upstreams: upstreams.iter().map(|(_, e)| e.handle()).collect(),
     })
 }
 
@@ -172,4 +172,19 @@ fn engine_config(spec: &AppSpec) -> EngineConfig {
         .drift_interval(spec.drift_interval)
         .prune(spec.prune)
         .windows(windows)
+}
+
+/// Reconciles `dependent` as soon as `upstream` becomes Ready, rather than
+/// at its next poll (a dependency is looked at on each reconcile). Ends
+/// with the upstream engine; abort it when the dependent stops.
+pub(crate) async fn follow_upstream(upstream: EngineHandle, dependent: EngineHandle) {
+    let mut status = upstream.watch_status();
+    let mut was_ready = status.borrow().is(ConditionKind::Ready);
+    while status.changed().await.is_ok() {
+        let ready = status.borrow_and_update().is(ConditionKind::Ready);
+        if ready && !was_ready {
+            dependent.reconcile_now();
+        }
+        was_ready = ready;
+    }
 }

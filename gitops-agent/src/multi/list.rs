@@ -70,7 +70,8 @@ impl List {
             None => (None, path.as_str()),
         };
         let shared = supervisor.repos().get(url).map_err(AgentError::Source)?;
-        let mut builder = GitSource::builder(url.clone(), ReferencePolicy::branch(branch)).shared(&shared);
+        let mut builder =
+            GitSource::builder(url.clone(), ReferencePolicy::branch(branch)).shared(&shared);
         if let Some(dir) = dir {
             builder = builder.path(dir.to_owned());
         }
@@ -129,7 +130,9 @@ impl List {
             tracing::warn!("running the last good application list kept in the state directory");
             match supervisor.apply(config).await {
                 Ok(_) => apps.set_loaded(),
-                Err(e) => tracing::error!(error = %e, "the kept application list cannot be applied"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the kept application list cannot be applied")
+                }
             }
         }
         Ok(())

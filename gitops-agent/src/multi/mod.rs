@@ -163,7 +163,8 @@ impl Apps {
             targets: self.targets.clone(),
             prune_removed: self.args.apps.prune_removed,
         };
-        let (mut supervisor, mut exits) = Supervisor::new(context, Repos::new(state_dir.join("git")));
+        let (mut supervisor, mut exits) =
+            Supervisor::new(context, Repos::new(state_dir.join("git")));
         let defaults = Defaults::from_args(&self.args);
         let mut list = List::new(&self.args, &mut supervisor, &state_dir)?;
         list.start(&self.args, &defaults, &mut supervisor, &apps)

@@ -48,7 +48,10 @@ pub async fn prune_removed(
         app: app.to_owned(),
         message: e.to_string(),
     };
-    let stored = store.load_inventory(app).await.map_err(|e| store_error(&e))?;
+    let stored = store
+        .load_inventory(app)
+        .await
+        .map_err(|e| store_error(&e))?;
     let nothing = Revision::new("removed", "");
     let desired = DesiredState::new(nothing, Vec::new()).map_err(|e| store_error(&e))?;
     let plan = Planner::new()
@@ -129,9 +132,18 @@ mod tests {
             .expect("save");
         let deleted = prune_removed(&store, &target, "gone").await.expect("prune");
         assert_eq!(deleted, 2);
-        let left = target.observe(&resource("not-ours").id).await.expect("observe");
+        let left = target
+            .observe(&resource("not-ours").id)
+            .await
+            .expect("observe");
         assert!(left.is_some(), "what it never applied stays");
-        assert!(target.observe(&resource("a").id).await.expect("observe").is_none());
+        assert!(
+            target
+                .observe(&resource("a").id)
+                .await
+                .expect("observe")
+                .is_none()
+        );
         let stored = store.load_inventory("gone").await.expect("load");
         assert!(stored.value.iter().next().is_none());
         let audit = store
@@ -140,6 +152,9 @@ mod tests {
             .expect("audit");
         assert_eq!(audit.len(), 2);
         assert!(audit.iter().all(|r| r.action == AuditAction::Delete));
-        assert_eq!(prune_removed(&store, &target, "gone").await.expect("again"), 0);
+        assert_eq!(
+            prune_removed(&store, &target, "gone").await.expect("again"),
+            0
+        );
     }
 }

@@ -37,9 +37,11 @@ impl Repos {
         Ok(shared)
     }
 
-    /// Sets each repository's coalescing window to half the shortest poll
+    /// Sets each repository's coalescing window to the shortest poll
     /// interval of those using it (`users`: URL and interval), so that one
-    /// fetch per interval serves them all; unused ones get none.
+    /// fetch per interval serves them all (their polls are out of step:
+    /// a commit may take up to two intervals to show, a webhook none);
+    /// unused ones get none.
     pub(crate) fn set_windows<'a>(&self, users: impl IntoIterator<Item = (&'a str, Duration)>) {
         let mut shortest: BTreeMap<&str, Duration> = BTreeMap::new();
         for (url, interval) in users {
@@ -47,7 +49,10 @@ impl Repos {
             *entry = (*entry).min(interval);
         }
         for (url, shared) in &self.open {
-            let window = shortest.get(url.as_str()).map_or(Duration::ZERO, |i| *i / 2);
+            let window = shortest
+                .get(url.as_str())
+                .copied()
+                .unwrap_or(Duration::ZERO);
             shared.set_window(window);
         }
     }
@@ -68,7 +73,14 @@ pub(crate) fn cache_name(url: &str) -> String {
         })
         .collect();
     let readable = readable.trim_matches(['_', '.']);
-    let short: String = readable.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let short: String = readable
+        .chars()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let digest = Sha256::digest(url.as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("{short}-{hex}")
@@ -95,11 +107,19 @@ mod tests {
         let mut repos = Repos::new(dir.path().to_owned());
         let a = repos.get("/srv/a.git").expect("open");
         repos.get("/srv/b.git").expect("open");
-        assert_eq!(repos.get("/srv/a.git").expect("again").cache_dir(), a.cache_dir());
+        assert_eq!(
+            repos.get("/srv/a.git").expect("again").cache_dir(),
+            a.cache_dir()
+        );
         repos.set_windows([
             ("/srv/a.git", Duration::from_secs(30)),
             ("/srv/a.git", Duration::from_secs(10)),
         ]);
-        assert!(dir.path().join(cache_name("/srv/a.git")).join("HEAD").exists());
+        assert!(
+            dir.path()
+                .join(cache_name("/srv/a.git"))
+                .join("HEAD")
+                .exists()
+        );
     }
 }

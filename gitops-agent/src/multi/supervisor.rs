@@ -54,6 +54,8 @@ struct Running {
     task: JoinHandle<()>,
     /// Metrics and notifications of this engine; they end with it.
     followers: Vec<JoinHandle<()>>,
+    /// Watches of the engines it depends on; aborted when it stops.
+    links: Vec<JoinHandle<()>>,
 }
 
 /// The running applications.
@@ -92,7 +94,11 @@ impl Supervisor {
 
     /// The specs running now, in the order of the list in force.
     fn running_specs(&self) -> Vec<AppSpec> {
-        let order = self.config.as_ref().map(|c| c.apps.as_slice()).unwrap_or_default();
+        let order = self
+            .config
+            .as_ref()
+            .map(|c| c.apps.as_slice())
+            .unwrap_or_default();
         order
             .iter()
             .filter(|a| self.running.contains_key(&a.name))
@@ -134,17 +140,17 @@ impl Supervisor {
         let mut built: Vec<Built> = Vec::with_capacity(changes.start.len());
         for name in &changes.start {
             let Some(spec) = next.get(name) else { continue };
-            let mut dependencies = Vec::new();
-            for upstream in &spec.depends_on {
-                let engine = built
-                    .iter()
-                    .find(|b| &b.spec.name == upstream)
-                    .map(|b| (&b.spec, &b.engine))
-                    .or_else(|| self.running.get(upstream).map(|r| (&r.spec, &r.engine)));
-                if let Some((upstream, engine)) = engine {
-                    dependencies.push(app::dependency(spec, upstream, engine));
-                }
-            }
+            let upstreams: Vec<(&AppSpec, &Engine)> = spec
+                .depends_on
+                .iter()
+                .filter_map(|upstream| {
+                    built
+                        .iter()
+                        .find(|b| &b.spec.name == upstream)
+                        .map(|b| (&b.spec, &b.engine))
+                        .or_else(|| self.running.get(upstream).map(|r| (&r.spec, &r.engine)))
+                })
+                .collect();
             let shared = self
                 .repos
                 .get(&spec.repo)
@@ -155,7 +161,8 @@ impl Supervisor {
                 metrics: &self.cx.metrics,
                 targets: self.cx.targets.as_ref(),
             };
-            built.push(app::build(&parts, next, spec, &shared, dependencies)?);
+            let app = app::build(&parts, next, spec, &shared, &upstreams)?;
+            built.push(app);
         }
         Ok(built)
     }
@@ -170,6 +177,7 @@ impl Supervisor {
             .filter_map(|name| self.running.remove(name).map(|r| (name.clone(), r)))
             .collect();
         for (_, running) in &stopping {
+            running.links.iter().for_each(JoinHandle::abort);
             running.engine.handle().shutdown();
         }
         for (name, mut running) in stopping {
@@ -218,7 +226,12 @@ impl Supervisor {
             engine,
             target,
             shared,
+            upstreams,
         } = built;
+        let links = upstreams
+            .into_iter()
+            .map(|upstream| tokio::spawn(app::follow_upstream(upstream, engine.handle())))
+            .collect();
         let name = spec.name.clone();
         let mut followers = vec![self.cx.metrics.watch(&engine)];
         if let Some(notifier) = &self.cx.notifier {
@@ -253,6 +266,7 @@ impl Supervisor {
                 generation,
                 task,
                 followers,
+                links,
             },
         );
     }
@@ -268,7 +282,9 @@ impl Supervisor {
             return;
         }
         match &exit.error {
-            Some(error) => tracing::error!(app = %exit.name, %error, "application stopped; a reload restarts it"),
+            Some(error) => {
+                tracing::error!(app = %exit.name, %error, "application stopped; a reload restarts it")
+            }
             None => tracing::warn!(app = %exit.name, "application stopped; a reload restarts it"),
         }
         self.dead.insert(exit.name);
@@ -290,6 +306,7 @@ impl Supervisor {
     /// Waits until every application stopped.
     pub(crate) async fn wait(&mut self) {
         for (_, running) in std::mem::take(&mut self.running) {
+            running.links.iter().for_each(JoinHandle::abort);
             let _ = running.task.await;
             for follower in running.followers {
                 let _ = tokio::time::timeout(Duration::from_secs(5), follower).await;
