@@ -57,7 +57,8 @@ pub(crate) fn parse(body: &[u8]) -> Result<Push, String> {
 }
 
 /// A repository URL in a form that the URLs of one repository share:
-/// no scheme, user, port, trailing `/` or `.git`, the host in lower case;
+/// no scheme, user, default port (22, 80, 443, 9418), trailing `/` or
+/// `.git`, the host in lower case;
 /// `git@host:org/repo.git`, `ssh://git@host:22/org/repo`,
 /// `https://host/org/repo.git` all become `host/org/repo`. A local path
 /// stays a path.
@@ -81,12 +82,16 @@ pub fn repo_key(url: &str) -> String {
             _ => ("", url),
         },
     };
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    let host = host
-        .split(':')
+    let host = authority
+        .rsplit('@')
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
+    // A scheme's default port names the same server as no port.
+    let host = match host.rsplit_once(':') {
+        Some((name, "22" | "80" | "443" | "9418")) => name.to_owned(),
+        _ => host,
+    };
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
     if host.is_empty() {
@@ -118,7 +123,7 @@ mod tests {
         let key = "git.example/org/ops";
         for url in [
             "https://git.example/org/ops.git",
-            "http://git.example:8080/org/ops",
+            "https://git.example:443/org/ops",
             "git@git.example:org/ops.git",
             "ssh://git@git.example/org/ops.git",
             "git://git.example/org/ops.git/",
@@ -127,6 +132,8 @@ mod tests {
         }
         assert_eq!(repo_key("/srv/git/ops.git"), "/srv/git/ops");
         assert_ne!(repo_key("https://git.example/org/ops2"), key);
+        assert_eq!(repo_key("http://127.0.0.1:8080/a.git"), "127.0.0.1:8080/a");
+        assert_ne!(repo_key("http://127.0.0.1:8081/a.git"), "127.0.0.1:8080/a");
     }
 
     #[test]

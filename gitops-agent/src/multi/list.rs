@@ -24,6 +24,8 @@ pub(crate) struct GitList {
     shared: SharedRepository,
     /// The file's name within the source's path.
     file: String,
+    /// Its path in the repository (for messages).
+    path: String,
     /// The commit last looked at (applied or refused).
     seen: Option<String>,
     /// Where the last good list is kept.
@@ -36,6 +38,16 @@ pub(crate) enum List {
     File(PathBuf),
     /// `--config-repo URL --config-path PATH`.
     Git(Box<GitList>),
+}
+
+/// Logs why a list was refused: as an error the first time, then (the
+/// same reason on every poll of an unreachable repository) at debug level.
+fn refused(error: &str, last: Option<&str>) {
+    if last == Some(error) {
+        tracing::debug!(%error, "application list refused again; the one in force stays");
+    } else {
+        tracing::error!(%error, "application list refused; the one in force stays");
+    }
 }
 
 /// What a look at the list found.
@@ -81,6 +93,7 @@ impl List {
             source,
             shared,
             file: file.to_owned(),
+            path: path.clone(),
             seen: None,
             saved: state_dir.join("config-repo").join("last-good.toml"),
         })))
@@ -160,7 +173,8 @@ impl List {
             Looked::Same => return false,
             Looked::New(config, revision, text) => (config, revision, text),
             Looked::Refused(error) => {
-                tracing::error!(%error, "application list refused; the one in force stays");
+                let previous = apps.config().and_then(|c| c.error);
+                refused(&error, previous.as_deref());
                 let in_force = apps.config().and_then(|c| c.revision);
                 apps.set_config(state(label, in_force, Some(error)));
                 return false;
@@ -177,7 +191,8 @@ impl List {
             }
             Err(e) => {
                 let error = e.to_string();
-                tracing::error!(%error, "application list refused; the one in force stays");
+                let previous = apps.config().and_then(|c| c.error);
+                refused(&error, previous.as_deref());
                 let in_force = apps.config().and_then(|c| c.revision);
                 apps.set_config(state(label, in_force, Some(error)));
                 false
@@ -217,7 +232,7 @@ impl GitList {
         }
         self.seen = Some(revision.id.clone());
         let short: String = revision.id.chars().take(12).collect();
-        let origin = format!("{}@{short}", self.file);
+        let origin = format!("{}@{short}", self.path);
         let snapshot = match self.source.snapshot(&revision, &Cancel::new()).await {
             Ok(snapshot) => snapshot,
             Err(e) => return Looked::Refused(format!("{origin}: {e}")),

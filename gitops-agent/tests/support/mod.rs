@@ -10,6 +10,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+pub mod apps;
 pub mod git_server;
 pub mod http;
 pub mod prometheus;
