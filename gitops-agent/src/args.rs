@@ -294,12 +294,12 @@ pub struct AppsArgs {
     /// Run every application of this TOML file (docs/agent.md, "Many
     /// applications"); SIGHUP reads it again.
     #[arg(long, env = "GITOPS_CONFIG", value_name = "FILE",
-          conflicts_with_all = ["repo", "config_repo", "once", "plan"])]
+          conflicts_with_all = ["repo", "config_repo", "once", "plan", "confirm"])]
     pub config: Option<PathBuf>,
     /// Read the application list from this repository instead, polled like
     /// any source ("app of apps"); an invalid list is refused whole.
     #[arg(long, env = "GITOPS_CONFIG_REPO", value_name = "URL",
-          requires = "config_path", conflicts_with_all = ["repo", "once", "plan"])]
+          requires = "config_path", conflicts_with_all = ["repo", "once", "plan", "confirm"])]
     pub config_repo: Option<String>,
     /// The list's path in --config-repo (e.g. `apps.toml`).
     #[arg(

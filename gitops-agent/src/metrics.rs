@@ -566,13 +566,11 @@ impl Metrics {
             .set(value);
     }
 
-    /// Removes the gauges of `app` (an application no longer run):
-    /// `gitops_app_info`, `gitops_resources` and
-    /// `gitops_last_sync_timestamp_seconds`. Its counters and histograms
-    /// stay, as counters do.
+    /// Removes the gauges of `app` (no longer run): `gitops_app_info`,
+    /// `gitops_resources`, `gitops_last_sync_timestamp_seconds`.
     pub fn forget(&self, app: &str) {
-        let inner = &self.inner;
-        if let Some(labels) = lock(&inner.info_current).remove(app) {
+        let (inner, app) = (&self.inner, app.to_owned());
+        if let Some(labels) = lock(&inner.info_current).remove(&app) {
             inner.app_info.remove(&labels);
         }
         for state in [
@@ -580,14 +578,10 @@ impl Metrics {
             ResourceState::Drifted,
             ResourceState::Failed,
         ] {
-            inner.resources.remove(&StateLabels {
-                app: app.to_owned(),
-                state,
-            });
+            let app = app.clone();
+            inner.resources.remove(&StateLabels { app, state });
         }
-        inner.last_sync.remove(&AppLabels {
-            app: app.to_owned(),
-        });
+        inner.last_sync.remove(&AppLabels { app });
     }
 
     /// Sets `app`'s one `gitops_app_info` series, removing the previous one

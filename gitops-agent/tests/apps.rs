@@ -95,6 +95,9 @@ fn three_apps_over_two_repositories_deploy_with_one_fetch_per_repository_per_pol
     });
     let ops_fetches = ops.listings() - ops_before;
     let flags_fetches = flags.listings() - flags_before;
+    eprintln!(
+        "fetches over the same polls: ops (2 apps) {ops_fetches}, flags (1 app) {flags_fetches}"
+    );
     assert!(
         ops_fetches <= flags_fetches + 1,
         "ops (2 apps): {ops_fetches} fetches, flags (1 app): {flags_fetches}"

@@ -342,7 +342,8 @@ fn resolve_repo(repo: &str, base: &Path) -> String {
 /// The release keys: at most one, from the application or else `[defaults]`.
 fn release(layer: &Layer<'_>) -> Result<ReferencePolicy, ConfigError> {
     type Make = fn(String) -> ReferencePolicy;
-    let keys: [(&str, fn(&RawApp) -> &Option<Located<String>>, Make); 4] = [
+    type Field = fn(&RawApp) -> &Option<Located<String>>;
+    let keys: [(&str, Field, Make); 4] = [
         ("branch", |a| &a.branch, ReferencePolicy::Branch),
         ("tag", |a| &a.tag, ReferencePolicy::Tag),
         ("semver", |a| &a.semver, ReferencePolicy::Semver),
