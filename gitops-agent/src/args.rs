@@ -63,6 +63,9 @@ pub struct AgentArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Many applications from a config file or a config repository.
+    #[command(flatten)]
+    pub apps: AppsArgs,
 }
 
 /// The Git source: repository, release selection, path, render, signatures.
@@ -73,7 +76,10 @@ pub struct SourceArgs {
     /// The repository: a path, `file://`, `https://`, `ssh://`, `git://` or `host:path`.
     /// A password in the URL works but is visible to every local user
     /// (`ps`): use --git-credentials-file or GITOPS_GIT_TOKEN instead.
-    #[arg(long, env = "GITOPS_REPO", value_name = "URL")]
+    /// Not needed with --config or --config-repo.
+    #[arg(long, env = "GITOPS_REPO", value_name = "URL",
+          required_unless_present_any = ["config", "config_repo"],
+          default_value = "", hide_default_value = true)]
     pub repo: String,
     /// Follow the head of this branch (`main` by default).
     #[arg(long, env = "GITOPS_BRANCH", group = "release", value_name = "BRANCH")]
@@ -310,6 +316,56 @@ pub struct NotifyArgs {
     /// Sign notifications (Standard Webhooks) with the secret in this file.
     #[arg(long, env = "GITOPS_NOTIFY_SECRET_FILE", value_name = "FILE")]
     pub notify_secret_file: Option<PathBuf>,
+}
+
+/// Many applications in one agent: a config file (`--config`) or a config
+/// repository (`--config-repo`, "app of apps"). The flags of the other
+/// groups that are about one application (`--interval`, `--drift`,
+/// `--render`, ...) are then every application's defaults, and
+/// `--repo`/`--target-dir` are not used.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Many applications")]
+#[non_exhaustive]
+pub struct AppsArgs {
+    /// Run every application of this TOML file (docs/agent.md, "Many
+    /// applications"); SIGHUP reads it again.
+    #[arg(long, env = "GITOPS_CONFIG", value_name = "FILE",
+          conflicts_with_all = ["repo", "config_repo", "once", "plan", "confirm"])]
+    pub config: Option<PathBuf>,
+    /// Read the application list from this repository instead, polled like
+    /// any source ("app of apps"); an invalid list is refused whole.
+    #[arg(long, env = "GITOPS_CONFIG_REPO", value_name = "URL",
+          requires = "config_path", conflicts_with_all = ["repo", "once", "plan", "confirm"])]
+    pub config_repo: Option<String>,
+    /// The list's path in --config-repo (e.g. `apps.toml`).
+    #[arg(
+        long,
+        env = "GITOPS_CONFIG_PATH",
+        value_name = "PATH",
+        requires = "config_repo",
+        conflicts_with = "repo"
+    )]
+    pub config_path: Option<String>,
+    /// The branch of --config-repo (`main` by default).
+    #[arg(
+        long,
+        env = "GITOPS_CONFIG_BRANCH",
+        value_name = "BRANCH",
+        requires = "config_repo",
+        conflicts_with = "repo"
+    )]
+    pub config_branch: Option<String>,
+    /// Delete what an application removed from the list had deployed (by
+    /// default its resources stay).
+    #[arg(long, env = "GITOPS_PRUNE_REMOVED")]
+    pub prune_removed: bool,
+}
+
+impl AppsArgs {
+    /// Whether the agent runs many applications (`--config` or `--config-repo`).
+    pub fn many(&self) -> bool {
+        self.config.is_some() || self.config_repo.is_some()
+    }
 }
 
 /// Logging.
@@ -577,6 +633,28 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_config_replaces_repo_and_conflicts_with_it_and_one_shot_runs() {
+        assert!(cli(&[]).is_err(), "--repo is required alone");
+        let a = cli(&["--config", "apps.toml"]).expect("parse").agent;
+        assert!(a.apps.many());
+        assert_eq!(a.source.repo, "");
+        assert!(cli(&["--config", "a.toml", "--repo", "r"]).is_err());
+        assert!(cli(&["--config", "a.toml", "--once"]).is_err());
+        let a = cli(&[
+            "--config-repo",
+            "https://git.example/fleet.git",
+            "--config-path",
+            "apps.toml",
+        ])
+        .expect("parse")
+        .agent;
+        assert!(a.apps.many());
+        assert!(cli(&["--config-repo", "https://git.example/fleet.git"]).is_err());
+        assert!(cli(&["--repo", "r", "--config-path", "x"]).is_err());
+        assert!(!cli(&["--repo", "r"]).expect("parse").agent.apps.many());
     }
 
     #[test]

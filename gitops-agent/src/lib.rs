@@ -39,19 +39,27 @@
 //! }
 //! ```
 //!
+//! Many applications in one process (`--config apps.toml`, or the list in
+//! a Git repository with `--config-repo`) run through [`Apps`], with a
+//! [`TargetFactory`] that builds each application's target; the file's
+//! format is in [`config`].
+//!
 //! Exit codes: 0 converged (or, with `--plan`, nothing to change), 2 changes
 //! pending (`--plan`), 1 any error, a usage error too. The manual is
 //! `docs/agent.md`.
 
 pub mod args;
+pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+mod multi;
 pub mod notify;
 mod run;
 pub mod signing;
 mod trust;
 
 pub use args::{AgentArgs, parse};
+pub use multi::{Apps, TargetFactory};
 pub use run::{Agent, AgentError, Outcome, exit};

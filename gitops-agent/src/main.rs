@@ -1,5 +1,6 @@
 //! `gitops-agent`: the reference pull agent. Keeps a directory equal to a
-//! Git repository. `gitops-agent --help` lists every flag; the manual is
+//! Git repository, or, with `--config`, many directories equal to many
+//! applications' repositories. `gitops-agent --help` lists every flag; the manual is
 //! `docs/agent.md`.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use gitops_agent::{Agent, AgentArgs, AgentError, Outcome};
+use gitops_agent::config::{AppSpec, AppTarget};
+use gitops_agent::{Agent, AgentArgs, AgentError, Apps, Outcome};
+use gitops_core::Target;
 use gitops_targets::{FsOptions, FsTarget};
 
 /// Keeps a directory equal to what a Git repository says, continuously.
@@ -17,13 +20,16 @@ use gitops_targets::{FsOptions, FsTarget};
 #[command(name = "gitops-agent", version)]
 struct Cli {
     /// The directory to keep equal to the repository (created if missing).
+    /// With --config, each application's `target_dir` instead.
     #[arg(
         long,
         env = "GITOPS_TARGET_DIR",
         value_name = "DIR",
-        help_heading = "Target"
+        help_heading = "Target",
+        required_unless_present_any = ["config", "config_repo"],
+        conflicts_with_all = ["config", "config_repo"]
     )]
-    target_dir: PathBuf,
+    target_dir: Option<PathBuf>,
     #[command(flatten)]
     agent: AgentArgs,
 }
@@ -37,16 +43,34 @@ fn default_state_dir(target_dir: &Path) -> PathBuf {
     parent.join(".gitops-state")
 }
 
+/// The target of one application of a `--config`: its directory.
+fn app_target(app: &AppSpec) -> Result<Arc<dyn Target>, String> {
+    match &app.target {
+        AppTarget::Dir(dir) => FsTarget::open_with(dir, FsOptions::default().create_root(true))
+            .map(|t| Arc::new(t) as Arc<dyn Target>)
+            .map_err(|e| format!("{}: {e}", dir.display())),
+        AppTarget::Other { kind, .. } => Err(format!(
+            "kind {kind:?} is not supported by this agent: use target_dir, or kind = \"dir\" with a path"
+        )),
+        _ => Err("unsupported target".to_owned()),
+    }
+}
+
 async fn run(mut cli: Cli) -> Result<Outcome, AgentError> {
+    let Some(target_dir) = cli.target_dir.clone() else {
+        return Apps::new(cli.agent, app_target)?.run().await;
+    };
     let state_dir = &mut cli.agent.engine.state_dir;
     if state_dir.is_none() {
-        *state_dir = Some(default_state_dir(&cli.target_dir));
+        *state_dir = Some(default_state_dir(&target_dir));
     }
     let agent = Agent::new("agent", cli.agent)?;
-    let target = FsTarget::open_with(&cli.target_dir, FsOptions::default().create_root(true))
-        .map_err(|e| AgentError::Target {
-            what: format!("--target-dir {}", cli.target_dir.display()),
-            source: Box::new(e),
+    let target =
+        FsTarget::open_with(&target_dir, FsOptions::default().create_root(true)).map_err(|e| {
+            AgentError::Target {
+                what: format!("--target-dir {}", target_dir.display()),
+                source: Box::new(e),
+            }
         })?;
     let engine = agent.engine(Arc::new(target))?.build()?;
     agent.run(engine).await

@@ -566,6 +566,24 @@ impl Metrics {
             .set(value);
     }
 
+    /// Removes the gauges of `app` (no longer run): `gitops_app_info`,
+    /// `gitops_resources`, `gitops_last_sync_timestamp_seconds`.
+    pub fn forget(&self, app: &str) {
+        let (inner, app) = (&self.inner, app.to_owned());
+        if let Some(labels) = lock(&inner.info_current).remove(&app) {
+            inner.app_info.remove(&labels);
+        }
+        for state in [
+            ResourceState::Managed,
+            ResourceState::Drifted,
+            ResourceState::Failed,
+        ] {
+            let app = app.clone();
+            inner.resources.remove(&StateLabels { app, state });
+        }
+        inner.last_sync.remove(&AppLabels { app });
+    }
+
     /// Sets `app`'s one `gitops_app_info` series, removing the previous one
     /// when a label changed.
     fn set_info(&self, app: &str, revision: String, ready: bool) {

@@ -98,6 +98,13 @@ pub enum AgentError {
         /// Why.
         message: String,
     },
+    /// The application list (`--config`, `--config-repo`) is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `--config` or `--config-repo` given to a single-application agent
+    /// (run [`Apps`](crate::Apps) instead).
+    #[error("--config and --config-repo need an agent of many applications (gitops_agent::Apps)")]
+    ManyApps,
     /// Signals cannot be installed, or the report cannot be printed.
     #[error("{what}: {source}")]
     Io {
@@ -178,6 +185,9 @@ impl Agent {
     /// Reads and checks what the flags name (secret files, listen address);
     /// `name` is the application (the `app` label, the notifications' subject).
     pub fn new(name: impl Into<String>, args: AgentArgs) -> Result<Self, AgentError> {
+        if args.apps.many() {
+            return Err(AgentError::ManyApps);
+        }
         let http = HttpOptions::from_args(&args)?;
         let notify = NotifyOptions::from_args(&args.notify)?;
         Ok(Self {
@@ -447,7 +457,7 @@ fn url_has_password(url: &str) -> bool {
 }
 
 /// Logs one line per finished sync and per failure, for people and shippers.
-async fn narrate(mut events: tokio::sync::broadcast::Receiver<Event>) {
+pub(crate) async fn narrate(mut events: tokio::sync::broadcast::Receiver<Event>) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let event = match events.recv().await {
@@ -505,9 +515,16 @@ fn revision_text(revision: Option<gitops_core::Revision>) -> String {
 }
 
 /// Applies `--drift` to every resource whose manifest does not choose its own policy.
-struct DefaultDrift {
+pub(crate) struct DefaultDrift {
     inner: Box<dyn Render>,
     drift: DriftPolicy,
+}
+
+impl DefaultDrift {
+    /// `inner`, with `drift` as the default policy.
+    pub(crate) fn new(inner: Box<dyn Render>, drift: DriftPolicy) -> Self {
+        Self { inner, drift }
+    }
 }
 
 impl Render for DefaultDrift {

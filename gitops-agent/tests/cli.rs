@@ -22,6 +22,7 @@ fn help_exits_zero_and_lists_every_group() {
         "HTTP service:",
         "Notifications:",
         "Logging:",
+        "Many applications:",
     ] {
         assert!(help.contains(heading), "{heading} missing from\n{help}");
     }

@@ -215,7 +215,7 @@ pub const LONGEST_TIMEOUT: std::time::Duration =
 pub(crate) fn saturate(timeout: std::time::Duration) -> std::time::Duration {
     timeout.min(LONGEST_TIMEOUT)
 }
-pub use source::{GitSource, GitSourceBuilder, PollOutcome};
+pub use source::{GitSource, GitSourceBuilder, PollOutcome, SharedRepository};
 pub use trust::TrustedSigners;
 pub use verify::{AllowedSigner, AllowedSigners, AllowedSignersError, VerifyMode};
 pub use writeback::{DEFAULT_MESSAGE_TEMPLATE, GitWriteback, GitWritebackBuilder, Identity};

@@ -34,6 +34,19 @@ impl ReferencePolicy {
     pub fn commit(id: impl Into<String>) -> Self {
         ReferencePolicy::Commit(id.into())
     }
+
+    /// Checks the policy without building a source: a valid branch or tag
+    /// name, a parsable semver range, a commit id of 4 to 64 hex digits.
+    ///
+    /// ```
+    /// use gitops_git::ReferencePolicy;
+    /// assert!(ReferencePolicy::semver("^1").check().is_ok());
+    /// assert!(ReferencePolicy::semver("one").check().is_err());
+    /// assert!(ReferencePolicy::branch("a..b").check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        Policy::new(self).map(drop)
+    }
 }
 
 impl fmt::Display for ReferencePolicy {
@@ -48,7 +61,7 @@ impl fmt::Display for ReferencePolicy {
 }
 
 /// A validated policy, ready to be used.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Policy {
     Branch(String),
     Tag(String),

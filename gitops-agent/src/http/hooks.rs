@@ -12,10 +12,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpOptions;
+use super::apps::{AppEntry, AppSet};
+use super::push;
 use super::refs::RefFilter;
 use super::replay::{REPLAY_CAPACITY, ReplayCache};
 use super::routes::Shared;
@@ -38,15 +39,24 @@ pub(crate) struct Hooks {
     standard_ids: ReplayCache,
 }
 
+/// Which applications a request acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// Every application served (the one of a single-application agent).
+    All,
+    /// These, by name.
+    Apps(Vec<String>),
+}
+
 /// What to do with one webhook request.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     /// Poll the source now (202).
-    Reconcile,
+    Reconcile(Scope),
     /// Retry the current revision now (202).
-    Retry,
+    Retry(Scope),
     /// Confirm this revision past the deletion and change limits (202).
-    Confirm(String),
+    Confirm(String, Scope),
     /// Authenticated, nothing to do (200).
     Ignored(String),
     /// Missing or wrong credentials (401).
@@ -122,21 +132,64 @@ impl Hooks {
         Ok(())
     }
 
-    /// A push's `ref` against the tracked one.
-    fn push(&self, body: &[u8]) -> Verdict {
-        #[derive(Deserialize)]
-        struct Push {
-            #[serde(rename = "ref")]
-            reference: String,
+    /// A push against the tracked ref (one application) or against each
+    /// application's repository and ref (many).
+    fn push(&self, body: &[u8], apps: &AppSet) -> Verdict {
+        let push = match push::parse(body) {
+            Ok(push) => push,
+            Err(message) => return Verdict::Bad(StatusCode::BAD_REQUEST, message),
+        };
+        if !apps.is_many() {
+            return if self.refs.matches(&push.reference) {
+                Verdict::Reconcile(Scope::All)
+            } else {
+                Verdict::Ignored(format!("{} is not the tracked ref", push.reference))
+            };
         }
-        match serde_json::from_slice::<Push>(body) {
-            Ok(push) if self.refs.matches(&push.reference) => Verdict::Reconcile,
-            Ok(push) => Verdict::Ignored(format!("{} is not the tracked ref", push.reference)),
-            Err(e) => Verdict::Bad(
-                StatusCode::BAD_REQUEST,
-                format!("a push event needs a JSON body with a \"ref\": {e}"),
-            ),
+        let entries = apps.entries();
+        let names = push::matching(
+            &push,
+            entries
+                .iter()
+                .map(|e| (e.engine.name(), &e.refs, e.repo.as_deref())),
+        );
+        if names.is_empty() {
+            let repos = if push.repos.is_empty() {
+                "any repository".to_owned()
+            } else {
+                push.repos.join(", ")
+            };
+            Verdict::Ignored(format!(
+                "no application follows {} of {repos}",
+                push.reference
+            ))
+        } else {
+            Verdict::Reconcile(Scope::Apps(names))
         }
+    }
+}
+
+/// The applications an operator's request names: `{"app": "<name>"}` in
+/// the (signed) body; every application when it names none and `required`
+/// is false. A single-application agent needs no name.
+fn scope(body: &[u8], apps: &AppSet, required: bool) -> Result<Scope, Verdict> {
+    if !apps.is_many() {
+        return Ok(Scope::All);
+    }
+    let named = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("app").and_then(|a| a.as_str()).map(str::to_owned));
+    match named {
+        Some(name) if apps.get(&name).is_some() => Ok(Scope::Apps(vec![name])),
+        Some(name) => Err(Verdict::Bad(
+            StatusCode::NOT_FOUND,
+            format!("no application is named {name:?}"),
+        )),
+        None if required => Err(Verdict::Bad(
+            StatusCode::BAD_REQUEST,
+            "name the application in the body: {\"app\": \"<name>\", ...}".into(),
+        )),
+        None => Ok(Scope::All),
     }
 }
 
@@ -173,33 +226,68 @@ async fn read(request: Request, limit: usize) -> (HeaderMap, Result<Bytes, Verdi
     (headers, body)
 }
 
+/// The applications of `scope`; a push's shared repositories expire first.
+fn targets(shared: &Shared, scope: &Scope) -> Vec<AppEntry> {
+    match scope {
+        Scope::All => shared.entries(None),
+        Scope::Apps(names) => names
+            .iter()
+            .flat_map(|name| shared.entries(Some(name)))
+            .collect(),
+    }
+}
+
+/// Acts on an accepted verdict; the answer's body.
+fn act(shared: &Shared, provider: WebhookProvider, verdict: &Verdict) -> serde_json::Value {
+    match verdict {
+        Verdict::Reconcile(scope) => {
+            let entries = targets(shared, scope);
+            for entry in &entries {
+                if let Some(repository) = &entry.shared {
+                    repository.expire();
+                }
+            }
+            let names: Vec<&str> = entries.iter().map(|e| e.engine.name()).collect();
+            for entry in &entries {
+                entry.engine.handle().reconcile_now();
+            }
+            tracing::info!(?provider, apps = ?names, "webhook: reconciling now");
+            json!({"result": "accepted", "apps": names})
+        }
+        Verdict::Retry(scope) => {
+            let entries = targets(shared, scope);
+            let names: Vec<&str> = entries.iter().map(|e| e.engine.name()).collect();
+            for entry in &entries {
+                entry.engine.handle().retry();
+            }
+            tracing::info!(?provider, apps = ?names, "webhook: retrying the current revision");
+            json!({"result": "accepted", "apps": names})
+        }
+        Verdict::Confirm(revision, scope) => {
+            let entries = targets(shared, scope);
+            let names: Vec<&str> = entries.iter().map(|e| e.engine.name()).collect();
+            tracing::info!(?provider, %revision, apps = ?names, "webhook: revision confirmed");
+            for entry in &entries {
+                entry.engine.handle().confirm(revision.clone());
+            }
+            json!({"result": "accepted", "confirmed": revision, "apps": names})
+        }
+        _ => json!({}),
+    }
+}
+
 /// Counts, acts and answers.
 fn finish(shared: &Shared, provider: WebhookProvider, verdict: Verdict) -> Response {
     let result = match &verdict {
-        Verdict::Reconcile | Verdict::Retry | Verdict::Confirm(_) => WebhookResult::Accepted,
+        Verdict::Reconcile(_) | Verdict::Retry(_) | Verdict::Confirm(..) => WebhookResult::Accepted,
         Verdict::Ignored(_) => WebhookResult::Ignored,
         Verdict::Unauthorized(_) => WebhookResult::Unauthorized,
         Verdict::Bad(..) => WebhookResult::BadRequest,
     };
     shared.context.metrics.webhook(provider, result);
     let (status, body) = match verdict {
-        Verdict::Reconcile => {
-            shared.handle.reconcile_now();
-            tracing::info!(?provider, "webhook: reconciling now");
-            (StatusCode::ACCEPTED, json!({"result": "accepted"}))
-        }
-        Verdict::Retry => {
-            shared.handle.retry();
-            tracing::info!(?provider, "webhook: retrying the current revision");
-            (StatusCode::ACCEPTED, json!({"result": "accepted"}))
-        }
-        Verdict::Confirm(revision) => {
-            tracing::info!(?provider, %revision, "webhook: revision confirmed");
-            shared.handle.confirm(revision.clone());
-            (
-                StatusCode::ACCEPTED,
-                json!({"result": "accepted", "confirmed": revision}),
-            )
+        Verdict::Reconcile(_) | Verdict::Retry(_) | Verdict::Confirm(..) => {
+            (StatusCode::ACCEPTED, act(shared, provider, &verdict))
         }
         Verdict::Ignored(reason) => {
             tracing::debug!(?provider, %reason, "webhook ignored");
@@ -250,7 +338,7 @@ pub(crate) async fn github(State(shared): State<Arc<Shared>>, request: Request) 
             let hooks = &shared.hooks;
             hooks.github_auth("github", headers, body)?;
             Ok(match text(headers, "x-github-event") {
-                Some("push") => hooks.push(body),
+                Some("push") => hooks.push(body, &shared.context.apps),
                 Some(event) => Verdict::Ignored(format!("event {event}")),
                 None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-GitHub-Event".into()),
             })
@@ -269,7 +357,7 @@ pub(crate) async fn gitlab(State(shared): State<Arc<Shared>>, request: Request) 
             let hooks = &shared.hooks;
             hooks.gitlab_auth(headers)?;
             Ok(match text(headers, "x-gitlab-event") {
-                Some("Push Hook" | "Tag Push Hook") => hooks.push(body),
+                Some("Push Hook" | "Tag Push Hook") => hooks.push(body, &shared.context.apps),
                 Some(event) => Verdict::Ignored(format!("event {event}")),
                 None => Verdict::Bad(StatusCode::BAD_REQUEST, "no X-Gitlab-Event".into()),
             })
@@ -286,7 +374,7 @@ pub(crate) async fn generic(State(shared): State<Arc<Shared>>, request: Request)
         request,
         |headers, body| {
             shared.hooks.standard_auth("generic", headers, body)?;
-            Ok(Verdict::Reconcile)
+            Ok(Verdict::Reconcile(Scope::All))
         },
     )
     .await
@@ -318,7 +406,7 @@ fn operator_auth(
 pub(crate) async fn retry(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     handle(&shared, WebhookProvider::Retry, request, |headers, body| {
         operator_auth(&shared.hooks, "retry", headers, body)?;
-        Ok(Verdict::Retry)
+        Ok(Verdict::Retry(scope(body, &shared.context.apps, false)?))
     })
     .await
 }
@@ -336,7 +424,11 @@ pub(crate) async fn confirm(State(shared): State<Arc<Shared>>, request: Request)
         request,
         |headers, body| {
             operator_auth(&shared.hooks, "confirm", headers, body)?;
-            confirmed_revision(query.as_deref(), body).map(Verdict::Confirm)
+            let revision = confirmed_revision(query.as_deref(), body)?;
+            Ok(Verdict::Confirm(
+                revision,
+                scope(body, &shared.context.apps, true)?,
+            ))
         },
     )
     .await
@@ -413,12 +505,28 @@ mod tests {
     #[test]
     fn pushes_are_matched_against_the_tracked_ref() {
         let h = hooks();
-        assert_eq!(h.push(br#"{"ref":"refs/heads/main"}"#), Verdict::Reconcile);
+        let one = AppSet::default();
+        assert_eq!(
+            h.push(br#"{"ref":"refs/heads/main"}"#, &one),
+            Verdict::Reconcile(Scope::All)
+        );
         assert!(matches!(
-            h.push(br#"{"ref":"refs/heads/dev"}"#),
+            h.push(br#"{"ref":"refs/heads/dev"}"#, &one),
             Verdict::Ignored(_)
         ));
-        assert!(matches!(h.push(b"not json"), Verdict::Bad(..)));
+        assert!(matches!(h.push(b"not json", &one), Verdict::Bad(..)));
+        let many = AppSet::many();
+        assert!(matches!(
+            h.push(br#"{"ref":"refs/heads/main"}"#, &many),
+            Verdict::Ignored(_)
+        ));
+        assert_eq!(scope(b"", &one, true), Ok(Scope::All));
+        assert!(matches!(scope(b"", &many, true), Err(Verdict::Bad(..))));
+        assert_eq!(scope(b"", &many, false), Ok(Scope::All));
+        assert!(matches!(
+            scope(br#"{"app":"x"}"#, &many, false),
+            Err(Verdict::Bad(StatusCode::NOT_FOUND, _))
+        ));
     }
 
     #[test]

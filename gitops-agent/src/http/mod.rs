@@ -5,8 +5,9 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` while the process serves |
 //! | `GET /readyz` | 503 until the engine's first reconcile ended (whatever its result), then 200 |
-//! | `GET /status` | the engine's status as JSON; drift lists resource ids and field paths, values only with `--expose-values` |
+//! | `GET /status` | the engine's status as JSON; drift lists resource ids and field paths, values only with `--expose-values`; with many applications `{"apps": [...], "config": {...}}` |
 //! | `GET /history?limit=N` | the newest N (default 20, at most 100) syncs as JSON |
+//! | `GET /apps/{name}/status`, `/apps/{name}/history`, `/apps/{name}/audit?since=T&limit=N` | one application (`/status/{name}` and `/history/{name}` too) |
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /notifications` | the last notification deliveries as JSON (`[]` without `--notify`) |
 //! | `POST /hooks/github` | GitHub (`X-Hub-Signature-256`): a push to the tracked ref polls now |
@@ -45,8 +46,10 @@
 //! # }
 //! ```
 
+mod apps;
 mod hooks;
 mod host;
+mod push;
 mod refs;
 mod replay;
 mod routes;
@@ -63,6 +66,8 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::signing::{SecretFileError, WebhookSecret};
 
+pub use apps::{AppEntry, AppSet, ConfigState};
+pub use push::repo_key;
 pub use refs::RefFilter;
 pub use server::Server;
 
@@ -234,8 +239,8 @@ impl HttpOptions {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AppContext {
-    /// The engine (status, history, triggers).
-    pub engine: Engine,
+    /// The applications served: one engine, or many (`--config`).
+    pub apps: AppSet,
     /// The metrics registry.
     pub metrics: Metrics,
     /// The notification worker, if any.
@@ -243,10 +248,22 @@ pub struct AppContext {
 }
 
 impl AppContext {
-    /// A context for `engine`.
+    /// A context for one application's `engine` (webhooks act on pushes
+    /// that [`HttpOptions::refs`] accepts).
     pub fn new(engine: Engine, metrics: Metrics, notifier: Option<Notifier>) -> Self {
+        Self::many(
+            AppSet::single(AppEntry::new(engine, RefFilter::Any)),
+            metrics,
+            notifier,
+        )
+    }
+
+    /// A context for the applications of `apps` ([`AppSet::many`] for a
+    /// `--config`: each application's webhooks act on its own repository
+    /// and ref).
+    pub fn many(apps: AppSet, metrics: Metrics, notifier: Option<Notifier>) -> Self {
         Self {
-            engine,
+            apps,
             metrics,
             notifier,
         }

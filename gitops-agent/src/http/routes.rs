@@ -2,23 +2,24 @@
 //! endpoints (health, readiness, status, history, metrics, notifications).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use gitops_core::status::Reason;
-use gitops_core::{ConditionKind, EngineHandle, Status};
+use gitops_core::store::AuditQuery;
+use gitops_core::{ConditionKind, Status};
 use serde::Deserialize;
-use tokio::sync::watch;
+use serde_json::json;
 
+use super::apps::AppEntry;
 use super::hooks::{self, Hooks};
 use super::host::{self, AllowedHosts};
-use super::view::{HistoryView, StatusView};
+use super::view::{AuditView, HistoryView, StatusView};
 use super::{AppContext, HttpOptions};
 
 /// The content type of `GET /metrics`.
@@ -28,53 +29,38 @@ pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.
 const DEFAULT_HISTORY: usize = 20;
 /// The most `GET /history` returns.
 const MAX_HISTORY: usize = 100;
+/// `GET /apps/{name}/audit` without `?limit`.
+const DEFAULT_AUDIT: usize = 100;
+/// The most `GET /apps/{name}/audit` returns.
+const MAX_AUDIT: usize = 1000;
 
 /// What every handler shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) context: AppContext,
-    pub(crate) handle: EngineHandle,
     pub(crate) hooks: Hooks,
     expose_values: bool,
-    /// Latched once the first reconcile ended.
-    ready: AtomicBool,
 }
 
 impl Shared {
     pub(crate) fn new(context: AppContext, options: &HttpOptions) -> Self {
         Self {
-            handle: context.engine.handle(),
             hooks: Hooks::new(options),
             context,
             expose_values: options.expose_values,
-            ready: AtomicBool::new(false),
         }
     }
 
-    /// Whether the engine's first reconcile has ended; latches.
+    /// Whether every application's first reconcile has ended; latches.
     pub(crate) fn ready(&self) -> bool {
-        if self.ready.load(Ordering::Relaxed) {
-            return true;
-        }
-        let ended = first_reconcile_ended(&self.handle.status());
-        if ended {
-            self.ready.store(true, Ordering::Relaxed);
-        }
-        ended
+        self.context.apps.ready()
     }
 
-    /// Follows the engine's status and latches readiness as soon as the
-    /// first reconcile ends, so that a later window or dependency hold
-    /// (which also moves `Ready` off `Initializing`) is not needed to see it.
-    pub(crate) async fn watch_readiness(self: Arc<Self>) {
-        let mut status: watch::Receiver<Status> = self.handle.watch_status();
-        loop {
-            if self.ready() {
-                return;
-            }
-            if status.changed().await.is_err() {
-                return;
-            }
+    /// The applications a request is about: `name`, or every one.
+    pub(crate) fn entries(&self, name: Option<&str>) -> Vec<AppEntry> {
+        match name {
+            Some(name) => self.context.apps.get(name).into_iter().collect(),
+            None => self.context.apps.entries(),
         }
     }
 }
@@ -98,6 +84,11 @@ pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, options: &HttpOpt
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/history", get(history))
+        .route("/status/{name}", get(app_status))
+        .route("/history/{name}", get(app_history))
+        .route("/apps/{name}/status", get(app_status))
+        .route("/apps/{name}/history", get(app_history))
+        .route("/apps/{name}/audit", get(app_audit))
         .route("/metrics", get(metrics))
         .route("/notifications", get(notifications))
         .route("/hooks/github", post(hooks::github))
@@ -141,13 +132,50 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
-    let engine = &shared.context.engine;
-    Json(StatusView::new(
-        engine.name(),
-        engine.status(),
-        shared.expose_values,
-    ))
+/// `GET /status`: one application's status, or `{"apps": [...], "config": ...}`.
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let view = |entry: &AppEntry| {
+        let engine = &entry.engine;
+        StatusView::new(engine.name(), engine.status(), shared.expose_values)
+    };
+    let apps = &shared.context.apps;
+    if !apps.is_many() {
+        return match apps.first() {
+            Some(entry) => Json(view(&entry)).into_response(),
+            None => not_found("no application"),
+        };
+    }
+    let views: Vec<StatusView> = apps.entries().iter().map(view).collect();
+    Json(json!({"apps": views, "config": apps.config()})).into_response()
+}
+
+/// `GET /apps/{name}/status` (and `/status/{name}`).
+async fn app_status(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.context.apps.get(&name) {
+        Some(entry) => {
+            let engine = &entry.engine;
+            let view = StatusView::new(engine.name(), engine.status(), shared.expose_values);
+            Json(view).into_response()
+        }
+        None => no_app(&name),
+    }
+}
+
+fn not_found(message: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": message}))).into_response()
+}
+
+fn no_app(name: &str) -> Response {
+    not_found(&format!("no application is named {name:?}"))
+}
+
+fn store_failed(what: &str, e: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "GET {what}: the store failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the {what} cannot be read now\n"),
+    )
+        .into_response()
 }
 
 /// `?limit=N`.
@@ -156,24 +184,98 @@ struct HistoryQuery {
     limit: Option<usize>,
 }
 
+/// One application's history views, newest first.
+async fn history_of(
+    shared: &Shared,
+    entry: &AppEntry,
+    limit: usize,
+) -> Result<Vec<HistoryView>, Response> {
+    match entry.engine.history(limit).await {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .map(|e| HistoryView::new(e, shared.expose_values))
+            .collect()),
+        Err(e) => Err(store_failed("history", &e)),
+    }
+}
+
+/// `GET /history`: one application's syncs, or every application's.
 async fn history(State(shared): State<Arc<Shared>>, Query(query): Query<HistoryQuery>) -> Response {
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
-    match shared.context.engine.history(limit).await {
-        Ok(entries) => {
-            let views: Vec<HistoryView> = entries
+    let apps = &shared.context.apps;
+    if !apps.is_many() {
+        let Some(entry) = apps.first() else {
+            return not_found("no application");
+        };
+        return match history_of(&shared, &entry, limit).await {
+            Ok(views) => Json(views).into_response(),
+            Err(response) => response,
+        };
+    }
+    let mut all = Vec::new();
+    for entry in shared.entries(None) {
+        match history_of(&shared, &entry, limit).await {
+            Ok(views) => all.push(json!({"app": entry.engine.name(), "history": views})),
+            Err(response) => return response,
+        }
+    }
+    Json(json!({"apps": all})).into_response()
+}
+
+/// `GET /apps/{name}/history` (and `/history/{name}`).
+async fn app_history(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
+    let Some(entry) = shared.context.apps.get(&name) else {
+        return no_app(&name);
+    };
+    match history_of(&shared, &entry, limit).await {
+        Ok(views) => Json(views).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `?since=<RFC 3339>&limit=N`.
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /apps/{name}/audit`: the audit trail, oldest first.
+async fn app_audit(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(params): Query<AuditParams>,
+) -> Response {
+    let Some(entry) = shared.context.apps.get(&name) else {
+        return no_app(&name);
+    };
+    let since = match params.since.as_deref().map(str::parse::<jiff::Timestamp>) {
+        None => None,
+        Some(Ok(at)) => Some(SystemTime::from(at)),
+        Some(Err(e)) => {
+            let message = format!("since: not an RFC 3339 time: {e}");
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response();
+        }
+    };
+    let query = AuditQuery {
+        since,
+        limit: Some(params.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_AUDIT)),
+        ..AuditQuery::default()
+    };
+    match entry.engine.audit(&query).await {
+        Ok(records) => {
+            let views: Vec<AuditView> = records
                 .into_iter()
-                .map(|e| HistoryView::new(e, shared.expose_values))
+                .map(|r| AuditView::new(r, shared.expose_values))
                 .collect();
             Json(views).into_response()
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "GET /history: the store failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the history cannot be read now\n",
-            )
-                .into_response()
-        }
+        Err(e) => store_failed("audit trail", &e),
     }
 }
 

@@ -73,7 +73,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HttpError> {
-        let readiness = tokio::spawn(self.shared.clone().watch_readiness());
+        // Many applications are watched as they are added (`AppSet::insert`).
+        let apps = &self.shared.context.apps;
+        let readiness: Vec<_> = if apps.is_many() {
+            Vec::new()
+        } else {
+            apps.entries()
+                .into_iter()
+                .map(|entry| tokio::spawn(entry.watch_readiness()))
+                .collect()
+        };
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
         let mut backoff = Backoff::default();
@@ -109,7 +118,7 @@ impl Server {
             });
         }
         drop(self.listener);
-        readiness.abort();
+        readiness.iter().for_each(tokio::task::JoinHandle::abort);
         if tokio::time::timeout(self.options.drain_timeout, graceful.shutdown())
             .await
             .is_err()

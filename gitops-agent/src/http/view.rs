@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use gitops_core::engine::Outcome;
 use gitops_core::plan::Summary;
-use gitops_core::record::{SyncResult, Trigger};
+use gitops_core::record::{AuditAction, AuditRecord, SyncResult, Trigger};
 use gitops_core::status::{BlockReason, Blocked, Condition};
 use gitops_core::status::{DriftEntry, Reason, RetryInfo};
 use gitops_core::{
@@ -251,6 +251,43 @@ impl GateView {
             passed: gate.passed,
             duration_seconds: gate.duration.as_secs_f64(),
             output: expose_values.then_some(gate.output),
+        }
+    }
+}
+
+/// One record of `GET /apps/{name}/audit`.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditView {
+    at: Option<String>,
+    id: ResourceId,
+    action: AuditAction,
+    digest_before: Option<String>,
+    digest_after: Option<String>,
+    revision: String,
+    reference: String,
+    author: String,
+    message: String,
+    trigger: Trigger,
+    /// A gate's verdict and output (only with `expose_values`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl AuditView {
+    /// The view of one audit record.
+    pub(crate) fn new(record: AuditRecord, expose_values: bool) -> Self {
+        Self {
+            at: rfc3339(record.at),
+            id: record.id,
+            action: record.action,
+            digest_before: record.digest_before,
+            digest_after: record.digest_after,
+            revision: record.revision,
+            reference: record.reference,
+            author: record.author,
+            message: record.message,
+            trigger: record.trigger,
+            detail: record.detail.filter(|_| expose_values),
         }
     }
 }

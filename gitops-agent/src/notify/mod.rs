@@ -318,6 +318,18 @@ impl Notifier {
         notifier
     }
 
+    /// Also delivers the events of `engine`, application `app` (one
+    /// notifier for many applications); the task ends with the engine.
+    pub fn follow(&self, app: &str, engine: &Engine) -> tokio::task::JoinHandle<()> {
+        let (_, requests) = mpsc::unbounded_channel();
+        tokio::spawn(forward(
+            self.clone(),
+            app.to_owned(),
+            engine.subscribe(),
+            requests,
+        ))
+    }
+
     /// Queues `event` for every sink without waiting; when the queue is
     /// full it is dropped for that sink (and counted).
     pub fn send(&self, event: CloudEvent) {

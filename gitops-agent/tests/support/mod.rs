@@ -10,6 +10,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+pub mod apps;
 pub mod git_server;
 /// gitops-git's throw-away GnuPG home, shared by path rather than copied.
 #[path = "../../../gitops-git/tests/support/gpg.rs"]

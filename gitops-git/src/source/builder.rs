@@ -13,6 +13,7 @@ use crate::trust::TrustedSigners;
 use crate::verify::VerifyMode;
 
 use super::cache::open_cache;
+use super::shared::SharedRepository;
 use super::{GitSource, Inner};
 
 /// Builds a [`GitSource`]; see [`GitSource::builder`].
@@ -32,6 +33,7 @@ pub struct GitSourceBuilder {
     ca_file: Option<PathBuf>,
     insecure_http: bool,
     verify: Option<(VerifyMode, TrustedSigners)>,
+    shared: Option<SharedRepository>,
 }
 
 /// Extra root certificates for `https://` remotes, read once by `build`.
@@ -76,6 +78,7 @@ impl GitSourceBuilder {
             ca_file: None,
             insecure_http: false,
             verify: None,
+            shared: None,
         }
     }
 
@@ -174,6 +177,15 @@ impl GitSourceBuilder {
         self
     }
 
+    /// Shares `repository`'s cache and fetches with the other sources of the
+    /// same remote (see [`SharedRepository`]); [`cache_dir`](Self::cache_dir)
+    /// is then not needed (and ignored). The URL must name the remote the
+    /// shared repository was opened for.
+    pub fn shared(mut self, repository: &SharedRepository) -> Self {
+        self.shared = Some(repository.clone());
+        self
+    }
+
     /// Validates the settings and creates or opens the cache repository.
     pub fn build(self) -> Result<GitSource, GitError> {
         let policy = Policy::new(&self.policy).map_err(|reason| GitError::Config {
@@ -186,10 +198,13 @@ impl GitSourceBuilder {
                 reason: e.to_string(),
             })?;
         }
-        let cache_dir = self.cache_dir.ok_or(GitError::Config {
-            what: "cache_dir",
-            reason: "a cache directory is required".to_owned(),
-        })?;
+        let cache_dir = match &self.shared {
+            Some(shared) => shared.group.cache_dir.clone(),
+            None => self.cache_dir.ok_or(GitError::Config {
+                what: "cache_dir",
+                reason: "a cache directory is required".to_owned(),
+            })?,
+        };
         if let Some((VerifyMode::Tag | VerifyMode::TagAndHead, _)) = &self.verify
             && matches!(policy, Policy::Branch(_) | Policy::Commit(_))
         {
@@ -205,11 +220,30 @@ impl GitSourceBuilder {
         })?;
         let credentials = credentials_from_url(&mut url, self.credentials);
         let location = url.to_bstring().to_string();
-        let repo = open_cache(&cache_dir)?;
         let depth = if policy.allows_shallow() {
             self.depth
         } else {
             None
+        };
+        let group = self.shared.map(|shared| shared.group);
+        let (repo, fetch_lock) = match &group {
+            Some(group) if group.location != location => {
+                return Err(GitError::Config {
+                    what: "shared",
+                    reason: format!(
+                        "the shared repository is for {}, not {location}",
+                        group.location
+                    ),
+                });
+            }
+            Some(group) => {
+                group.register(&policy, depth);
+                (group.repo.clone(), group.fetch_lock.clone())
+            }
+            None => (
+                open_cache(&cache_dir)?,
+                Arc::new(tokio::sync::Mutex::new(())),
+            ),
         };
         Ok(GitSource {
             inner: Arc::new(Inner {
@@ -229,8 +263,9 @@ impl GitSourceBuilder {
                 insecure_http: self.insecure_http,
                 verify: self.verify,
                 last_good: Mutex::new(None),
-                fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
+                fetch_lock,
                 blob_cache: Mutex::new(Default::default()),
+                group,
             }),
         })
     }
@@ -255,6 +290,16 @@ fn credentials_from_url(url: &mut gix::Url, configured: CredentialSource) -> Cre
         return CredentialSource::Fixed(Credentials::basic(token, String::new()));
     }
     configured
+}
+
+/// The remote at `url` as it is shown and compared: without credentials.
+pub(super) fn location_of(url: &str) -> Result<String, GitError> {
+    let mut parsed = gix::url::parse(url).map_err(|e| GitError::Config {
+        what: "url",
+        reason: scrub(&e.to_string(), &url_secrets(url)),
+    })?;
+    credentials_from_url(&mut parsed, CredentialSource::None);
+    Ok(parsed.to_bstring().to_string())
 }
 
 fn url_secrets(url: &str) -> Vec<String> {

@@ -5,6 +5,7 @@
 //! [`fetch_blocking`] does the network and cache work around it.
 
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use gitops_core::{Revision, SourceError};
 use gix::bstr::ByteSlice;
@@ -16,6 +17,7 @@ use crate::policy::Policy;
 use super::cache::consolidate_packs;
 use super::read::resolve_commit;
 use super::remote::{answer_basic, configure, http_options, remote_error};
+use super::shared::{Advertised, FetchPlan};
 use super::signatures::finish;
 use super::{Inner, PollOutcome};
 
@@ -86,10 +88,13 @@ fn in_cache(repo: &gix::Repository, release: &Release) -> bool {
             == Some(*object)
 }
 
-/// Polls the remote (or, for a pinned commit already cached, only the cache).
+/// Polls the remote (or, for a pinned commit already cached, only the
+/// cache; or, for a member of a shared repository, a fetch fresh enough
+/// for a poll asked for at `requested`).
 pub(super) fn fetch_blocking(
     inner: &Inner,
     interrupt: &AtomicBool,
+    requested: Instant,
 ) -> Result<PollOutcome, SourceError> {
     let mut repo = inner.repo.to_thread_local();
 
@@ -104,9 +109,35 @@ pub(super) fn fetch_blocking(
             contacted_remote: false,
         });
     }
-    let (release, pack_received) = transfer(inner, &mut repo, interrupt)?;
+    if let Some(group) = &inner.group
+        && let Some(advertised) = group.reuse(requested, &inner.policy.refspecs())
+    {
+        let release = select_release(&inner.policy, &inner.location, &advertised)?;
+        if in_cache(&repo, &release) {
+            let revision = resolve(inner, &repo, release)?;
+            return Ok(PollOutcome {
+                revision,
+                pack_received: false,
+                contacted_remote: false,
+            });
+        }
+    }
+    let plan = inner
+        .group
+        .as_ref()
+        .and_then(|g| g.plan())
+        .unwrap_or_else(|| FetchPlan::single(&inner.policy, inner.depth));
+    let started = Instant::now();
+    if let Some(group) = &inner.group {
+        group.count();
+    }
+    let (advertised, pack_received) = transfer(inner, &mut repo, interrupt, &plan)?;
+    let release = select_release(&inner.policy, &inner.location, &advertised);
+    if let Some(group) = &inner.group {
+        group.fetched(started, &plan, advertised);
+    }
     let repo = inner.repo.to_thread_local();
-    let revision = resolve(inner, &repo, release)?;
+    let revision = resolve(inner, &repo, release?)?;
     Ok(PollOutcome {
         revision,
         pack_received,
@@ -114,13 +145,15 @@ pub(super) fn fetch_blocking(
     })
 }
 
-/// Connects, selects the release from the advertisement and receives a pack
-/// unless the cache has it. Returns the release and whether a pack came.
+/// Connects, lists the references `plan` asks for and receives a pack
+/// unless the cache has every release of `plan`'s policies. Returns the
+/// listing and whether a pack came.
 fn transfer(
     inner: &Inner,
     repo: &mut gix::Repository,
     interrupt: &AtomicBool,
-) -> Result<(Release, bool), SourceError> {
+    plan: &FetchPlan,
+) -> Result<(Advertised, bool), SourceError> {
     let credentials = inner.credentials.get(&inner.location);
     if credentials.is_some()
         && let Some(message) = inner.refuse_credentials()
@@ -137,7 +170,7 @@ fn transfer(
         .remote_at(inner.url.clone())
         .and_then(|r| {
             r.with_refspecs(
-                inner.policy.refspecs().iter().map(String::as_str),
+                plan.refspecs.iter().map(String::as_str),
                 gix::remote::Direction::Fetch,
             )
         })
@@ -151,7 +184,7 @@ fn transfer(
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(net)?;
-    let advertised: Vec<(String, Option<gix::ObjectId>)> = prepare
+    let advertised: Advertised = prepare
         .ref_map()
         .remote_refs
         .iter()
@@ -163,12 +196,16 @@ fn transfer(
             )
         })
         .collect();
-    let release = select_release(&inner.policy, &inner.location, &advertised)?;
-    // Skip the pack negotiation entirely when the cache already has it.
-    if in_cache(repo, &release) {
-        return Ok((release, false));
+    // Skip the pack negotiation entirely when the cache already has every
+    // release the plan's policies select (or none selects anything).
+    let needed = plan.policies.iter().any(|policy| {
+        select_release(policy, &inner.location, &advertised)
+            .is_ok_and(|release| !in_cache(repo, &release))
+    });
+    if !needed {
+        return Ok((advertised, false));
     }
-    let shallow = match inner.depth {
+    let shallow = match plan.depth {
         Some(depth) => gix::remote::fetch::Shallow::DepthAtRemote(depth),
         None => gix::remote::fetch::Shallow::NoChange,
     };
@@ -180,7 +217,7 @@ fn transfer(
     if pack_received {
         consolidate_packs(&inner.cache_dir);
     }
-    Ok((release, pack_received))
+    Ok((advertised, pack_received))
 }
 
 /// The revision of the release, from the (now up to date) cache, verified.

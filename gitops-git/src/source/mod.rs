@@ -9,6 +9,7 @@ mod cache;
 mod fetch;
 mod read;
 mod remote;
+mod shared;
 mod signatures;
 
 use std::num::NonZeroU32;
@@ -29,6 +30,7 @@ use crate::verify::VerifyMode;
 pub(crate) use builder::CaFile;
 pub use builder::GitSourceBuilder;
 pub(crate) use read::{parse_id, revision_of};
+pub use shared::SharedRepository;
 
 use fetch::fetch_blocking;
 use read::{history_blocking, resolve_commit, snapshot_blocking};
@@ -62,6 +64,8 @@ pub(crate) struct Inner {
     pub(crate) last_good: Mutex<Option<Revision>>,
     pub(crate) fetch_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) blob_cache: Mutex<crate::snapshot::BlobCache>,
+    /// The repository shared with other sources of the same remote, if any.
+    pub(crate) group: Option<Arc<shared::Group>>,
 }
 
 impl Inner {
@@ -142,8 +146,10 @@ impl GitSource {
             message: format!("{what} (fetch timeout {:?})", self.inner.fetch_timeout),
             source: None,
         };
-        // Polls of one source are serialized; a fetch stuck in the network keeps
-        // the lock, and later polls report that instead of piling up threads.
+        // Polls of one source (of one shared repository) are serialized; a
+        // fetch stuck in the network keeps the lock, and later polls report
+        // that instead of piling up threads.
+        let requested = std::time::Instant::now();
         let result =
             match tokio::time::timeout_at(deadline, self.inner.fetch_lock.clone().lock_owned())
                 .await
@@ -159,7 +165,7 @@ impl GitSource {
                     // shutdown) drops this future: the fetch stops too.
                     let _stop_when_dropped = SetOnDrop(interrupt.clone());
                     let task = tokio::task::spawn_blocking(move || {
-                        let result = fetch_blocking(&inner, &flag);
+                        let result = fetch_blocking(&inner, &flag, requested);
                         drop(guard);
                         result
                     });

@@ -1,0 +1,190 @@
+//! Building one application of a config: its Git source (on the shared
+//! repository of its URL), render, write-back, target and engine, before
+//! anything runs, so that a config whose application cannot be built is
+//! refused whole.
+
+use std::sync::Arc;
+
+use gitops_core::{
+    ConditionKind, Dependency, DriftPolicy, Engine, EngineConfig, EngineHandle, FilesRender,
+    ManifestRender, Needs, Render, StateStore, SyncWindows, Target,
+};
+use gitops_git::{AllowedSigners, GitSource, GitWriteback, SharedRepository, VerifyMode};
+
+use crate::args::{CredentialArgs, RenderKind};
+use crate::config::{AppSpec, AppsConfig, ConfigError};
+use crate::credentials;
+use crate::http::repo_key;
+use crate::metrics::Metrics;
+use crate::run::DefaultDrift;
+
+/// Builds the target of an application from its spec (its
+/// [`AppTarget`](crate::config::AppTarget)); the error says why it cannot,
+/// and is reported with the application's line.
+pub trait TargetFactory: Send + Sync {
+    /// The target of `app`.
+    fn target(&self, app: &AppSpec) -> Result<Arc<dyn Target>, String>;
+}
+
+impl<F> TargetFactory for F
+where
+    F: Fn(&AppSpec) -> Result<Arc<dyn Target>, String> + Send + Sync,
+{
+    fn target(&self, app: &AppSpec) -> Result<Arc<dyn Target>, String> {
+        self(app)
+    }
+}
+
+/// What building an application needs from the agent.
+pub(crate) struct Parts<'a> {
+    pub(crate) credentials: &'a CredentialArgs,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) targets: &'a dyn TargetFactory,
+}
+
+/// An application built and not yet running.
+pub(crate) struct Built {
+    pub(crate) spec: AppSpec,
+    pub(crate) engine: Engine,
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) shared: SharedRepository,
+    /// The engines it depends on.
+    pub(crate) upstreams: Vec<EngineHandle>,
+}
+
+/// The dependency on `upstream` (running or just built): the same or a
+/// newer revision when both follow the same release of one repository
+/// (ancestry can be told there), Ready otherwise.
+fn dependency(app: &AppSpec, upstream: &AppSpec, engine: &Engine) -> Dependency {
+    let same = repo_key(&app.repo) == repo_key(&upstream.repo) && app.release == upstream.release;
+    let needs = if same {
+        Needs::SameOrNewerRevision
+    } else {
+        Needs::Ready
+    };
+    Dependency::on(&engine.handle()).needs(needs)
+}
+
+/// Builds `spec` of `config` on `shared`, depending on `upstreams` (their
+/// specs and engines); an error names the application's line and key.
+pub(crate) fn build(
+    parts: &Parts<'_>,
+    config: &AppsConfig,
+    spec: &AppSpec,
+    shared: &SharedRepository,
+    upstreams: &[(&AppSpec, &Engine)],
+) -> Result<Built, ConfigError> {
+    let bad = |key: &str, message: String| config.error(&spec.name, key, message);
+    let source = source(parts.credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
+    let render = render(spec);
+    let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
+    let target = parts.targets.target(spec).map_err(|m| bad("target", m))?;
+    let mut builder = Engine::builder()
+        .name(spec.name.clone())
+        .source(parts.metrics.source(&spec.name, Arc::new(source)))
+        .render(render)
+        .target(target.clone())
+        .store(parts.store.clone())
+        .config(engine_config(spec));
+    if let Some(writeback) = writeback {
+        builder = builder.writeback(Arc::new(writeback));
+    }
+    for (upstream, engine) in upstreams {
+        builder = builder.depends_on(dependency(spec, upstream, engine));
+    }
+    let engine = builder.build().map_err(|e| bad("name", e.to_string()))?;
+    Ok(Built {
+        spec: spec.clone(),
+        engine,
+        target,
+        shared: shared.clone(),
+        upstreams: upstreams.iter().map(|(_, e)| e.handle()).collect(),
+    })
+}
+
+/// The Git source of `spec` on its shared repository; errors are (key, message).
+fn source(
+    credentials: &CredentialArgs,
+    spec: &AppSpec,
+    shared: &SharedRepository,
+) -> Result<GitSource, (&'static str, String)> {
+    let mut builder = GitSource::builder(spec.repo.clone(), spec.release.clone()).shared(shared);
+    if let Some(path) = &spec.path {
+        builder = builder.path(path.clone());
+    }
+    if let Some(file) = &spec.verify_signers {
+        let bad = |e: String| ("verify_signers", format!("{}: {e}", file.display()));
+        let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+        let signers = AllowedSigners::parse(&text).map_err(|e| bad(e.to_string()))?;
+        builder = builder.verify(VerifyMode::Head, signers);
+    }
+    let builder = credentials::configure(builder, credentials, &spec.repo)
+        .map_err(|e| ("repo", e.to_string()))?;
+    builder.build().map_err(|e| ("repo", e.to_string()))
+}
+
+/// The render of `spec`, with its drift policy as every resource's default.
+fn render(spec: &AppSpec) -> Arc<dyn Render> {
+    let render: Box<dyn Render> = match spec.render {
+        RenderKind::Manifests => Box::new(ManifestRender::new()),
+        _ => Box::new(FilesRender::new()),
+    };
+    match spec.drift {
+        Some(drift) => Arc::new(DefaultDrift::new(render, drift.into())),
+        None => Arc::from(render),
+    }
+}
+
+/// Write-back, when the tracked branch or `writeback_branch` allows it; an
+/// error only when write-back was asked for.
+fn writeback(
+    spec: &AppSpec,
+    source: &GitSource,
+    render: &Arc<dyn Render>,
+) -> Result<Option<GitWriteback>, String> {
+    let mut builder = GitWriteback::builder(source, render.clone());
+    if let Some(branch) = &spec.writeback_branch {
+        builder = builder.review_branch(branch.clone());
+    }
+    if let Some(key) = &spec.writeback_key {
+        builder = builder.signing_key(key.clone());
+    }
+    let asked = spec.drift.map(DriftPolicy::from) == Some(DriftPolicy::Writeback)
+        || spec.writeback_key.is_some();
+    match builder.build() {
+        Ok(w) => Ok(Some(w)),
+        Err(e) if asked => Err(format!("write-back: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The engine settings of `spec`.
+fn engine_config(spec: &AppSpec) -> EngineConfig {
+    let windows = spec
+        .allow
+        .iter()
+        .chain(&spec.deny)
+        .cloned()
+        .fold(SyncWindows::new(), SyncWindows::with);
+    EngineConfig::default()
+        .interval(spec.interval)
+        .drift_interval(spec.drift_interval)
+        .prune(spec.prune)
+        .windows(windows)
+}
+
+/// Reconciles `dependent` as soon as `upstream` becomes Ready, rather than
+/// at its next poll (a dependency is looked at on each reconcile). Ends
+/// with the upstream engine; abort it when the dependent stops.
+pub(crate) async fn follow_upstream(upstream: EngineHandle, dependent: EngineHandle) {
+    let mut status = upstream.watch_status();
+    let mut was_ready = status.borrow().is(ConditionKind::Ready);
+    while status.changed().await.is_ok() {
+        let ready = status.borrow_and_update().is(ConditionKind::Ready);
+        if ready && !was_ready {
+            dependent.reconcile_now();
+        }
+        was_ready = ready;
+    }
+}
