@@ -1,0 +1,301 @@
+//! The stat cache's file: one line per entry, a header naming the root it
+//! was written for and a trailer with the entry count and a SHA-256 of
+//! everything before it, so that a torn, truncated or edited file is
+//! refused whole (and every file read once) rather than half-trusted.
+//!
+//! ```text
+//! gitops-stat-cache 1 <root dev> <root inode>
+//! <sha256 hex> <t|u> <dev> <ino> <size> <mtime s> <mtime ns> <ctime s> <ctime ns> <mode octal> <recorded s> <recorded ns> <path>
+//! end <entries> <sha256 hex of the lines above>
+//! ```
+//!
+//! Paths come last: they may hold spaces, never a control character
+//! (`validate_relative_path`), so never a newline. No file contents.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use super::stat_cache::{Entry, RootId, StatKey, Time, hex, unhex};
+
+const MAGIC: &str = "gitops-stat-cache";
+const VERSION: u32 = 1;
+/// Fields before the path on an entry line.
+const FIELDS: usize = 12;
+
+/// Why a cache file is not used.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CacheFileError {
+    /// It cannot be read (missing is the common case).
+    #[error("cannot read: {0}")]
+    Io(#[from] io::Error),
+    /// Not a cache of this version for this root.
+    #[error("header: {0}")]
+    Header(&'static str),
+    /// The trailer is missing or does not match the content.
+    #[error("trailer: {0}")]
+    Trailer(&'static str),
+    /// An entry line does not parse.
+    #[error("line {line}: {what}")]
+    Line {
+        /// One-based line number.
+        line: usize,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// The file's text for `entries`, sorted by path.
+pub(super) fn encode(root: RootId, entries: &HashMap<String, Entry>) -> String {
+    let mut paths: Vec<&String> = entries.keys().collect();
+    paths.sort_unstable();
+    let mut out = String::with_capacity(64 + entries.len() * 160);
+    let _ = writeln!(out, "{MAGIC} {VERSION} {} {}", root.0, root.1);
+    for path in paths {
+        let e = &entries[path];
+        let k = &e.key;
+        let _ = writeln!(
+            out,
+            "{} {} {} {} {} {} {} {} {} {:o} {} {} {path}",
+            hex(&e.digest),
+            if e.trusted { 't' } else { 'u' },
+            k.dev,
+            k.ino,
+            k.size,
+            k.mtime.sec,
+            k.mtime.nsec,
+            k.ctime.sec,
+            k.ctime.nsec,
+            k.mode,
+            e.recorded.sec,
+            e.recorded.nsec,
+        );
+    }
+    let digest = hex(&Sha256::digest(out.as_bytes()));
+    let _ = writeln!(out, "end {} {digest}", entries.len());
+    out
+}
+
+fn parse_entry(line: &str) -> Option<(String, Entry)> {
+    let fields: Vec<&str> = line.splitn(FIELDS + 1, ' ').collect();
+    let [
+        digest,
+        trusted,
+        dev,
+        ino,
+        size,
+        m_s,
+        m_ns,
+        c_s,
+        c_ns,
+        mode,
+        r_s,
+        r_ns,
+        path,
+    ] = fields.as_slice()
+    else {
+        return None;
+    };
+    let trusted = match *trusted {
+        "t" => true,
+        "u" => false,
+        _ => return None,
+    };
+    let time = |sec: &str, nsec: &str| {
+        let sec = sec.parse::<i64>().ok()?;
+        let nsec = nsec.parse::<u32>().ok().filter(|n| *n < 1_000_000_000)?;
+        Some(Time { sec, nsec })
+    };
+    let key = StatKey {
+        dev: dev.parse().ok()?,
+        ino: ino.parse().ok()?,
+        size: size.parse().ok()?,
+        mtime: time(m_s, m_ns)?,
+        ctime: time(c_s, c_ns)?,
+        mode: u32::from_str_radix(mode, 8).ok()?,
+    };
+    if path.is_empty() {
+        return None;
+    }
+    let entry = Entry {
+        key,
+        digest: unhex(digest)?,
+        trusted,
+        recorded: time(r_s, r_ns)?,
+        hits: 0,
+    };
+    Some(((*path).to_owned(), entry))
+}
+
+/// The entries in `text`, if it is a whole, unedited cache for `root` with
+/// at most `max` entries.
+pub(super) fn decode(
+    text: &str,
+    root: RootId,
+    max: usize,
+) -> Result<HashMap<String, Entry>, CacheFileError> {
+    let body_end = text
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map(|i| i + 1)
+        .ok_or(CacheFileError::Trailer("missing"))?;
+    let (body, trailer) = text.split_at(body_end);
+    let mut trailer = trailer.trim_end_matches('\n').split(' ');
+    let (Some("end"), Some(count), Some(digest), None) = (
+        trailer.next(),
+        trailer.next(),
+        trailer.next(),
+        trailer.next(),
+    ) else {
+        return Err(CacheFileError::Trailer("malformed"));
+    };
+    if hex(&Sha256::digest(body.as_bytes())) != digest {
+        return Err(CacheFileError::Trailer("checksum mismatch"));
+    }
+    let count: usize = count
+        .parse()
+        .map_err(|_| CacheFileError::Trailer("bad count"))?;
+    if count > max {
+        return Err(CacheFileError::Trailer(
+            "more entries than the target's file limit",
+        ));
+    }
+    let mut lines = body.lines();
+    let header = format!("{MAGIC} {VERSION} {} {}", root.0, root.1);
+    match lines.next() {
+        Some(h) if h == header => {}
+        Some(h) if h.starts_with(&format!("{MAGIC} {VERSION} ")) => {
+            return Err(CacheFileError::Header("written for another root directory"));
+        }
+        _ => return Err(CacheFileError::Header("not a stat cache of this version")),
+    }
+    let mut entries = HashMap::with_capacity(count);
+    for (index, line) in lines.enumerate() {
+        let bad = |what| CacheFileError::Line {
+            line: index + 2,
+            what,
+        };
+        let (path, entry) = parse_entry(line).ok_or_else(|| bad("does not parse"))?;
+        if entries.insert(path, entry).is_some() {
+            return Err(bad("duplicate path"));
+        }
+    }
+    if entries.len() != count {
+        return Err(CacheFileError::Trailer("entry count mismatch"));
+    }
+    Ok(entries)
+}
+
+/// Reads and decodes `file`.
+pub(super) fn read(
+    file: &Path,
+    root: RootId,
+    max: usize,
+) -> Result<HashMap<String, Entry>, CacheFileError> {
+    let text = std::fs::read_to_string(file)?;
+    decode(&text, root, max)
+}
+
+/// Writes `entries` to `file` atomically: `<file>.tmp`, then a rename.
+pub(super) fn write(file: &Path, root: RootId, entries: &HashMap<String, Entry>) -> io::Result<()> {
+    let text = encode(root, entries);
+    let mut temp = file.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = Path::new(&temp);
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let written = (|| {
+        let mut out = std::fs::File::create(temp)?;
+        out.write_all(text.as_bytes())?;
+        drop(out);
+        std::fs::rename(temp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(trusted: bool) -> Entry {
+        let t = Time {
+            sec: 1_700_000_000,
+            nsec: 123,
+        };
+        Entry {
+            key: StatKey {
+                dev: 2049,
+                ino: 77,
+                size: 12,
+                mtime: t,
+                ctime: t,
+                mode: 0o100644,
+            },
+            digest: [0xab; 32],
+            trusted,
+            recorded: Time {
+                sec: t.sec + 5,
+                nsec: 0,
+            },
+            hits: 0,
+        }
+    }
+
+    fn sample() -> HashMap<String, Entry> {
+        HashMap::from([
+            ("etc/app.conf".to_owned(), entry(true)),
+            ("dir with space/b c".to_owned(), entry(false)),
+        ])
+    }
+
+    #[test]
+    fn round_trips() {
+        let text = encode((1, 2), &sample());
+        assert_eq!(decode(&text, (1, 2), 10).expect("decodes"), sample());
+        assert!(text.starts_with("gitops-stat-cache 1 1 2\n"));
+        assert!(text.contains(" 100644 "), "modes in octal: {text}");
+    }
+
+    #[test]
+    fn anything_but_a_whole_cache_for_this_root_is_refused() {
+        let text = encode((1, 2), &sample());
+        let refused = |t: &str| decode(t, (1, 2), 10).expect_err("refused").to_string();
+        assert!(
+            refused(&text[..text.len() - 10]).contains("trailer"),
+            "truncated"
+        );
+        assert!(
+            refused(&text.replace(" t ", " u ")).contains("checksum"),
+            "edited"
+        );
+        assert!(refused("").contains("trailer"));
+        assert!(refused("garbage\n").contains("trailer"));
+        let other_root = decode(&text, (1, 3), 10).expect_err("refused");
+        assert!(matches!(other_root, CacheFileError::Header(_)));
+        assert!(decode(&text, (1, 2), 1).is_err(), "over the limit");
+        // A line that does not parse, with a matching checksum.
+        let body = "gitops-stat-cache 1 1 2\nnonsense\n";
+        let forged = format!("{body}end 1 {}\n", hex(&Sha256::digest(body.as_bytes())));
+        assert!(refused(&forged).contains("line 2"));
+    }
+
+    #[test]
+    fn writes_atomically_into_a_new_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("state/fs/stat-cache");
+        write(&file, (1, 2), &sample()).expect("writes");
+        assert_eq!(read(&file, (1, 2), 10).expect("reads"), sample());
+        assert!(!dir.path().join("state/fs/stat-cache.tmp").exists());
+        assert!(matches!(
+            read(&dir.path().join("missing"), (1, 2), 10),
+            Err(CacheFileError::Io(_))
+        ));
+    }
+}
