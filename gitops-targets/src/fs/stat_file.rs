@@ -13,7 +13,6 @@
 //! (`validate_relative_path`), so never a newline. No file contents.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::Path;
 
@@ -48,16 +47,36 @@ pub(super) enum CacheFileError {
     },
 }
 
-/// The file's text for `entries`, sorted by path.
-pub(super) fn encode(root: RootId, entries: &HashMap<String, Entry>) -> String {
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    out: W,
+    hasher: Sha256,
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes the cache for `entries` (sorted by path) to `out`.
+fn write_to(out: impl io::Write, root: RootId, entries: &HashMap<String, Entry>) -> io::Result<()> {
     let mut paths: Vec<&String> = entries.keys().collect();
     paths.sort_unstable();
-    let mut out = String::with_capacity(64 + entries.len() * 160);
-    let _ = writeln!(out, "{MAGIC} {VERSION} {} {}", root.0, root.1);
+    let mut out = Hashing {
+        out,
+        hasher: Sha256::new(),
+    };
+    writeln!(out, "{MAGIC} {VERSION} {} {}", root.0, root.1)?;
     for path in paths {
         let e = &entries[path];
         let k = &e.key;
-        let _ = writeln!(
+        writeln!(
             out,
             "{} {} {} {} {} {} {} {} {} {:o} {} {} {path}",
             hex(&e.digest),
@@ -72,11 +91,19 @@ pub(super) fn encode(root: RootId, entries: &HashMap<String, Entry>) -> String {
             k.mode,
             e.recorded.sec,
             e.recorded.nsec,
-        );
+        )?;
     }
-    let digest = hex(&Sha256::digest(out.as_bytes()));
-    let _ = writeln!(out, "end {} {digest}", entries.len());
-    out
+    let digest = hex(&out.hasher.finalize_reset());
+    writeln!(out.out, "end {} {digest}", entries.len())?;
+    out.out.flush()
+}
+
+/// The file's text for `entries`.
+#[cfg(test)]
+fn encode(root: RootId, entries: &HashMap<String, Entry>) -> String {
+    let mut out = Vec::new();
+    let _ = write_to(&mut out, root, entries);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_entry(line: &str) -> Option<(String, Entry)> {
@@ -130,78 +157,95 @@ fn parse_entry(line: &str) -> Option<(String, Entry)> {
     Some(((*path).to_owned(), entry))
 }
 
-/// The entries in `text`, if it is a whole, unedited cache for `root` with
-/// at most `max` entries.
-pub(super) fn decode(
-    text: &str,
+/// Checks the header line against `root`.
+fn check_header(line: &str, root: RootId) -> Result<(), CacheFileError> {
+    let header = format!("{MAGIC} {VERSION} {} {}", root.0, root.1);
+    match line.strip_suffix('\n') {
+        Some(h) if h == header => Ok(()),
+        Some(h) if h.starts_with(&format!("{MAGIC} {VERSION} ")) => {
+            Err(CacheFileError::Header("written for another root directory"))
+        }
+        _ => Err(CacheFileError::Header("not a stat cache of this version")),
+    }
+}
+
+/// Checks the trailer line against the hash of the lines before it.
+fn check_trailer(line: &str, hasher: Sha256, entries: usize) -> Result<(), CacheFileError> {
+    let mut fields = line.trim_end_matches('\n').split(' ');
+    let (Some("end"), Some(count), Some(digest), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(CacheFileError::Trailer("missing or malformed"));
+    };
+    if hex(&hasher.finalize()) != digest {
+        return Err(CacheFileError::Trailer("checksum mismatch"));
+    }
+    if count.parse::<usize>().ok() != Some(entries) {
+        return Err(CacheFileError::Trailer("entry count mismatch"));
+    }
+    Ok(())
+}
+
+/// The entries `input` holds, if it is a whole, unedited cache for `root`
+/// with at most `max` entries. Read line by line: never the whole file at once.
+fn read_from(
+    mut input: impl io::BufRead,
     root: RootId,
     max: usize,
 ) -> Result<HashMap<String, Entry>, CacheFileError> {
-    let body_end = text
-        .trim_end_matches('\n')
-        .rfind('\n')
-        .map(|i| i + 1)
-        .ok_or(CacheFileError::Trailer("missing"))?;
-    let (body, trailer) = text.split_at(body_end);
-    let mut trailer = trailer.trim_end_matches('\n').split(' ');
-    let (Some("end"), Some(count), Some(digest), None) = (
-        trailer.next(),
-        trailer.next(),
-        trailer.next(),
-        trailer.next(),
-    ) else {
-        return Err(CacheFileError::Trailer("malformed"));
-    };
-    if hex(&Sha256::digest(body.as_bytes())) != digest {
-        return Err(CacheFileError::Trailer("checksum mismatch"));
-    }
-    let count: usize = count
-        .parse()
-        .map_err(|_| CacheFileError::Trailer("bad count"))?;
-    if count > max {
-        return Err(CacheFileError::Trailer(
-            "more entries than the target's file limit",
-        ));
-    }
-    let mut lines = body.lines();
-    let header = format!("{MAGIC} {VERSION} {} {}", root.0, root.1);
-    match lines.next() {
-        Some(h) if h == header => {}
-        Some(h) if h.starts_with(&format!("{MAGIC} {VERSION} ")) => {
-            return Err(CacheFileError::Header("written for another root directory"));
+    let mut hasher = Sha256::new();
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    check_header(&line, root)?;
+    hasher.update(line.as_bytes());
+    let mut entries = HashMap::new();
+    // The last line is the trailer: each line is parsed once the next one
+    // shows it was not the last.
+    let mut pending = String::new();
+    input.read_line(&mut pending)?;
+    let mut number = 2;
+    loop {
+        number += 1;
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return check_trailer(&pending, hasher, entries.len()).map(|()| entries);
         }
-        _ => return Err(CacheFileError::Header("not a stat cache of this version")),
-    }
-    let mut entries = HashMap::with_capacity(count);
-    for (index, line) in lines.enumerate() {
         let bad = |what| CacheFileError::Line {
-            line: index + 2,
+            line: number - 1,
             what,
         };
-        let (path, entry) = parse_entry(line).ok_or_else(|| bad("does not parse"))?;
+        hasher.update(pending.as_bytes());
+        let text = pending
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("unterminated"))?;
+        let (path, entry) = parse_entry(text).ok_or_else(|| bad("does not parse"))?;
+        if entries.len() >= max {
+            return Err(bad("more entries than the target's file limit"));
+        }
         if entries.insert(path, entry).is_some() {
             return Err(bad("duplicate path"));
         }
+        std::mem::swap(&mut pending, &mut line);
     }
-    if entries.len() != count {
-        return Err(CacheFileError::Trailer("entry count mismatch"));
-    }
-    Ok(entries)
 }
 
-/// Reads and decodes `file`.
+/// The entries in `text` (see [`read_from`]).
+#[cfg(test)]
+fn decode(text: &str, root: RootId, max: usize) -> Result<HashMap<String, Entry>, CacheFileError> {
+    read_from(text.as_bytes(), root, max)
+}
+
+/// Reads `file` (see [`read_from`]).
 pub(super) fn read(
     file: &Path,
     root: RootId,
     max: usize,
 ) -> Result<HashMap<String, Entry>, CacheFileError> {
-    let text = std::fs::read_to_string(file)?;
-    decode(&text, root, max)
+    read_from(io::BufReader::new(std::fs::File::open(file)?), root, max)
 }
 
 /// Writes `entries` to `file` atomically: `<file>.tmp`, then a rename.
 pub(super) fn write(file: &Path, root: RootId, entries: &HashMap<String, Entry>) -> io::Result<()> {
-    let text = encode(root, entries);
     let mut temp = file.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = Path::new(&temp);
@@ -209,9 +253,8 @@ pub(super) fn write(file: &Path, root: RootId, entries: &HashMap<String, Entry>)
         std::fs::create_dir_all(parent)?;
     }
     let written = (|| {
-        let mut out = std::fs::File::create(temp)?;
-        out.write_all(text.as_bytes())?;
-        drop(out);
+        let out = io::BufWriter::new(std::fs::File::create(temp)?);
+        write_to(out, root, entries)?;
         std::fs::rename(temp, file)
     })();
     if written.is_err() {
@@ -275,8 +318,10 @@ mod tests {
             refused(&text.replace(" t ", " u ")).contains("checksum"),
             "edited"
         );
-        assert!(refused("").contains("trailer"));
-        assert!(refused("garbage\n").contains("trailer"));
+        assert!(refused("").contains("header"));
+        assert!(refused("garbage\n").contains("header"));
+        let header_only = "gitops-stat-cache 1 1 2\n";
+        assert!(refused(header_only).contains("trailer"));
         let other_root = decode(&text, (1, 3), 10).expect_err("refused");
         assert!(matches!(other_root, CacheFileError::Header(_)));
         assert!(decode(&text, (1, 2), 1).is_err(), "over the limit");
