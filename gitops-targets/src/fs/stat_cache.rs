@@ -263,12 +263,15 @@ pub(super) fn content_digest(bytes: &[u8]) -> [u8; 32] {
 /// directory (or a root deleted and made again) is not used.
 pub(super) type RootId = (u64, u64);
 
+/// The entries by path.
+pub(super) type Entries = HashMap<Box<str>, Entry>;
+
 /// The entries of one target, and the file they are kept in.
 #[derive(Debug)]
 pub(super) struct StatCache {
     file: PathBuf,
     root: RootId,
-    entries: HashMap<String, Entry>,
+    entries: Entries,
     verify_every: u32,
     max_entries: usize,
     /// Spreads the periodic verification over the passes (random per process).
@@ -282,7 +285,7 @@ impl StatCache {
     /// for another root, is an empty cache (every file is read once).
     pub(super) fn load(file: PathBuf, root: RootId, verify_every: u32, max_entries: usize) -> Self {
         let mut cache = Self {
-            entries: HashMap::new(),
+            entries: Entries::new(),
             file,
             root,
             verify_every,
@@ -355,7 +358,7 @@ impl StatCache {
             recorded,
             hits,
         };
-        self.entries.insert(path.to_owned(), entry);
+        self.entries.insert(path.into(), entry);
         self.dirty = true;
     }
 

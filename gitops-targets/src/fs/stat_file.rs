@@ -4,7 +4,7 @@
 //! refused whole (and every file read once) rather than half-trusted.
 //!
 //! ```text
-//! gitops-stat-cache 1 <root dev> <root inode>
+//! gitops-stat-cache 1 <root dev> <root inode> <entries>
 //! <sha256 hex> <t|u> <dev> <ino> <size> <mtime s> <mtime ns> <ctime s> <ctime ns> <mode octal> <recorded s> <recorded ns> <path>
 //! end <entries> <sha256 hex of the lines above>
 //! ```
@@ -12,16 +12,16 @@
 //! Paths come last: they may hold spaces, never a control character
 //! (`validate_relative_path`), so never a newline. No file contents.
 
-use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use super::stat_cache::{Entry, RootId, StatKey, Time, hex, unhex};
+use super::stat_cache::{Entries, Entry, RootId, StatKey, Time, hex, unhex};
 
 const MAGIC: &str = "gitops-stat-cache";
 const VERSION: u32 = 1;
+const VERSION_TEXT: &str = "1";
 /// Fields before the path on an entry line.
 const FIELDS: usize = 12;
 
@@ -65,14 +65,20 @@ impl<W: io::Write> io::Write for Hashing<W> {
 }
 
 /// Writes the cache for `entries` (sorted by path) to `out`.
-fn write_to(out: impl io::Write, root: RootId, entries: &HashMap<String, Entry>) -> io::Result<()> {
-    let mut paths: Vec<&String> = entries.keys().collect();
+fn write_to(out: impl io::Write, root: RootId, entries: &Entries) -> io::Result<()> {
+    let mut paths: Vec<&Box<str>> = entries.keys().collect();
     paths.sort_unstable();
     let mut out = Hashing {
         out,
         hasher: Sha256::new(),
     };
-    writeln!(out, "{MAGIC} {VERSION} {} {}", root.0, root.1)?;
+    writeln!(
+        out,
+        "{MAGIC} {VERSION} {} {} {}",
+        root.0,
+        root.1,
+        entries.len()
+    )?;
     for path in paths {
         let e = &entries[path];
         let k = &e.key;
@@ -100,13 +106,13 @@ fn write_to(out: impl io::Write, root: RootId, entries: &HashMap<String, Entry>)
 
 /// The file's text for `entries`.
 #[cfg(test)]
-fn encode(root: RootId, entries: &HashMap<String, Entry>) -> String {
+fn encode(root: RootId, entries: &Entries) -> String {
     let mut out = Vec::new();
     let _ = write_to(&mut out, root, entries);
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn parse_entry(line: &str) -> Option<(String, Entry)> {
+fn parse_entry(line: &str) -> Option<(Box<str>, Entry)> {
     let fields: Vec<&str> = line.splitn(FIELDS + 1, ' ').collect();
     let [
         digest,
@@ -154,18 +160,24 @@ fn parse_entry(line: &str) -> Option<(String, Entry)> {
         recorded: time(r_s, r_ns)?,
         hits: 0,
     };
-    Some(((*path).to_owned(), entry))
+    Some(((*path).into(), entry))
 }
 
-/// Checks the header line against `root`.
-fn check_header(line: &str, root: RootId) -> Result<(), CacheFileError> {
-    let header = format!("{MAGIC} {VERSION} {} {}", root.0, root.1);
-    match line.strip_suffix('\n') {
-        Some(h) if h == header => Ok(()),
-        Some(h) if h.starts_with(&format!("{MAGIC} {VERSION} ")) => {
+/// Checks the header line against `root`; the number of entries it announces.
+fn check_header(line: &str, root: RootId) -> Result<usize, CacheFileError> {
+    let mut fields = line.strip_suffix('\n').unwrap_or_default().split(' ');
+    if (fields.next(), fields.next()) != (Some(MAGIC), Some(VERSION_TEXT)) {
+        return Err(CacheFileError::Header("not a stat cache of this version"));
+    }
+    let number = |field: Option<&str>| field.and_then(|f| f.parse::<u64>().ok());
+    let (dev, ino) = (number(fields.next()), number(fields.next()));
+    let count = number(fields.next()).and_then(|c| usize::try_from(c).ok());
+    match (dev, ino, count, fields.next()) {
+        (Some(dev), Some(ino), Some(count), None) if (dev, ino) == root => Ok(count),
+        (Some(_), Some(_), Some(_), None) => {
             Err(CacheFileError::Header("written for another root directory"))
         }
-        _ => Err(CacheFileError::Header("not a stat cache of this version")),
+        _ => Err(CacheFileError::Header("malformed")),
     }
 }
 
@@ -192,13 +204,14 @@ fn read_from(
     mut input: impl io::BufRead,
     root: RootId,
     max: usize,
-) -> Result<HashMap<String, Entry>, CacheFileError> {
+) -> Result<Entries, CacheFileError> {
     let mut hasher = Sha256::new();
     let mut line = String::new();
     input.read_line(&mut line)?;
-    check_header(&line, root)?;
+    let announced = check_header(&line, root)?;
     hasher.update(line.as_bytes());
-    let mut entries = HashMap::new();
+    // Sized once: growing a table of 20,000 entries holds two at a time.
+    let mut entries = Entries::with_capacity(announced.min(max));
     // The last line is the trailer: each line is parsed once the next one
     // shows it was not the last.
     let mut pending = String::new();
@@ -231,21 +244,17 @@ fn read_from(
 
 /// The entries in `text` (see [`read_from`]).
 #[cfg(test)]
-fn decode(text: &str, root: RootId, max: usize) -> Result<HashMap<String, Entry>, CacheFileError> {
+fn decode(text: &str, root: RootId, max: usize) -> Result<Entries, CacheFileError> {
     read_from(text.as_bytes(), root, max)
 }
 
 /// Reads `file` (see [`read_from`]).
-pub(super) fn read(
-    file: &Path,
-    root: RootId,
-    max: usize,
-) -> Result<HashMap<String, Entry>, CacheFileError> {
+pub(super) fn read(file: &Path, root: RootId, max: usize) -> Result<Entries, CacheFileError> {
     read_from(io::BufReader::new(std::fs::File::open(file)?), root, max)
 }
 
 /// Writes `entries` to `file` atomically: `<file>.tmp`, then a rename.
-pub(super) fn write(file: &Path, root: RootId, entries: &HashMap<String, Entry>) -> io::Result<()> {
+pub(super) fn write(file: &Path, root: RootId, entries: &Entries) -> io::Result<()> {
     let mut temp = file.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = Path::new(&temp);
@@ -291,10 +300,10 @@ mod tests {
         }
     }
 
-    fn sample() -> HashMap<String, Entry> {
-        HashMap::from([
-            ("etc/app.conf".to_owned(), entry(true)),
-            ("dir with space/b c".to_owned(), entry(false)),
+    fn sample() -> Entries {
+        Entries::from([
+            ("etc/app.conf".into(), entry(true)),
+            ("dir with space/b c".into(), entry(false)),
         ])
     }
 
@@ -302,7 +311,7 @@ mod tests {
     fn round_trips() {
         let text = encode((1, 2), &sample());
         assert_eq!(decode(&text, (1, 2), 10).expect("decodes"), sample());
-        assert!(text.starts_with("gitops-stat-cache 1 1 2\n"));
+        assert!(text.starts_with("gitops-stat-cache 1 1 2 2\n"));
         assert!(text.contains(" 100644 "), "modes in octal: {text}");
     }
 
@@ -320,13 +329,13 @@ mod tests {
         );
         assert!(refused("").contains("header"));
         assert!(refused("garbage\n").contains("header"));
-        let header_only = "gitops-stat-cache 1 1 2\n";
+        let header_only = "gitops-stat-cache 1 1 2 0\n";
         assert!(refused(header_only).contains("trailer"));
         let other_root = decode(&text, (1, 3), 10).expect_err("refused");
         assert!(matches!(other_root, CacheFileError::Header(_)));
         assert!(decode(&text, (1, 2), 1).is_err(), "over the limit");
         // A line that does not parse, with a matching checksum.
-        let body = "gitops-stat-cache 1 1 2\nnonsense\n";
+        let body = "gitops-stat-cache 1 1 2 1\nnonsense\n";
         let forged = format!("{body}end 1 {}\n", hex(&Sha256::digest(body.as_bytes())));
         assert!(refused(&forged).contains("line 2"));
     }
