@@ -230,6 +230,11 @@ pub struct EngineArgs {
     #[arg(long, env = "GITOPS_DENY", value_name = "WINDOW", value_parser = deny_window,
           action = ArgAction::Append, value_delimiter = LIST_SEPARATOR)]
     pub deny: Vec<SyncWindow>,
+    /// Read the content of every managed file on every check instead of
+    /// trusting the target's stat cache (by default a file whose stat is
+    /// unchanged is read only now and then, at the latest every 100th check).
+    #[arg(long, env = "GITOPS_VERIFY_CONTENT")]
+    pub verify_content: bool,
 }
 
 impl EngineArgs {

@@ -34,6 +34,10 @@ struct Cli {
     agent: AgentArgs,
 }
 
+/// Without `--verify-content`, every managed file's content is read at the
+/// latest on every this many checks, even when its stat is unchanged.
+const VERIFY_EVERY: u32 = 100;
+
 /// `<target-dir>/../.gitops-state`: beside the target, never inside it.
 fn default_state_dir(target_dir: &Path) -> PathBuf {
     let parent = target_dir
@@ -65,15 +69,25 @@ async fn run(mut cli: Cli) -> Result<Outcome, AgentError> {
         *state_dir = Some(default_state_dir(&target_dir));
     }
     let agent = Agent::new("agent", cli.agent)?;
-    let target =
-        FsTarget::open_with(&target_dir, FsOptions::default().create_root(true)).map_err(|e| {
-            AgentError::Target {
-                what: format!("--target-dir {}", target_dir.display()),
-                source: Box::new(e),
-            }
-        })?;
-    let engine = agent.engine(Arc::new(target))?.build()?;
-    agent.run(engine).await
+    let verify_every = if agent.args().engine.verify_content {
+        1
+    } else {
+        VERIFY_EVERY
+    };
+    let options = FsOptions::default()
+        .create_root(true)
+        .stat_cache(agent.state_dir()?.join("fs-stat-cache"))
+        .verify_every(verify_every);
+    let target = FsTarget::open_with(&target_dir, options).map_err(|e| AgentError::Target {
+        what: format!("--target-dir {}", target_dir.display()),
+        source: Box::new(e),
+    })?;
+    let engine = agent.engine(Arc::new(target.clone()))?.build()?;
+    let outcome = agent.run(engine).await;
+    if let Err(e) = target.save_stat_cache() {
+        tracing::warn!(error = %e, "the stat cache was not saved; the next run reads every file");
+    }
+    outcome
 }
 
 fn main() -> ExitCode {

@@ -211,3 +211,56 @@ fn a_plan_lists_what_a_create_writes_marks_drift_and_full_shows_everything() {
         "{git}"
     );
 }
+
+#[test]
+fn the_stat_cache_is_in_the_state_dir_and_a_same_size_edit_is_still_reverted() {
+    use std::fs::{File, FileTimes};
+    use std::time::Duration;
+
+    let repo =
+        support::git_server::Repo::with_files(&[("app.conf", "port = 80\n"), ("b.conf", "b\n")]);
+    let dirs = support::git_server::Dirs::new();
+    let url = format!("file://{}", repo.root.join("app.git").display());
+    let run = |args: &[&str]| {
+        let out = support::git_server::agent(&url, &dirs, "error")
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["--once"]);
+    // Past the racy window, a second run records both files clean.
+    std::thread::sleep(Duration::from_millis(150));
+    run(&["--once"]);
+    assert!(dirs.state.join("fs-stat-cache").is_file());
+    let mut names: Vec<String> = std::fs::read_dir(&dirs.target)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["app.conf", "b.conf"],
+        "nothing of the agent's in the target"
+    );
+
+    // A hand edit of the same size, its mtime put back: only ctime moved.
+    let path = dirs.target.join("app.conf");
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, "port = 81\n").expect("edit");
+    File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_times(FileTimes::new().set_modified(mtime)))
+        .expect("put the mtime back");
+    run(&["--once"]);
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "port = 80\n");
+    run(&["--once", "--verify-content"]);
+}

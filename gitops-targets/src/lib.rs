@@ -43,7 +43,12 @@
 //!   observed as drift (`"type": "symlink"`), and `apply` replaces it (a
 //!   directory in the way is an error instead).
 //!   `observe_many` reads in one batch per core, sorted by directory, each
-//!   directory opened once.
+//!   directory opened once. With a stat cache ([`FsOptions::stat_cache`],
+//!   the technique of Git's index) a file whose `(device, inode, size,
+//!   mtime, ctime, mode)` is unchanged since this target wrote or read it is
+//!   answered by the recorded digest without being opened; racily clean
+//!   entries, drift and a periodic verification ([`FsOptions::verify_every`])
+//!   are read.
 //! - **Delete** unlinks the file, then removes its parent directories that
 //!   became empty, deepest first, stopping at the first that still holds
 //!   anything (managed or not) and never removing the root. Deleting a

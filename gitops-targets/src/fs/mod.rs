@@ -5,6 +5,8 @@ mod durable;
 mod options;
 mod read;
 mod spec;
+mod stat_cache;
+mod stat_file;
 mod sweep;
 mod write;
 
@@ -23,9 +25,11 @@ use gitops_core::{
 pub use options::{
     DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES, Durability, FsOpenError, FsOptions, TEMP_PREFIX,
 };
+pub use stat_cache::StatCacheError;
 
 use durable::SyncState;
 use spec::{Fingerprint, path_of};
+use stat_cache::StatCache;
 use sweep::sweep;
 
 /// A directory kept equal to Git: manages resources of kind `File` (spec
@@ -84,6 +88,19 @@ struct Inner {
     writes: AtomicU64,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// With [`FsOptions::stat_cache`]: what each managed file's stat was.
+    stat_cache: Option<Mutex<StatCache>>,
+    /// Regular files whose content `observe` read.
+    content_reads: AtomicU64,
+}
+
+impl Drop for Inner {
+    /// Writes a changed stat cache (best effort: a lost one means reads).
+    fn drop(&mut self) {
+        if let Some(cache) = &self.stat_cache {
+            let _ = stat_cache::lock(cache).save();
+        }
+    }
 }
 
 impl Inner {
@@ -120,6 +137,7 @@ impl FsTarget {
             Dir::open_ambient_dir(&root_path, cap_std::ambient_authority()).map_err(root_error)?;
         let root_file = std::fs::File::open(&root_path).map_err(root_error)?;
         let files = sweep(&root, &root_path)?;
+        let stat_cache = open_stat_cache(&options, &root_file, &root_path)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -131,6 +149,8 @@ impl FsTarget {
                 writes: AtomicU64::new(0),
                 sync: Mutex::new(SyncState::default()),
                 synced: Condvar::new(),
+                stat_cache,
+                content_reads: AtomicU64::new(0),
             }),
         })
     }
@@ -153,10 +173,105 @@ impl FsTarget {
         blocking(move || inner.sync_blocking()).await?
     }
 
+    /// Writes the [stat cache](FsOptions::stat_cache) now if it changed
+    /// (`observe_many` writes it at most every few seconds, and dropping the
+    /// target writes it too). Call it before the process exits. Blocks for
+    /// the write: a few milliseconds per 10,000 files.
+    pub fn save_stat_cache(&self) -> Result<(), StatCacheError> {
+        self.inner.save_stat_cache()
+    }
+
+    /// The stat cache file, when there is one.
+    pub fn stat_cache_file(&self) -> Option<&Path> {
+        self.inner.options.stat_cache.as_deref()
+    }
+
+    /// How many regular files' contents `observe` and `observe_many` have
+    /// read (files answered by the stat cache are not), for metrics and tests.
+    pub fn content_reads(&self) -> u64 {
+        self.inner.content_reads.load(Ordering::Relaxed)
+    }
+
     /// Drift between a desired file and an observed one: compares the decoded
     /// bytes and the mode, whatever the encodings. Same as [`Target::differs`].
+    /// An observation from the stat cache (`sha256` instead of `content`) is
+    /// compared by digest; the old value of a content change is then
+    /// `"sha256:<hex>"`.
     pub fn file_diff(desired: &Resource, observed: &Observed) -> Option<Diff> {
         spec::file_diff(desired, observed)
+    }
+}
+
+/// The stat cache `options` ask for, loaded; refused inside the root.
+fn open_stat_cache(
+    options: &FsOptions,
+    root_file: &std::fs::File,
+    root_path: &Path,
+) -> Result<Option<Mutex<StatCache>>, FsOpenError> {
+    let Some(file) = &options.stat_cache else {
+        return Ok(None);
+    };
+    let dir_error = |source| FsOpenError::StatCacheDir {
+        cache: file.clone(),
+        source,
+    };
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let root = root_path
+        .canonicalize()
+        .map_err(|source| FsOpenError::Root {
+            path: root_path.to_owned(),
+            source,
+        })?;
+    // Checked before anything is created: nothing is made inside the root.
+    if resolved(parent).map_err(dir_error)?.starts_with(&root) {
+        return Err(FsOpenError::StatCacheInsideRoot {
+            cache: file.clone(),
+            root: root_path.to_owned(),
+        });
+    }
+    std::fs::create_dir_all(parent).map_err(dir_error)?;
+    let stat = rustix::fs::fstat(root_file).map_err(|e| FsOpenError::Root {
+        path: root_path.to_owned(),
+        source: e.into(),
+    })?;
+    let root_id = stat_cache::StatKey::of(&stat);
+    Ok(Some(Mutex::new(StatCache::load(
+        file.clone(),
+        (root_id.dev, root_id.ino),
+        options.verify_every,
+        options.max_files,
+    ))))
+}
+
+/// `path` with its longest existing prefix resolved (symlinks, `..`) and
+/// the missing rest appended.
+fn resolved(path: &Path) -> io::Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    loop {
+        match existing.canonicalize() {
+            Ok(mut real) => {
+                real.extend(missing.iter().rev());
+                return Ok(real);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match (existing.parent(), existing.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        missing.push(name.to_owned());
+                        existing = if parent.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            parent
+                        };
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -293,6 +408,13 @@ impl Target for FsTarget {
                 }
             }
         }
+        if let Some(cache) = &self.inner.stat_cache
+            && stat_cache::lock(cache).save_due()
+        {
+            let inner = Arc::clone(&self.inner);
+            // A failed write is tried again next time; `save_stat_cache` reports it.
+            let _ = blocking(move || inner.save_stat_cache()).await;
+        }
         out.into_iter()
             .zip(ids)
             .map(|(result, id)| {
@@ -329,7 +451,13 @@ impl Target for FsTarget {
             .unwrap_or_else(|e| Err(joined(id, e)))
     }
 
+    /// [`FsTarget::file_diff`]. When the content read from a file is the
+    /// desired one, the stat cache may answer for it from now on.
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
-        Self::file_diff(desired, observed)
+        let diff = Self::file_diff(desired, observed);
+        if diff.is_none() {
+            self.inner.confirm(&desired.id, observed);
+        }
+        diff
     }
 }

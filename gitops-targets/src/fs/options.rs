@@ -54,6 +54,8 @@ pub struct FsOptions {
     pub(super) max_file_size: u64,
     pub(super) max_files: usize,
     pub(super) create_root: bool,
+    pub(super) stat_cache: Option<PathBuf>,
+    pub(super) verify_every: u32,
 }
 
 impl Default for FsOptions {
@@ -63,6 +65,8 @@ impl Default for FsOptions {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_files: DEFAULT_MAX_FILES,
             create_root: true,
+            stat_cache: None,
+            verify_every: 0,
         }
     }
 }
@@ -93,6 +97,54 @@ impl FsOptions {
         self
     }
 
+    /// Keeps a stat cache in `file`: `observe` then reads a file's content
+    /// only when its `(device, inode, size, mtime, ctime, mode)` differs
+    /// from the one recorded at this target's last write or read of it, or
+    /// when that record is too recent to be sure of ("racily clean", as in
+    /// Git's index). Otherwise it reports the file as holding the content
+    /// recorded then, by digest, without opening it (the spec has `sha256`
+    /// instead of `content`; [`FsTarget::file_diff`](super::FsTarget::file_diff)
+    /// compares either). Content that was only read, never written by this
+    /// target nor found equal to a desired resource (drift), is read on every
+    /// observe, so drift always comes with its content.
+    ///
+    /// The file must be outside the root (a state directory);
+    /// [`FsTarget::open_with`](super::FsTarget::open_with) refuses one inside
+    /// and creates its directory. It holds paths, stats and SHA-256 digests,
+    /// never contents; it is written (temporary file and rename) by
+    /// `observe_many` at most every few seconds when it changed, by
+    /// [`FsTarget::save_stat_cache`](super::FsTarget::save_stat_cache) and when
+    /// the target is dropped. A missing, corrupt or foreign cache (another
+    /// root) only means every file is read once. Off by default.
+    ///
+    /// ```
+    /// use gitops_targets::FsOptions;
+    /// let options = FsOptions::default()
+    ///     .stat_cache("/var/lib/agent/fs-stat-cache")
+    ///     .verify_every(100);
+    /// assert!(options.stat_cache_file().is_some());
+    /// ```
+    pub fn stat_cache(mut self, file: impl Into<PathBuf>) -> Self {
+        self.stat_cache = Some(file.into());
+        self
+    }
+
+    /// With a [stat cache](Self::stat_cache), reads each file's content at
+    /// the latest on every `n`th observe even when its stat is unchanged: a
+    /// periodic full verification, for what no stat shows (a filesystem that
+    /// does not update ctime, bit rot). The passes are staggered per file, so
+    /// that each observe of everything reads about `1/n` of the files.
+    /// `1` reads every time, `0` (the default) never.
+    pub fn verify_every(mut self, n: u32) -> Self {
+        self.verify_every = n;
+        self
+    }
+
+    /// The stat cache file, if any.
+    pub fn stat_cache_file(&self) -> Option<&std::path::Path> {
+        self.stat_cache.as_deref()
+    }
+
     /// The configured durability.
     pub fn durability_mode(&self) -> Durability {
         self.durability
@@ -112,6 +164,26 @@ pub enum FsOpenError {
     Root {
         /// The root.
         path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The stat cache would be inside the root, where it would be managed
+    /// content (and could be pruned or overwritten by a commit).
+    #[error(
+        "the stat cache {cache} is inside the target root {root}; keep it in a state directory outside"
+    )]
+    StatCacheInsideRoot {
+        /// The cache file.
+        cache: PathBuf,
+        /// The root.
+        root: PathBuf,
+    },
+    /// The stat cache's directory cannot be created or resolved.
+    #[error("cannot use the directory of the stat cache {cache}: {source}")]
+    StatCacheDir {
+        /// The cache file.
+        cache: PathBuf,
         /// The cause.
         #[source]
         source: io::Error,

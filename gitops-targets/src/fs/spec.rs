@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::TEMP_PREFIX;
+use super::stat_cache::{hex, unhex};
 
 /// What was applied at a path: content digest and mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +21,17 @@ pub(super) struct Fingerprint {
 
 impl Fingerprint {
     pub(super) fn of(bytes: &[u8], mode: u32) -> Self {
-        Self {
-            sha256: Sha256::digest(bytes).into(),
-            mode,
-        }
+        Self::from_digest(Sha256::digest(bytes).into(), mode)
+    }
+
+    pub(super) fn from_digest(sha256: [u8; 32], mode: u32) -> Self {
+        Self { sha256, mode }
     }
 }
+
+/// The key of an observation from the stat cache: the SHA-256 (hex) of
+/// the content the file holds, in place of `content`.
+const SHA256: &str = "sha256";
 
 /// A validated file spec.
 pub(super) struct FileSpec<'a> {
@@ -179,6 +185,55 @@ pub(super) fn observed_spec(path: &str, found: Found) -> Value {
     Value::Object(spec)
 }
 
+/// An observation the stat cache answered: the file holds the content
+/// whose SHA-256 is `digest`, with `mode` (its content was not read).
+pub(super) fn cached_spec(path: &str, digest: &[u8; 32], mode: u32) -> Value {
+    let mut spec = Map::new();
+    spec.insert("path".to_owned(), Value::String(path.to_owned()));
+    spec.insert(SHA256.to_owned(), Value::String(hex(digest)));
+    spec.insert("mode".to_owned(), Value::String(mode_string(mode)));
+    Value::Object(spec)
+}
+
+/// The bytes and permission bits of an observation of `id` that read a
+/// regular file (not one from the stat cache, not a non-file).
+pub(super) fn observed_content(id: &ResourceId, observed: &Observed) -> Option<(Vec<u8>, u32)> {
+    let spec = &observed.spec.to_value();
+    if spec.get("type").is_some() || spec.get("content").is_none() {
+        return None;
+    }
+    let bytes = decode_content(id, spec).ok()?;
+    let mode = u32::from_str_radix(field(spec, "mode")?, 8).ok()?;
+    Some((bytes, mode))
+}
+
+/// Drift against an observation from the stat cache: the desired bytes'
+/// digest against the recorded one, and the modes.
+fn cached_diff(desired: &Resource, recorded: &str, have: &Value) -> Option<Diff> {
+    let want = &desired.spec.to_value();
+    let same_content = match (decode_content(&desired.id, want), unhex(recorded)) {
+        (Ok(bytes), Some(digest)) => <[u8; 32]>::from(Sha256::digest(&bytes)) == digest,
+        _ => false,
+    };
+    let want_mode = parse_mode(&desired.id, want.get("mode")).ok();
+    let mut changes = Vec::new();
+    if !same_content {
+        changes.push(FieldChange {
+            path: "spec.content".to_owned(),
+            old: Some(Value::String(format!("{SHA256}:{recorded}"))),
+            new: want.get("content").cloned(),
+        });
+    }
+    if want_mode.map(mode_string).as_deref() != field(have, "mode") {
+        changes.push(FieldChange {
+            path: "spec.mode".to_owned(),
+            old: have.get("mode").cloned(),
+            new: want.get("mode").cloned(),
+        });
+    }
+    (!changes.is_empty()).then_some(Diff { changes })
+}
+
 fn field<'v>(spec: &'v Value, key: &str) -> Option<&'v str> {
     spec.get(key).and_then(Value::as_str)
 }
@@ -192,6 +247,9 @@ pub(super) fn file_diff(desired: &Resource, observed: &Observed) -> Option<Diff>
     }
     let want = &desired.spec.to_value();
     let have = &observed.spec.to_value();
+    if let (Some(recorded), None) = (field(have, SHA256), have.get("content")) {
+        return cached_diff(desired, recorded, have);
+    }
     // Fast path: same encoding, same text, same mode.
     if have.get("type").is_none()
         && field(want, "content").is_some()
@@ -299,5 +357,34 @@ mod tests {
         let dir = observed_spec("a", Found::Other { kind: "directory" });
         let diff = file_diff(&desired, &Observed::new(dir)).expect("drift");
         assert!(diff.changes.iter().any(|c| c.path == "spec.type"));
+    }
+
+    #[test]
+    fn an_observation_from_the_stat_cache_is_compared_by_digest() {
+        let desired = file("a", json!({"content": "aGk=", "encoding": "base64"}));
+        let digest: [u8; 32] = Sha256::digest(b"hi").into();
+        let same = Observed::new(cached_spec("a", &digest, 0o644));
+        assert!(same.spec.get("content").is_none());
+        assert!(file_diff(&desired, &same).is_none());
+        let other: [u8; 32] = Sha256::digest(b"ho").into();
+        let changed = Observed::new(cached_spec("a", &other, 0o755));
+        let diff = file_diff(&desired, &changed).expect("differs");
+        let paths: Vec<&str> = diff.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["spec.content", "spec.mode"]);
+        let old = diff.changes[0].old.as_ref().and_then(Value::as_str);
+        assert!(old.is_some_and(|o| o.starts_with("sha256:")), "{old:?}");
+        // What a read observation holds, for confirming it as desired.
+        let read = Observed::new(observed_spec(
+            "a",
+            Found::File {
+                bytes: b"hi".to_vec(),
+                mode: 0o755,
+            },
+        ));
+        assert_eq!(
+            observed_content(&desired.id, &read),
+            Some((b"hi".to_vec(), 0o755))
+        );
+        assert_eq!(observed_content(&desired.id, &same), None);
     }
 }

@@ -10,6 +10,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 use gitops_core::{Resource, ResourceId, TargetError};
 
 use super::spec::{FileSpec, Fingerprint, path_of};
+use super::stat_cache::{self, Origin, StatKey, Time, content_digest};
 use super::{Durability, Inner, TEMP_PREFIX, io_error, is_not_found, split_parent};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -54,18 +55,30 @@ impl Inner {
                 ));
             }
         }
-        let result = self.write_atomically(&dir, base, &file);
-        if let Err(e) = result {
-            if is_new {
-                self.inner_files().fetch_sub(1, Ordering::SeqCst);
+        // Before the write: the entry is never newer than the file's stat.
+        let recorded = Time::now();
+        let stat = match self.write_atomically(&dir, base, &file) {
+            Ok(stat) => stat,
+            Err(e) => {
+                if is_new {
+                    self.inner_files().fetch_sub(1, Ordering::SeqCst);
+                }
+                return Err(io_error(id, format!("write {}", file.path), e));
             }
-            return Err(io_error(id, format!("write {}", file.path), e));
-        }
+        };
         self.writes.fetch_add(1, Ordering::SeqCst);
+        let digest = content_digest(&file.bytes);
+        if let Some(cache) = &self.stat_cache {
+            let mut cache = stat_cache::lock(cache);
+            match stat {
+                Some(key) => cache.record(file.path, key, digest, recorded, Origin::Written),
+                None => cache.forget(file.path),
+            }
+        }
         self.applied
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), Fingerprint::of(&file.bytes, file.mode));
+            .insert(id.clone(), Fingerprint::from_digest(digest, file.mode));
         Ok(())
     }
 
@@ -73,7 +86,14 @@ impl Inner {
         &self.files
     }
 
-    fn write_atomically(&self, dir: &Dir, base: &str, file: &FileSpec<'_>) -> io::Result<()> {
+    /// Writes a temporary file and renames it to `base`; the `fstat` of the
+    /// file after the rename (which moves its ctime), if it succeeded.
+    fn write_atomically(
+        &self,
+        dir: &Dir,
+        base: &str,
+        file: &FileSpec<'_>,
+    ) -> io::Result<Option<StatKey>> {
         let temp = format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -89,22 +109,25 @@ impl Inner {
             if self.options.durability == Durability::PerFile {
                 handle.sync_all()?;
             }
-            drop(handle);
             dir.rename(&temp, dir, base)
         })();
         if let Err(e) = written {
             let _ = dir.remove_file(&temp);
             return Err(e);
         }
+        let stat = rustix::fs::fstat(&handle).ok().map(|s| StatKey::of(&s));
+        drop(handle);
         if self.options.durability == Durability::PerFile {
             // cap-std holds directories as O_PATH descriptors: open a real one.
             dir.open(".")?.sync_all()?;
         }
-        Ok(())
+        Ok(stat)
     }
 
     pub(super) fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
         let path = path_of(id)?;
+        // Whatever happens below, the next observe reads the path again.
+        self.forget(path);
         let (parent, base) = split_parent(path);
         let dir = match self.open_parent(parent) {
             Ok(d) => d,

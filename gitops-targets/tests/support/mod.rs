@@ -85,3 +85,47 @@ pub async fn assert_gone(pid: u32, what: &str) {
 pub async fn present(target: &impl Target, id: &ResourceId) -> Observed {
     target.observe(id).await.expect("observe").expect("present")
 }
+
+/// Rewrites the stat cache `file` as if the entry of `path` had been
+/// recorded with the current stat of `on_disk`, two seconds after its last
+/// change (keeping its digest): the state a change that no stat shows would
+/// leave (a filesystem that does not update ctime, bit rot). Keeps the
+/// file's trailer valid.
+pub fn forge_stat_cache_entry(file: &Path, path: &str, on_disk: &Path) {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let text = std::fs::read_to_string(file).expect("read the stat cache");
+    let meta = std::fs::symlink_metadata(on_disk).expect("stat");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.pop(); // the trailer
+    let count = lines.len() - 1;
+    let suffix = format!(" {path}");
+    let line = lines
+        .iter_mut()
+        .find(|l| l.ends_with(&suffix) && l.split(' ').count() >= 13)
+        .expect("an entry for the path");
+    let fields: Vec<&str> = line.splitn(13, ' ').collect();
+    *line = format!(
+        "{} {} {} {} {} {} {} {} {} {:o} {} {} {}",
+        fields[0],
+        fields[1],
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.mode(),
+        meta.mtime().max(meta.ctime()) + 2,
+        0,
+        fields[12],
+    );
+    let mut body = lines.join("\n");
+    body.push('\n');
+    let digest: String = sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(file, format!("{body}end {count} {digest}\n")).expect("write the stat cache");
+}
