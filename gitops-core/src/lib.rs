@@ -44,6 +44,7 @@
 //! [`writeback`], the graph in [`graph`].
 
 pub mod blocking;
+pub mod decrypt;
 mod cancel;
 mod canonical;
 pub mod diff;
@@ -62,6 +63,7 @@ pub mod record;
 #[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod render;
+pub mod secret;
 pub mod source;
 pub mod spec;
 pub mod status;
@@ -75,6 +77,7 @@ pub mod writeback;
 
 pub use blocking::{Blocking, SyncTarget};
 pub use cancel::Cancel;
+pub use decrypt::{Decrypt, Identities, Recipients};
 pub use diff::Diff;
 pub use engine::{
     Dependency, Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, Needs, SyncReport,

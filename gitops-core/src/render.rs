@@ -97,6 +97,16 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
+    /// An encrypted file could not be decrypted (no identity opens it, it is
+    /// truncated or tampered with, or it is not an age file). The message
+    /// names the file, never a key.
+    #[error("{path}: cannot decrypt: {message}")]
+    Decrypt {
+        /// Snapshot-relative path of the encrypted file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// A drifted resource cannot be written back into its file.
     #[error("cannot write {id} back to {origin}: {message}")]
     Writeback {

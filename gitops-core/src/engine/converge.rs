@@ -236,7 +236,7 @@ impl Inner {
             let id = r.id.clone();
             let digest = prepared.digests[pos].clone();
             match result {
-                Ok(Some(observed)) => noticed.push(match target.differs(r, &observed) {
+                Ok(Some(observed)) => noticed.push(match crate::plan::differs(target, r, &observed) {
                     None => Noticed::Matched(id),
                     Some(diff) => Noticed::Stuck {
                         id,
