@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use crate::files::FILE_KIND;
-use crate::model::{MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile};
+use crate::model::{DriftPolicy, MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile};
 use crate::render::{DesiredState, FileEdit, Render, RenderError};
 
 mod keys;
@@ -42,6 +42,11 @@ pub const SECRET_MODE: &str = "0600";
 
 /// Decrypts `.age` files before `R` renders; marks what they render
 /// sensitive. See the [module docs](self).
+///
+/// Drift of a sensitive resource under the `writeback` policy is
+/// re-encrypted to the [recipients](Decrypt::writeback_recipients); with
+/// none, its policy becomes `revert` (a warning says so) and it is never
+/// written back in plain text.
 #[derive(Debug)]
 pub struct Decrypt<R> {
     inner: R,
@@ -126,13 +131,23 @@ fn insert(
 }
 
 /// Marks a resource from an encrypted file: sensitive, its origin the
-/// encrypted file, and a file resource's mode 0600.
-fn mark(mut r: Resource, encrypted: &HashMap<String, String>) -> Resource {
+/// encrypted file, a file resource's mode 0600, and a `writeback` drift
+/// policy `revert` when there is no recipient to re-encrypt to.
+fn mark(mut r: Resource, encrypted: &HashMap<String, String>, writes_back: bool) -> Resource {
     let Some(age_path) = encrypted.get(&r.origin.path) else {
         return r;
     };
     r.origin.path = age_path.clone();
     r.sensitive = true;
+    if !writes_back && r.policy.drift == DriftPolicy::Writeback {
+        // Never written back in plain text: reverted instead.
+        tracing::warn!(
+            id = %r.id,
+            file = %r.origin.path,
+            "sensitive resource: no write-back recipients, drift is reverted instead of written back"
+        );
+        r.policy.drift = DriftPolicy::Revert;
+    }
     if r.id.kind() == FILE_KIND && r.spec.get("mode").is_some() {
         r.spec = r.spec.edited(|v| {
             if let Some(map) = v.as_object_mut() {
@@ -228,7 +243,7 @@ impl<R: Render> Render for Decrypt<R> {
         let resources = desired
             .into_resources()
             .into_iter()
-            .map(|r| mark(r, &encrypted))
+            .map(|r| mark(r, &encrypted, !self.recipients.is_empty()))
             .collect();
         DesiredState::new(revision, resources).map_err(|e| scrub(e, &encrypted))
     }
