@@ -179,6 +179,21 @@ pub trait Render: Send + Sync {
     }
 }
 
+impl<R: Render + ?Sized> Render for Box<R> {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        (**self).render(snapshot)
+    }
+
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        (**self).write_back(file, resource, observed)
+    }
+}
+
 /// The resources of one revision, validated, sorted by id, with their graph.
 #[derive(Debug, Clone)]
 pub struct DesiredState {

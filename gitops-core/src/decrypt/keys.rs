@@ -34,14 +34,15 @@ pub enum AgeError {
     },
 }
 
-type BoxedIdentity = Box<dyn age::Identity + Send + Sync>;
+type SharedIdentity = std::sync::Arc<dyn age::Identity + Send + Sync>;
 
 /// The identities a [`Decrypt`](super::Decrypt) render tries on every
 /// encrypted file: X25519 keys (`AGE-SECRET-KEY-1…` lines, as written by
 /// `age-keygen`) and unencrypted SSH ed25519 private keys.
-#[derive(Default)]
+/// Cloning is cheap: the identities are shared.
+#[derive(Clone, Default)]
 pub struct Identities {
-    list: Vec<BoxedIdentity>,
+    list: Vec<SharedIdentity>,
     files: Vec<PathBuf>,
 }
 
@@ -96,7 +97,7 @@ impl Identities {
             let ssh = age::ssh::Identity::from_buffer(text.as_bytes(), None)
                 .map_err(|e| refuse(format!("not an SSH private key age can use ({e})")))?;
             match ssh {
-                age::ssh::Identity::Unencrypted(_) => self.list.push(Box::new(ssh)),
+                age::ssh::Identity::Unencrypted(_) => self.list.push(std::sync::Arc::new(ssh)),
                 age::ssh::Identity::Encrypted(_) => {
                     return Err(refuse(
                         "passphrase-protected SSH keys are not supported".to_owned(),
@@ -113,7 +114,7 @@ impl Identities {
             if found.is_empty() {
                 return Err(refuse("no identities in the file".to_owned()));
             }
-            self.list.extend(found);
+            self.list.extend(found.into_iter().map(SharedIdentity::from));
         }
         self.files.push(path.to_owned());
         Ok(())
