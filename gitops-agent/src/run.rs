@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gitops_core::decrypt::{Decrypt, Identities, Recipients};
 use gitops_core::engine::Event;
-use gitops_core::secret::DigestKey;
 use gitops_core::manifest::DRIFT_ANNOTATION;
+use gitops_core::secret::DigestKey;
 use gitops_core::{
     DesiredState, DriftPolicy, Engine, EngineBuilder, EngineConfig, EngineError, FileEdit,
     FilesRender, ManifestRender, Observed, RedbStore, Render, RenderError, Resource, Snapshot,

@@ -25,8 +25,14 @@ fn mode(path: &Path) -> u32 {
 fn assert_clean(what: &str, out: &Output) {
     let (stdout, stderr) = text(out);
     for needle in [SECRET, TOKEN, DRIFTED] {
-        assert!(!stdout.contains(needle), "{what} stdout leaks {needle}:\n{stdout}");
-        assert!(!stderr.contains(needle), "{what} stderr leaks {needle}:\n{stderr}");
+        assert!(
+            !stdout.contains(needle),
+            "{what} stdout leaks {needle}:\n{stdout}"
+        );
+        assert!(
+            !stderr.contains(needle),
+            "{what} stderr leaks {needle}:\n{stderr}"
+        );
     }
 }
 
@@ -76,7 +82,10 @@ fn encrypted_files_deploy_private_and_never_leak() {
     assert!(once.status.success(), "{:?}", text(&once));
     assert_clean("first --once", &once);
     let (db, api) = (dirs.target.join("db.pass"), dirs.target.join("api.token"));
-    assert_eq!(std::fs::read_to_string(&db).expect("db"), format!("{SECRET}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&db).expect("db"),
+        format!("{SECRET}\n")
+    );
     assert_eq!(std::fs::read_to_string(&api).expect("api"), TOKEN);
     assert_eq!((mode(&db), mode(&api)), (0o600, 0o600));
     assert_eq!(mode(&dirs.target.join("app.conf")), 0o644);
@@ -88,12 +97,18 @@ fn encrypted_files_deploy_private_and_never_leak() {
     let plan = run(&["--plan", "--full"]);
     assert_eq!(plan.status.code(), Some(2), "{:?}", text(&plan));
     let shown = text(&plan).0;
-    assert!(shown.contains("spec.content") && shown.contains("(sensitive)"), "{shown}");
+    assert!(
+        shown.contains("spec.content") && shown.contains("(sensitive)"),
+        "{shown}"
+    );
     assert_clean("drift plan", &plan);
     let once = run(&["--once"]);
     assert!(once.status.success(), "{:?}", text(&once));
     assert_clean("drift --once", &once);
-    assert_eq!(std::fs::read_to_string(&db).expect("db"), format!("{SECRET}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&db).expect("db"),
+        format!("{SECRET}\n")
+    );
     assert_eq!(mode(&db), 0o600);
     assert_state_clean(&dirs);
 
@@ -113,7 +128,10 @@ fn encrypted_files_deploy_private_and_never_leak() {
         "port = 80\n",
         "nothing written"
     );
-    assert_eq!(std::fs::read_to_string(&db).expect("db"), format!("{SECRET}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&db).expect("db"),
+        format!("{SECRET}\n")
+    );
 
     // A missing identity file: refused at start, naming the file.
     let missing = keys.path().join("missing.txt");
@@ -134,16 +152,28 @@ fn manifests_from_encrypted_files_are_sensitive() {
     let key = x25519(keys.path(), "key");
     let yaml = format!("kind: File\nmetadata: {{ name: x }}\nspec: {{ password: {SECRET} }}\n");
     let armored = encrypt(&[&key], true, yaml.as_bytes());
-    let repo = Repo::with_files(&[("secret.yaml.age", std::str::from_utf8(&armored).expect("armor"))]);
+    let repo = Repo::with_files(&[(
+        "secret.yaml.age",
+        std::str::from_utf8(&armored).expect("armor"),
+    )]);
     let dirs = Dirs::new();
     let url = format!("file://{}", repo.root.join("app.git").display());
     let plan = agent(&url, &dirs, "debug")
-        .args(["--render", "manifests", "--plan", "--full", "--age-identity"])
+        .args([
+            "--render",
+            "manifests",
+            "--plan",
+            "--full",
+            "--age-identity",
+        ])
         .arg(&key.identity)
         .output()
         .expect("run");
     let (stdout, _) = text(&plan);
-    assert!(stdout.contains("(sensitive)") && stdout.contains("File/x"), "{stdout}");
+    assert!(
+        stdout.contains("(sensitive)") && stdout.contains("File/x"),
+        "{stdout}"
+    );
     assert_clean("manifest plan", &plan);
     assert_state_clean(&dirs);
 }

@@ -44,9 +44,9 @@
 //! [`writeback`], the graph in [`graph`].
 
 pub mod blocking;
-pub mod decrypt;
 mod cancel;
 mod canonical;
+pub mod decrypt;
 pub mod diff;
 mod edit;
 pub mod engine;

@@ -46,7 +46,9 @@ pub const KEYED_PREFIX: &str = "hmac-sha256:";
 /// secret).
 pub fn redact(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), redact(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), redact(v))).collect())
+        }
         Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
         _ => Value::String(SENSITIVE.to_owned()),
     }
@@ -126,9 +128,11 @@ impl DigestKey {
             source,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => return Self::parse(text.trim()).ok_or_else(|| DigestKeyError::Malformed {
-                path: path.to_owned(),
-            }),
+            Ok(text) => {
+                return Self::parse(text.trim()).ok_or_else(|| DigestKeyError::Malformed {
+                    path: path.to_owned(),
+                });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
@@ -178,10 +182,12 @@ impl DigestKey {
 
 fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]

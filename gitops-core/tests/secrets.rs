@@ -74,7 +74,10 @@ fn manifests_mode_decrypts_then_parses() {
     let json = r#"{"kind": "Secret", "metadata": {"name": "api"}, "spec": {"token": "t0k"}}"#;
     let toml = "kind = \"Secret\"\n[metadata]\nname = \"tls\"\n[spec]\nkey = \"k3y\"\n";
     let snap = snapshot(vec![
-        ("app.yaml", b"kind: App\nmetadata: { name: web }\nspec: {}\n".to_vec()),
+        (
+            "app.yaml",
+            b"kind: App\nmetadata: { name: web }\nspec: {}\n".to_vec(),
+        ),
         ("db.yaml.age", encrypt(&[&key], true, yaml.as_bytes())),
         ("api.json.age", encrypt(&[&key], false, json.as_bytes())),
         ("tls.toml.age", encrypt(&[&key], true, toml.as_bytes())),
@@ -107,7 +110,10 @@ fn refused(render: &dyn Render, snap: &Snapshot, path: &str, key: &Key) -> Strin
     assert!(text.contains(path), "{text}");
     assert!(!text.contains(SECRET), "{text}");
     let private = std::fs::read_to_string(&key.identity).expect("key");
-    for line in private.lines().filter(|l| !l.starts_with('#') && !l.starts_with("-----")) {
+    for line in private
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("-----"))
+    {
         assert!(!text.contains(line.trim()), "{text}");
     }
     text
@@ -123,22 +129,45 @@ fn bad_files_refuse_the_revision_naming_the_file() {
 
     let foreign = snapshot(vec![ok.clone(), ("s.age", encrypt(&[&other], true, b"x"))]);
     let text = refused(&render, &foreign, "s.age", &key);
-    assert!(matches!(render.render(&foreign), Err(RenderError::Decrypt { .. })), "{text}");
+    assert!(
+        matches!(render.render(&foreign), Err(RenderError::Decrypt { .. })),
+        "{text}"
+    );
 
-    let truncated = snapshot(vec![ok.clone(), ("s.age", good[..good.len() - 10].to_vec())]);
+    let truncated = snapshot(vec![
+        ok.clone(),
+        ("s.age", good[..good.len() - 10].to_vec()),
+    ]);
     refused(&render, &truncated, "s.age", &key);
 
     let mut tampered = good.clone();
     let last = tampered.len() - 5;
     tampered[last] ^= 0x01;
-    refused(&render, &snapshot(vec![ok.clone(), ("s.age", tampered)]), "s.age", &key);
+    refused(
+        &render,
+        &snapshot(vec![ok.clone(), ("s.age", tampered)]),
+        "s.age",
+        &key,
+    );
 
     let armored = encrypt(&[&key], true, SECRET.as_bytes());
     let text = String::from_utf8(armored).expect("armor is text");
-    let broken = text.replacen('A', "B", 1).replacen("-----END", "-----XND", 1);
-    refused(&render, &snapshot(vec![ok.clone(), ("s.age", broken.into_bytes())]), "s.age", &key);
+    let broken = text
+        .replacen('A', "B", 1)
+        .replacen("-----END", "-----XND", 1);
+    refused(
+        &render,
+        &snapshot(vec![ok.clone(), ("s.age", broken.into_bytes())]),
+        "s.age",
+        &key,
+    );
 
-    refused(&render, &snapshot(vec![ok.clone(), ("s.age", SECRET.into())]), "s.age", &key);
+    refused(
+        &render,
+        &snapshot(vec![ok.clone(), ("s.age", SECRET.into())]),
+        "s.age",
+        &key,
+    );
 
     let both = snapshot(vec![("s", b"x".to_vec()), ("s.age", good.clone())]);
     refused(&render, &both, "s.age", &key);
@@ -153,7 +182,10 @@ fn a_parse_error_in_an_encrypted_manifest_withholds_the_details() {
     let dir = tempfile::tempdir().expect("dir");
     let key = x25519(dir.path(), "k");
     let yaml = format!("kind: Secret\nmetadata: {{ name: db }}\nspec: [ {SECRET}\n");
-    let snap = snapshot(vec![("db.yaml.age", encrypt(&[&key], true, yaml.as_bytes()))]);
+    let snap = snapshot(vec![(
+        "db.yaml.age",
+        encrypt(&[&key], true, yaml.as_bytes()),
+    )]);
     let render = Decrypt::new(ManifestRender::new(), identities(&[&key]));
     let text = refused(&render, &snap, "db.yaml.age", &key);
     assert!(text.contains("withheld"), "{text}");
@@ -203,16 +235,21 @@ fn write_back_of_a_sensitive_file_is_encrypted_or_refused() {
     let refusing = Decrypt::new(FilesRender::new(), identities(&[&key]));
     let desired = refusing.render(&snap).expect("renders");
     let resource = &desired.resources()[0];
-    let observed = Observed::new(resource.spec.edited(|v| v["content"] = json!("changed-secret")));
+    let observed = Observed::new(
+        resource
+            .spec
+            .edited(|v| v["content"] = json!("changed-secret")),
+    );
     let err = refusing
         .write_back(&file, resource, Some(&observed))
         .expect_err("refused");
     assert!(err.to_string().contains("sensitive"), "{err}");
     assert!(!err.to_string().contains("changed-secret"), "{err}");
 
-    let recipients = Recipients::parse([key.recipient.as_str(), ops.recipient.as_str()])
-        .expect("recipients");
-    let writing = Decrypt::new(FilesRender::new(), identities(&[&key])).writeback_recipients(recipients);
+    let recipients =
+        Recipients::parse([key.recipient.as_str(), ops.recipient.as_str()]).expect("recipients");
+    let writing =
+        Decrypt::new(FilesRender::new(), identities(&[&key])).writeback_recipients(recipients);
     let FileEdit::Write { data, .. } = writing
         .write_back(&file, resource, Some(&observed))
         .expect("written")

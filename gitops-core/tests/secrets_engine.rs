@@ -35,7 +35,10 @@ impl std::io::Write for Captured {
 
 fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(SECRET), "{what} leaks the secret:\n{text}");
-    assert!(!text.contains(DRIFTED), "{what} leaks the drifted value:\n{text}");
+    assert!(
+        !text.contains(DRIFTED),
+        "{what} leaks the drifted value:\n{text}"
+    );
 }
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -71,7 +74,10 @@ async fn nothing_shows_a_sensitive_value() {
     );
     let source = Arc::new(MemorySource::new("main"));
     source.commit([
-        ("app.yaml", b"kind: App\nmetadata: { name: web }\nspec: { replicas: 2 }\n".to_vec()),
+        (
+            "app.yaml",
+            b"kind: App\nmetadata: { name: web }\nspec: { replicas: 2 }\n".to_vec(),
+        ),
         ("db.yaml.age", encrypt(&[&key], true, manifest.as_bytes())),
     ]);
     let identities = Identities::from_file(&key.identity).expect("identity");
@@ -99,23 +105,35 @@ async fn nothing_shows_a_sensitive_value() {
     let report = engine.sync_once().await.expect("sync");
     shown.push(("first report", format!("{report:?}")));
     let db = "Secret/db".parse().expect("id");
-    assert_eq!(target.get(&db), Some(json!({"password": SECRET, "user": "app"})));
+    assert_eq!(
+        target.get(&db),
+        Some(json!({"password": SECRET, "user": "app"}))
+    );
 
     target.edit(&db, json!({"password": DRIFTED, "user": "app"}));
     let plan = engine.plan().await.expect("plan");
     let text = plan.to_string();
-    assert!(text.contains("spec.password") && text.contains(SENSITIVE), "{text}");
+    assert!(
+        text.contains("spec.password") && text.contains(SENSITIVE),
+        "{text}"
+    );
     shown.push(("drift plan text", text));
     shown.push(("drift plan JSON", json!(plan).to_string()));
     let report = engine.sync_once().await.expect("sync");
     shown.push(("drift report", format!("{report:?}")));
     // No recipients: reverted, never written back.
-    assert_eq!(target.get(&db), Some(json!({"password": SECRET, "user": "app"})));
+    assert_eq!(
+        target.get(&db),
+        Some(json!({"password": SECRET, "user": "app"}))
+    );
     assert!(writeback.calls().is_empty());
 
     let mut drift_events = 0;
     while let Ok(event) = events.try_recv() {
-        if let Event::DriftDetected { diff: Some(diff), .. } = &event {
+        if let Event::DriftDetected {
+            diff: Some(diff), ..
+        } = &event
+        {
             drift_events += 1;
             assert!(diff.changes.iter().all(|c| c.path.starts_with("spec.")));
         }
@@ -131,7 +149,11 @@ async fn nothing_shows_a_sensitive_value() {
         assert_clean(what, text);
     }
 
-    let inventory = store.load_inventory("default").await.expect("inventory").value;
+    let inventory = store
+        .load_inventory("default")
+        .await
+        .expect("inventory")
+        .value;
     let entry = inventory.get(&db).expect("recorded");
     assert!(entry.digest.starts_with(KEYED_PREFIX), "{}", entry.digest);
     let web = inventory.get(&"App/web".parse().expect("id")).expect("web");
@@ -144,7 +166,10 @@ async fn nothing_shows_a_sensitive_value() {
     assert!(files.len() >= 2, "{files:?}");
     for file in files {
         let bytes = std::fs::read(&file).expect("read");
-        assert_clean(&file.display().to_string(), &String::from_utf8_lossy(&bytes));
+        assert_clean(
+            &file.display().to_string(),
+            &String::from_utf8_lossy(&bytes),
+        );
     }
     let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
     assert!(logs.contains("DEBUG"), "debug logs captured");

@@ -114,7 +114,8 @@ impl Identities {
             if found.is_empty() {
                 return Err(refuse("no identities in the file".to_owned()));
             }
-            self.list.extend(found.into_iter().map(SharedIdentity::from));
+            self.list
+                .extend(found.into_iter().map(SharedIdentity::from));
         }
         self.files.push(path.to_owned());
         Ok(())
@@ -234,6 +235,9 @@ impl Recipients {
                 .map_err(io)?;
         let mut writer = encryptor.wrap_output(armored).map_err(io)?;
         writer.write_all(plain).map_err(io)?;
-        writer.finish().and_then(|armored| armored.finish()).map_err(io)
+        writer
+            .finish()
+            .and_then(|armored| armored.finish())
+            .map_err(io)
     }
 }

@@ -27,7 +27,9 @@
 use std::collections::HashMap;
 
 use crate::files::FILE_KIND;
-use crate::model::{DriftPolicy, MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile};
+use crate::model::{
+    DriftPolicy, MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile,
+};
 use crate::render::{DesiredState, FileEdit, Render, RenderError};
 
 mod keys;
@@ -204,7 +206,11 @@ fn scrub(error: RenderError, encrypted: &HashMap<String, String>) -> RenderError
             let sensitive = encrypted.contains_key(&o.path);
             RenderError::Invalid {
                 origin: origin(o),
-                message: if sensitive { WITHHELD.to_owned() } else { message },
+                message: if sensitive {
+                    WITHHELD.to_owned()
+                } else {
+                    message
+                },
             }
         }
         RenderError::InvalidId { origin: o, source } => RenderError::InvalidId {

@@ -185,7 +185,11 @@ pub struct Planner<'t> {
 /// [`Diff::redacted`]): what every diff the engine shows goes through.
 pub fn differs(target: &dyn Target, desired: &Resource, observed: &Observed) -> Option<Diff> {
     let diff = target.differs(desired, observed)?;
-    Some(if desired.sensitive { diff.redacted() } else { diff })
+    Some(if desired.sensitive {
+        diff.redacted()
+    } else {
+        diff
+    })
 }
 
 impl fmt::Debug for Planner<'_> {
@@ -219,7 +223,11 @@ impl<'t> Planner<'t> {
             Some(t) => differs(t, desired, observed),
             None => {
                 let diff = Diff::specs(&observed.spec, &desired.spec)?;
-                Some(if desired.sensitive { diff.redacted() } else { diff })
+                Some(if desired.sensitive {
+                    diff.redacted()
+                } else {
+                    diff
+                })
             }
         }
     }

@@ -35,7 +35,10 @@ pub fn x25519(dir: &Path, name: &str) -> Key {
         Command::new("age-keygen").arg("-o").arg(&identity),
         "age-keygen",
     );
-    let out = run(Command::new("age-keygen").arg("-y").arg(&identity), "age-keygen -y");
+    let out = run(
+        Command::new("age-keygen").arg("-y").arg(&identity),
+        "age-keygen -y",
+    );
     let recipient = String::from_utf8_lossy(&out).trim().to_owned();
     let recipients_file = dir.join(format!("{name}.pub"));
     std::fs::write(&recipients_file, format!("{recipient}\n")).expect("write recipient");
@@ -96,7 +99,11 @@ pub fn encrypt(keys: &[&Key], armor: bool, plain: &[u8]) -> Vec<u8> {
         .write_all(plain)
         .expect("write plaintext");
     let out = child.wait_with_output().expect("age");
-    assert!(out.status.success(), "age: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "age: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -105,7 +112,11 @@ pub fn decrypt(identity: &Path, data: &[u8]) -> Vec<u8> {
     let file = tempfile::NamedTempFile::new().expect("temp");
     std::fs::write(file.path(), data).expect("write");
     run(
-        Command::new("age").arg("-d").arg("-i").arg(identity).arg(file.path()),
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(identity)
+            .arg(file.path()),
         "age -d",
     )
 }
