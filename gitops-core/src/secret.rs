@@ -225,11 +225,11 @@ mod tests {
 
     #[test]
     fn diffs_keep_paths_and_lose_values() {
-        let d = Diff::between(&json!({"a": "old", "b": 1}), &json!({"a": "new"}))
+        let d = Diff::between(&json!({"a": "hunter1", "b": 1}), &json!({"a": "hunter2"}))
             .unwrap()
             .redacted();
         let text = serde_json::to_string(&d).unwrap();
-        assert!(!text.contains("old") && !text.contains("new"), "{text}");
+        assert!(!text.contains("hunter"), "{text}");
         assert!(text.contains("spec.a") && text.contains("spec.b"), "{text}");
         assert!(d.changes[1].new.is_none());
     }
