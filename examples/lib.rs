@@ -132,6 +132,11 @@ pub struct CiGuideDoctests;
 #[doc = include_str!("../docs/stages-and-promotion.md")]
 pub struct StagesGuideDoctests;
 
+/// Doc tests for `docs/secrets.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/secrets.md")]
+pub struct SecretsGuideDoctests;
+
 /// Doc tests for `docs/history-and-rollback.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/history-and-rollback.md")]

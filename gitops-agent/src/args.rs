@@ -112,6 +112,14 @@ pub struct SourceArgs {
     /// release tag (`tag`, with --tag or --semver), or both (`tag-and-head`).
     #[arg(long, env = "GITOPS_VERIFY_MODE", value_enum)]
     pub verify_mode: Option<VerifyModeArg>,
+    /// Decrypt `NAME.age` files with the identities in this file (age-keygen
+    /// output or an unencrypted SSH ed25519 private key; repeatable): in
+    /// files mode they deploy as `NAME` with mode 0600, in manifests mode
+    /// `NAME.yaml.age` is decrypted then parsed. Their resources are
+    /// sensitive: their values are never shown, logged or stored.
+    #[arg(long, env = "GITOPS_AGE_IDENTITY", value_name = "FILE",
+          action = ArgAction::Append, value_delimiter = LIST_SEPARATOR)]
+    pub age_identity: Vec<PathBuf>,
 }
 
 impl SourceArgs {
@@ -214,6 +222,13 @@ pub struct EngineArgs {
     /// Sign write-back commits with this SSH key.
     #[arg(long, env = "GITOPS_WRITEBACK_KEY", value_name = "FILE")]
     pub writeback_key: Option<PathBuf>,
+    /// Write back drift of a sensitive resource (from an `.age` file)
+    /// encrypted to this recipient (`age1…` or `ssh-ed25519 …`;
+    /// repeatable). Without one, such drift is reverted, never written
+    /// back in plain text.
+    #[arg(long, env = "GITOPS_WRITEBACK_AGE_RECIPIENT", value_name = "RECIPIENT",
+          action = ArgAction::Append, value_delimiter = LIST_SEPARATOR)]
+    pub writeback_age_recipient: Vec<String>,
     /// Let this revision (a full commit id) through the deletion limit: a
     /// revision that would delete more than 10 resources and more than half
     /// of those managed waits for a confirmation (this flag, or an

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gitops_core::decrypt::{Decrypt, Identities, Recipients};
 use gitops_core::engine::Event;
 use gitops_core::manifest::DRIFT_ANNOTATION;
+use gitops_core::secret::DigestKey;
 use gitops_core::{
     DesiredState, DriftPolicy, Engine, EngineBuilder, EngineConfig, EngineError, FileEdit,
     FilesRender, ManifestRender, Observed, RedbStore, Render, RenderError, Resource, Snapshot,
@@ -105,6 +107,13 @@ pub enum AgentError {
     /// (run [`Apps`](crate::Apps) instead).
     #[error("--config and --config-repo need an agent of many applications (gitops_agent::Apps)")]
     ManyApps,
+    /// An `--age-identity` file or a `--writeback-age-recipient` cannot be
+    /// used (the error names the file, never the key).
+    #[error("{0}")]
+    Age(#[from] gitops_core::decrypt::AgeError),
+    /// The digest key in the state directory cannot be read or created.
+    #[error(transparent)]
+    DigestKey(#[from] gitops_core::secret::DigestKeyError),
     /// Signals cannot be installed, or the report cannot be printed.
     #[error("{what}: {source}")]
     Io {
@@ -179,6 +188,7 @@ pub struct Agent {
     metrics: Metrics,
     http: Option<HttpOptions>,
     notify: Option<NotifyOptions>,
+    age: Option<(Identities, Recipients)>,
 }
 
 impl Agent {
@@ -190,7 +200,9 @@ impl Agent {
         }
         let http = HttpOptions::from_args(&args)?;
         let notify = NotifyOptions::from_args(&args.notify)?;
+        let age = age_keys(&args)?;
         Ok(Self {
+            age,
             name: name.into(),
             args,
             metrics: Metrics::new(),
@@ -244,17 +256,24 @@ impl Agent {
         source.build().map_err(AgentError::Source)
     }
 
-    /// The render the flags choose, with `--drift` as every resource's default.
+    /// The render the flags choose, with `--drift` as every resource's
+    /// default, decrypting `.age` files with `--age-identity`.
     pub fn render(&self) -> Arc<dyn Render> {
-        let render: Box<dyn Render> = match self.args.source.render {
+        let mut render: Box<dyn Render> = match self.args.source.render {
             RenderKind::Manifests => Box::new(ManifestRender::new()),
             _ => Box::new(FilesRender::new()),
         };
-        match self.args.engine.drift {
-            Some(drift) => Arc::new(DefaultDrift {
+        if let Some(drift) = self.args.engine.drift {
+            render = Box::new(DefaultDrift {
                 inner: render,
                 drift: drift.into(),
-            }),
+            });
+        }
+        match &self.age {
+            // Outermost, so a sensitive resource's policy is final here.
+            Some((identities, recipients)) => Arc::new(
+                Decrypt::new(render, identities.clone()).writeback_recipients(recipients.clone()),
+            ),
             None => Arc::from(render),
         }
     }
@@ -287,7 +306,9 @@ impl Agent {
             path: dir.to_owned(),
             source,
         })?;
+        let digest_key = DigestKey::load_or_create(&dir.join(DIGEST_KEY_FILE))?;
         let mut builder = Engine::builder()
+            .digest_key(digest_key)
             .source(self.metrics.source(&self.name, Arc::new(source)))
             .render(render)
             .target(target)
@@ -508,6 +529,29 @@ pub(crate) async fn narrate(mut events: tokio::sync::broadcast::Receiver<Event>)
             _ => {}
         }
     }
+}
+
+/// The file in the state directory holding the key of sensitive
+/// resources' digests (mode 0600).
+pub const DIGEST_KEY_FILE: &str = "digest.key";
+
+/// The identities of `--age-identity` and the recipients of
+/// `--writeback-age-recipient`; `None` without identities.
+fn age_keys(args: &AgentArgs) -> Result<Option<(Identities, Recipients)>, AgentError> {
+    let recipients = Recipients::parse(
+        args.engine
+            .writeback_age_recipient
+            .iter()
+            .map(String::as_str),
+    )?;
+    if args.source.age_identity.is_empty() {
+        return Ok(None);
+    }
+    let mut identities = Identities::new();
+    for path in &args.source.age_identity {
+        identities.add_file(path)?;
+    }
+    Ok(Some((identities, recipients)))
 }
 
 fn revision_text(revision: Option<gitops_core::Revision>) -> String {

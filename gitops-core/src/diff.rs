@@ -134,6 +134,7 @@ fn walk(path: &mut String, old: Option<&Value>, new: Option<&Value>, out: &mut V
 fn show(value: Option<&Value>) -> String {
     match value {
         None => "(absent)".to_owned(),
+        Some(Value::String(s)) if s == crate::secret::SENSITIVE => s.clone(),
         Some(v) => {
             let s = v.to_string();
             const MAX: usize = 120;

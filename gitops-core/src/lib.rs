@@ -46,6 +46,7 @@
 pub mod blocking;
 mod cancel;
 mod canonical;
+pub mod decrypt;
 pub mod diff;
 mod edit;
 pub mod engine;
@@ -63,6 +64,7 @@ pub mod record;
 pub mod redb_store;
 pub mod render;
 mod rfc3339;
+pub mod secret;
 pub mod source;
 pub mod spec;
 pub mod status;
@@ -77,6 +79,7 @@ mod yaml_lint;
 
 pub use blocking::{Blocking, SyncTarget};
 pub use cancel::Cancel;
+pub use decrypt::{Decrypt, Identities, Recipients};
 pub use diff::Diff;
 pub use engine::{
     Dependency, Engine, EngineBuilder, EngineConfig, EngineError, EngineHandle, Needs, SyncReport,

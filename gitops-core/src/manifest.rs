@@ -433,6 +433,7 @@ pub fn resource_from_document(doc: Value, origin: Origin) -> Result<Resource, Re
     let depends_on = depends_on(meta, &origin)?;
     let spec = map.remove("spec").unwrap_or(Value::Null);
     Ok(Resource {
+        sensitive: false,
         id,
         api_version,
         spec: spec.into(),

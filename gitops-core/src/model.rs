@@ -306,6 +306,12 @@ pub struct Resource {
     /// The file and document it came from.
     #[serde(default)]
     pub origin: Origin,
+    /// Whether the resource came from an encrypted file: its values never
+    /// appear in plans, diffs, events, status, logs or stored records
+    /// (they show [`SENSITIVE`](crate::secret::SENSITIVE)), and its
+    /// inventory digest is keyed ([`DigestKey`](crate::secret::DigestKey)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 impl Resource {
@@ -322,7 +328,14 @@ impl Resource {
             annotations: BTreeMap::new(),
             policy: Policy::default(),
             origin: Origin::default(),
+            sensitive: false,
         }
+    }
+
+    /// Marks the resource sensitive (builder style; see [`Resource::sensitive`](Resource#structfield.sensitive)).
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
     }
 
     /// The spec read as `T`; a mismatch is [`TargetError::InvalidSpec`](crate::TargetError::InvalidSpec)
@@ -357,7 +370,9 @@ impl Resource {
 
     /// SHA-256 of the spec's canonical JSON (object keys sorted), in hex.
     ///
-    /// Stored in the inventory and the audit log to say exactly what was applied.
+    /// Stored in the inventory and the audit log to say exactly what was
+    /// applied; for a sensitive resource the engine stores
+    /// [`DigestKey::digest`](crate::secret::DigestKey::digest) instead.
     pub fn digest(&self) -> String {
         self.spec.digest()
     }

@@ -99,6 +99,16 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
+    /// An encrypted file could not be decrypted (no identity opens it, it is
+    /// truncated or tampered with, or it is not an age file). The message
+    /// names the file, never a key.
+    #[error("{path}: cannot decrypt: {message}")]
+    Decrypt {
+        /// Snapshot-relative path of the encrypted file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// A drifted resource cannot be written back into its file.
     #[error("cannot write {id} back to {origin}: {message}")]
     Writeback {
@@ -226,6 +236,21 @@ pub trait Render: Send + Sync {
             origin: resource.origin.clone(),
             message: "this renderer does not support write-back".to_owned(),
         })
+    }
+}
+
+impl<R: Render + ?Sized> Render for Box<R> {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        (**self).render(snapshot)
+    }
+
+    fn write_back(
+        &self,
+        file: &SnapshotFile,
+        resource: &Resource,
+        observed: Option<&Observed>,
+    ) -> Result<FileEdit, RenderError> {
+        (**self).write_back(file, resource, observed)
     }
 }
 

@@ -201,6 +201,9 @@ async fn hostile_ids_and_specs_are_refused() {
         json!("1755"),
         json!("0777"),
         json!("0666"),
+        json!("0602"),
+        json!("6600"),
+        json!("1640"),
         json!(493),
     ] {
         let mut r = file("m.conf", b"x");
@@ -733,4 +736,22 @@ async fn a_commit_with_a_resource_it_cannot_hold_is_refused_naming_its_file() {
     assert!(stalled.status, "{status}");
     assert_eq!(stalled.reason, "RenderFailed");
     assert_eq!(listing(&fx.root), Vec::<String>::new(), "nothing written");
+}
+
+/// Secrets deploy private: modes 0600 and 0640 are applied exactly
+/// (whatever the umask), observed as such and not drift.
+#[tokio::test]
+async fn private_modes_are_applied_and_observed() {
+    let f = fixture();
+    let target = FsTarget::open(&f.root).expect("open");
+    for (name, mode, bits) in [("s.key", "0600", 0o600), ("g.key", "0640", 0o640)] {
+        let mut r = file(name, b"secret\n");
+        r.spec = r.spec.edited(|v| v["mode"] = json!(mode));
+        target.apply(&r).await.expect("apply");
+        let meta = std::fs::metadata(f.root.join(name)).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o7777, bits, "{name}");
+        let observed = present(&target, &r.id).await;
+        assert_eq!(observed.spec.get("mode"), Some(json!(mode)));
+        assert!(target.differs(&r, &observed).is_none(), "{name}");
+    }
 }

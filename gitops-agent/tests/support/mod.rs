@@ -10,6 +10,9 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The real `age` and `ssh-keygen` CLIs, shared with gitops-core's tests.
+#[path = "../../../gitops-core/tests/support/age.rs"]
+pub mod age;
 pub mod apps;
 pub mod git_server;
 /// gitops-git's throw-away GnuPG home, shared by path rather than copied.

@@ -8,6 +8,7 @@ use super::state::{Inner, LoopState, Parts, RUNNING, Requests};
 use super::{ConfigError, Dependency, Engine, EngineConfig, EngineError};
 use crate::gate::Gate;
 use crate::render::Render;
+use crate::secret::DigestKey;
 use crate::source::Source;
 use crate::status::Status;
 use crate::store::{MemoryStore, StateStore};
@@ -33,6 +34,7 @@ pub struct EngineBuilder {
     post_gates: Vec<Arc<dyn Gate>>,
     clock: Option<Arc<dyn Clock>>,
     dependencies: Vec<Dependency>,
+    digest_key: Option<DigestKey>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -115,6 +117,15 @@ impl EngineBuilder {
         self
     }
 
+    /// The key of the digests the engine stores for sensitive resources
+    /// (see [`DigestKey`]); default [`DigestKey::process`], one random key
+    /// per process. A store that outlives the process wants a key kept
+    /// beside it: [`DigestKey::load_or_create`] in its directory.
+    pub fn digest_key(mut self, key: DigestKey) -> Self {
+        self.digest_key = Some(key);
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine, EngineError> {
         let name = self.name.unwrap_or_else(|| "default".to_owned());
@@ -136,6 +147,7 @@ impl EngineBuilder {
             post_gates: self.post_gates,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             dependencies: self.dependencies,
+            digest_key: self.digest_key.unwrap_or_else(DigestKey::process),
         };
         Ok(Engine {
             inner: Arc::new(Inner {

@@ -236,14 +236,16 @@ impl Inner {
             let id = r.id.clone();
             let digest = prepared.digests[pos].clone();
             match result {
-                Ok(Some(observed)) => noticed.push(match target.differs(r, &observed) {
-                    None => Noticed::Matched(id),
-                    Some(diff) => Noticed::Stuck {
-                        id,
-                        digest,
-                        diff: Some(diff),
-                    },
-                }),
+                Ok(Some(observed)) => {
+                    noticed.push(match crate::plan::differs(target, r, &observed) {
+                        None => Noticed::Matched(id),
+                        Some(diff) => Noticed::Stuck {
+                            id,
+                            digest,
+                            diff: Some(diff),
+                        },
+                    })
+                }
                 Ok(None) => noticed.push(Noticed::Stuck {
                     id,
                     digest,

@@ -66,11 +66,12 @@ impl Inner {
         let fetch = fetch_started.elapsed();
         let render_started = Instant::now();
         let (render, target) = (self.parts.render.clone(), self.parts.target.clone());
+        let key = self.parts.digest_key.clone();
         let task = tokio::task::spawn_blocking(move || {
             let desired = render
                 .render(&snapshot)
                 .and_then(|desired| target.check(&desired).map(|()| desired))?;
-            let digests = desired.resources().iter().map(|r| r.digest()).collect();
+            let digests = desired.resources().iter().map(|r| key.digest(r)).collect();
             Ok(Prepared { desired, digests })
         });
         let limit = self.config.render_timeout;
@@ -107,7 +108,7 @@ impl Inner {
         inventory: &Inventory,
     ) -> Result<(Plan, Kept), EngineError> {
         let target = &*self.parts.target;
-        let planner = Planner::with_target(target);
+        let planner = Planner::with_target(target).with_digest_key(&self.parts.digest_key);
         let mut builder = planner.builder(desired);
         let mut kept = HashMap::new();
         let resources = desired.resources();

@@ -144,6 +144,8 @@ pub(super) struct Parts {
     pub post_gates: Vec<Arc<dyn Gate>>,
     pub clock: Arc<dyn Clock>,
     pub dependencies: Vec<Dependency>,
+    /// Keys the digests of sensitive resources.
+    pub digest_key: crate::secret::DigestKey,
 }
 
 /// One engine, shared by its `Engine` and `EngineHandle` clones.

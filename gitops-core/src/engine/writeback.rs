@@ -34,7 +34,11 @@ impl Inner {
                 .drifted
                 .iter()
                 .map(|d| {
-                    let digest = d.observed.as_ref().map(|o| o.spec.digest());
+                    let digest = d.observed.as_ref().map(|o| {
+                        self.parts
+                            .digest_key
+                            .spec_digest(&o.spec, d.resource.sensitive)
+                    });
                     (d.resource.id.clone(), digest)
                 })
                 .collect(),
@@ -99,8 +103,12 @@ impl Inner {
                 let mut record = run.audit.record(
                     &d.resource.id,
                     AuditAction::Writeback,
-                    Some(d.resource.digest()),
-                    d.observed.as_ref().map(|o| o.spec.digest()),
+                    Some(self.parts.digest_key.digest(&d.resource)),
+                    d.observed.as_ref().map(|o| {
+                        self.parts
+                            .digest_key
+                            .spec_digest(&o.spec, d.resource.sensitive)
+                    }),
                 );
                 record.detail = Some(detail.clone());
                 record

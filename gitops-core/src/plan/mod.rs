@@ -10,6 +10,7 @@ use crate::graph::DependencyGraph;
 use crate::id::ResourceId;
 use crate::model::{Inventory, Observed, Resource, Revision};
 use crate::render::{DesiredState, RenderWarning};
+use crate::secret::DigestKey;
 use crate::spec::Spec;
 use crate::target::Target;
 
@@ -57,10 +58,14 @@ impl Cause {
     /// as applied (Git did not change it since), else [`Git`](Cause::Git).
     /// An entry still being created (empty digest) is not drift.
     pub fn of(inventory: &Inventory, resource: &Resource) -> Cause {
-        match inventory.get(&resource.id) {
-            Some(entry) if !entry.digest.is_empty() && entry.digest == resource.digest() => {
-                Cause::Drift
-            }
+        Self::of_digest(inventory, &resource.id, &resource.digest())
+    }
+
+    /// As [`of`](Cause::of), for the digest the engine stored for `id`
+    /// (keyed for a sensitive resource).
+    pub fn of_digest(inventory: &Inventory, id: &ResourceId, digest: &str) -> Cause {
+        match inventory.get(id) {
+            Some(entry) if !entry.digest.is_empty() && entry.digest == digest => Cause::Drift,
             _ => Cause::Git,
         }
     }
@@ -178,12 +183,25 @@ pub enum PlanError {
 #[derive(Default, Clone, Copy)]
 pub struct Planner<'t> {
     target: Option<&'t dyn Target>,
+    key: Option<&'t DigestKey>,
+}
+
+/// `target.differs`, redacted for a sensitive resource (see
+/// [`Diff::redacted`]): what every diff the engine shows goes through.
+pub fn differs(target: &dyn Target, desired: &Resource, observed: &Observed) -> Option<Diff> {
+    let diff = target.differs(desired, observed)?;
+    Some(if desired.sensitive {
+        diff.redacted()
+    } else {
+        diff
+    })
 }
 
 impl fmt::Debug for Planner<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Planner")
             .field("target_differs", &self.target.is_some())
+            .field("keyed", &self.key.is_some())
             .finish()
     }
 }
@@ -191,21 +209,39 @@ impl fmt::Debug for Planner<'_> {
 impl<'t> Planner<'t> {
     /// A planner that compares specs as JSON.
     pub fn new() -> Self {
-        Self { target: None }
+        Self {
+            target: None,
+            key: None,
+        }
     }
 
     /// A planner that asks `target.differs` whether a resource changed.
     pub fn with_target(target: &'t dyn Target) -> Self {
         Self {
             target: Some(target),
+            key: None,
         }
     }
 
     fn differs(&self, desired: &Resource, observed: &Observed) -> Option<Diff> {
         match self.target {
-            Some(t) => t.differs(desired, observed),
-            None => Diff::specs(&observed.spec, &desired.spec),
+            Some(t) => differs(t, desired, observed),
+            None => {
+                let diff = Diff::specs(&observed.spec, &desired.spec)?;
+                Some(if desired.sensitive {
+                    diff.redacted()
+                } else {
+                    diff
+                })
+            }
         }
+    }
+
+    /// Keys the digests of sensitive resources with `key` when telling
+    /// drift from a Git change (as the engine stores them).
+    pub fn with_digest_key(mut self, key: &'t DigestKey) -> Self {
+        self.key = Some(key);
+        self
     }
 
     /// Plans `desired` against `observed` (one entry per desired resource, in
@@ -276,7 +312,11 @@ impl PlanBuilder<'_, '_> {
         };
         *slot = Some(match observed {
             None => Change::Create {
-                spec: resource.spec.clone(),
+                spec: if resource.sensitive {
+                    crate::secret::redact_spec(&resource.spec)
+                } else {
+                    resource.spec.clone()
+                },
             },
             Some(o) => match self.planner.differs(resource, o) {
                 // The cause needs the inventory: `finish` sets it.
@@ -314,7 +354,14 @@ impl PlanBuilder<'_, '_> {
                             Change::Create { .. } => summary.create += 1,
                             Change::Update { cause, .. } => {
                                 summary.update += 1;
-                                *cause = Cause::of(inventory, &resources[i]);
+                                *cause = match self.planner.key {
+                                    Some(key) => Cause::of_digest(
+                                        inventory,
+                                        &resources[i].id,
+                                        &key.digest(&resources[i]),
+                                    ),
+                                    None => Cause::of(inventory, &resources[i]),
+                                };
                             }
                             Change::Delete => summary.delete += 1,
                             Change::Unchanged => summary.unchanged += 1,

@@ -213,6 +213,9 @@ impl PlanText<'_> {
         let Some(value) = value else {
             return f.write_str("(absent)");
         };
+        if value.as_str() == Some(crate::secret::SENSITIVE) {
+            return f.write_str(crate::secret::SENSITIVE);
+        }
         let text = value.to_string();
         if self.full || text.len() <= SHOWN_CHARS {
             return f.write_str(&text);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub mod age;
 pub mod world;
 
 use gitops_core::{Engine, EngineError, ResourceId};

@@ -88,10 +88,13 @@ fn parse_mode(id: &ResourceId, mode: Option<&Value>) -> Result<u32, TargetError>
         None => Ok(0o644),
         Some(Value::String(m)) if m == "0644" || m == "644" => Ok(0o644),
         Some(Value::String(m)) if m == "0755" || m == "755" => Ok(0o755),
+        // Secrets (files decrypted from `NAME.age` deploy as 0600).
+        Some(Value::String(m)) if m == "0600" || m == "600" => Ok(0o600),
+        Some(Value::String(m)) if m == "0640" || m == "640" => Ok(0o640),
         Some(other) => Err(invalid(
             id,
             format!(
-                "mode {other} refused: only \"0644\" and \"0755\" are allowed (no setuid, setgid, sticky or world-writable bits)"
+                "mode {other} refused: only \"0644\", \"0755\", \"0640\" and \"0600\" are allowed (no setuid, setgid, sticky or world-writable bits)"
             ),
         )),
     }
@@ -257,7 +260,10 @@ pub(super) fn file_diff(desired: &Resource, observed: &Observed) -> Option<Diff>
         && field(want, "encoding").unwrap_or("utf-8") == field(have, "encoding").unwrap_or("utf-8")
         && matches!(
             (field(want, "mode").unwrap_or("0644"), field(have, "mode")),
-            ("0644" | "644", Some("0644")) | ("0755" | "755", Some("0755"))
+            ("0644" | "644", Some("0644"))
+                | ("0755" | "755", Some("0755"))
+                | ("0600" | "600", Some("0600"))
+                | ("0640" | "640", Some("0640"))
         )
     {
         return None;
