@@ -82,11 +82,31 @@ fn classify(text: &str) -> Option<WarningKind> {
     None
 }
 
-/// Whether `text` holds a word that could be an ambiguous scalar: a fast
-/// pre-check so most files skip the event walk.
+/// Whether `text` holds a word that could be a whole ambiguous scalar: a
+/// fast pre-check so most files skip the event walk. A word counts only
+/// where a plain scalar can start and end (after a space, `:`, `[`, `{`,
+/// `,`; before the end of the line, a space, `,`, `]`, `}`), so `cm-0001`
+/// or `on-call` does not trigger the walk.
 fn has_candidate(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|word| classify(word).is_some())
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        if c.is_ascii_alphanumeric() || (c == '-' || c == '+') && i == start {
+            continue;
+        }
+        let word = &text[start..i];
+        let before = start.checked_sub(1).map(|p| bytes[p]);
+        let opens = matches!(
+            before,
+            None | Some(b' ' | b':' | b'[' | b'{' | b',' | b'\t')
+        );
+        let closes = matches!(c, ' ' | '\n' | '\r' | ',' | ']' | '}' | '\t' | '#');
+        if !word.is_empty() && opens && closes && classify(word).is_some() {
+            return true;
+        }
+        start = i + c.len_utf8();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -143,6 +163,12 @@ mod tests {
     #[test]
     fn files_without_a_candidate_skip_the_walk() {
         assert!(!has_candidate("kind: Row\nspec: { port: 80, name: web }\n"));
-        assert!(has_candidate("spec: { on: 1 }"));
+        assert!(!has_candidate(
+            "metadata: { name: cm-0001-0 }\nspec: { who: on-call }\n"
+        ));
+        assert!(has_candidate("spec: { a: on }"));
+        assert!(has_candidate("spec:\n  mode: 0755\n"));
+        assert!(has_candidate("list: [a, -007]"));
+        assert!(has_candidate("enabled: yes"));
     }
 }
