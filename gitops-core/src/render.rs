@@ -187,11 +187,21 @@ pub enum WarningKind {
         /// The value as written.
         text: String,
     },
+    /// A resource from an encrypted file asks for `writeback` drift, but
+    /// there is no recipient to re-encrypt to: its drift is reverted, never
+    /// written back in plain text.
+    WritebackRefused {
+        /// The resource.
+        id: ResourceId,
+    },
 }
 
 impl fmt::Display for RenderWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.path, self.line)?;
+        match self.line {
+            0 => write!(f, "{}: ", self.path)?,
+            line => write!(f, "{}:{line}: ", self.path)?,
+        }
         match &self.kind {
             WarningKind::YamlBoolean { text } => {
                 let as_bool = matches!(text.to_ascii_lowercase().as_str(), "yes" | "on" | "y");
@@ -211,6 +221,12 @@ impl fmt::Display for RenderWarning {
                      YAML 1.1: write {decimal}, or quote it (\"{text}\") for a string such as a file mode"
                 )
             }
+            WarningKind::WritebackRefused { id } => write!(
+                f,
+                "{id}: drift is reverted, not written back: a sensitive resource is written \
+                 back only re-encrypted, and no write-back recipient is set \
+                 (--writeback-age-recipient)"
+            ),
         }
     }
 }

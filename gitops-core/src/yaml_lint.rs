@@ -119,6 +119,7 @@ mod tests {
             .map(|w| {
                 let text = match w.kind {
                     WarningKind::YamlBoolean { text } | WarningKind::LeadingZero { text } => text,
+                    other => format!("{other:?}"),
                 };
                 (w.line, text)
             })

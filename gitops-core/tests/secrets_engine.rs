@@ -101,6 +101,13 @@ async fn nothing_shows_a_sensitive_value() {
     let plan = engine.plan().await.expect("plan");
     shown.push(("create plan text", plan.to_string()));
     assert!(plan.to_string().contains(SENSITIVE), "{plan}");
+    // The plan says the writeback policy becomes revert, and why.
+    assert!(
+        plan.to_string().contains(
+            "Secret/db: drift is reverted, not written back: a sensitive resource is written back only re-encrypted"
+        ),
+        "{plan}"
+    );
     shown.push(("create plan JSON", json!(plan).to_string()));
     let report = engine.sync_once().await.expect("sync");
     shown.push(("first report", format!("{report:?}")));
@@ -129,7 +136,14 @@ async fn nothing_shows_a_sensitive_value() {
     assert!(writeback.calls().is_empty());
 
     let mut drift_events = 0;
+    let mut refused = 0;
     while let Ok(event) = events.try_recv() {
+        if let Event::Warnings { warnings, .. } = &event {
+            refused += warnings
+                .iter()
+                .filter(|w| matches!(&w.kind, gitops_core::WarningKind::WritebackRefused { id } if id.to_string() == "Secret/db"))
+                .count();
+        }
         if let Event::DriftDetected {
             diff: Some(diff), ..
         } = &event
@@ -140,6 +154,10 @@ async fn nothing_shows_a_sensitive_value() {
         shown.push(("event", format!("{event:?}")));
     }
     assert!(drift_events > 0, "a drift event was sent");
+    assert_eq!(
+        refused, 1,
+        "one Warnings event names the refused write-back"
+    );
     shown.push(("status", json!(engine.status()).to_string()));
     let history = engine.history(100).await.expect("history");
     shown.push(("history", json!(history).to_string()));

@@ -30,7 +30,7 @@ use crate::files::FILE_KIND;
 use crate::model::{
     DriftPolicy, MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile,
 };
-use crate::render::{DesiredState, FileEdit, Render, RenderError};
+use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderWarning, WarningKind};
 
 mod keys;
 
@@ -135,19 +135,25 @@ fn insert(
 /// Marks a resource from an encrypted file: sensitive, its origin the
 /// encrypted file, a file resource's mode 0600, and a `writeback` drift
 /// policy `revert` when there is no recipient to re-encrypt to.
-fn mark(mut r: Resource, encrypted: &HashMap<String, String>, writes_back: bool) -> Resource {
+fn mark(
+    mut r: Resource,
+    encrypted: &HashMap<String, String>,
+    writes_back: bool,
+    warnings: &mut Vec<RenderWarning>,
+) -> Resource {
     let Some(age_path) = encrypted.get(&r.origin.path) else {
         return r;
     };
     r.origin.path = age_path.clone();
     r.sensitive = true;
     if !writes_back && r.policy.drift == DriftPolicy::Writeback {
-        // Never written back in plain text: reverted instead.
-        tracing::warn!(
-            id = %r.id,
-            file = %r.origin.path,
-            "sensitive resource: no write-back recipients, drift is reverted instead of written back"
-        );
+        // Never written back in plain text: reverted instead, and the plan
+        // and the engine's `Warnings` event say so.
+        warnings.push(RenderWarning {
+            path: r.origin.path.clone(),
+            line: 0,
+            kind: WarningKind::WritebackRefused { id: r.id.clone() },
+        });
         r.policy.drift = DriftPolicy::Revert;
     }
     if r.id.kind() == FILE_KIND && r.spec.get("mode").is_some() {
@@ -246,12 +252,23 @@ impl<R: Render> Render for Decrypt<R> {
             .render(&plain)
             .map_err(|e| scrub(e, &encrypted))?;
         let revision = desired.revision().clone();
+        // The inner renderer's warnings, except those about a decrypted
+        // file: they quote its values.
+        let mut warnings: Vec<RenderWarning> = desired
+            .warnings()
+            .iter()
+            .filter(|w| !encrypted.contains_key(&w.path))
+            .cloned()
+            .collect();
+        let writes_back = !self.recipients.is_empty();
         let resources = desired
             .into_resources()
             .into_iter()
-            .map(|r| mark(r, &encrypted, !self.recipients.is_empty()))
+            .map(|r| mark(r, &encrypted, writes_back, &mut warnings))
             .collect();
-        DesiredState::new(revision, resources).map_err(|e| scrub(e, &encrypted))
+        Ok(DesiredState::new(revision, resources)
+            .map_err(|e| scrub(e, &encrypted))?
+            .with_warnings(warnings))
     }
 
     /// An ordinary resource: the inner renderer's write-back. A sensitive

@@ -9,6 +9,7 @@ use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Revision};
 use crate::plan::Summary;
 use crate::record::{SyncResult, Trigger};
+use crate::render::RenderWarning;
 use crate::status::{BlockReason, Reason};
 
 /// What an apply did to a resource.
@@ -121,6 +122,16 @@ pub enum Event {
         ids: Vec<ResourceId>,
         /// The error text.
         error: String,
+    },
+    /// A revision rendered with warnings (values YAML 1.1 and 1.2 read
+    /// differently, a sensitive resource whose drift is reverted instead of
+    /// written back); sent once, when the revision is first rendered. The
+    /// plan shows the same warnings.
+    Warnings {
+        /// The revision rendered.
+        revision: Revision,
+        /// What may not mean what its author meant, naming file and line.
+        warnings: Vec<RenderWarning>,
     },
     /// The engine stopped retrying until the source changes or a manual trigger.
     Stalled {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::EngineError;
+use super::Event;
 use super::state::{Inner, LoopState, Prepared};
 use crate::cancel::Cancel;
 use crate::gate::GateStage;
@@ -95,6 +96,12 @@ impl Inner {
             source,
         })?;
         let render = render_started.elapsed();
+        if !prepared.desired.warnings().is_empty() {
+            self.emit(Event::Warnings {
+                revision: revision.clone(),
+                warnings: prepared.desired.warnings().to_vec(),
+            });
+        }
         let prepared = Arc::new(prepared);
         state.cache = Some((revision.id.clone(), prepared.clone()));
         Ok((prepared, fetch, render))
