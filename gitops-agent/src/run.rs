@@ -537,7 +537,7 @@ pub const DIGEST_KEY_FILE: &str = "digest.key";
 
 /// The identities of `--age-identity` and the recipients of
 /// `--writeback-age-recipient`; `None` without identities.
-fn age_keys(args: &AgentArgs) -> Result<Option<(Identities, Recipients)>, AgentError> {
+pub(crate) fn age_keys(args: &AgentArgs) -> Result<Option<(Identities, Recipients)>, AgentError> {
     let recipients = Recipients::parse(
         args.engine
             .writeback_age_recipient

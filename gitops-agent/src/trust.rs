@@ -24,7 +24,13 @@ pub(crate) fn trusted_signers(
         };
     }
     let mode = args.verify_mode.unwrap_or(VerifyModeArg::Head);
-    if mode != VerifyModeArg::Head && args.tag.is_none() && args.semver.is_none() {
+    // With many applications the release is each application's, checked
+    // when its source is built.
+    if mode != VerifyModeArg::Head
+        && args.tag.is_none()
+        && args.semver.is_none()
+        && !args.repo.is_empty()
+    {
         return Err(AgentError::VerifyMode {
             message: "a tag is only verified when the release is selected by --tag or --semver"
                 .to_owned(),

@@ -373,3 +373,41 @@ fn a_push_webhook_triggers_the_apps_of_its_repository() {
     agent.wait_for("the pushed commit deployed", || read(&on) == "on = 2\n");
     assert_eq!(agent.stop(), Some(0));
 }
+
+#[test]
+fn every_app_uses_the_agent_wide_age_identity_and_never_logs_the_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let setup = Setup::new();
+    let key = support::age::x25519(setup.path(), "ops");
+    let armored = String::from_utf8(support::age::encrypt(&[&key], true, b"hunter2-agent\n"))
+        .expect("armored age is text");
+    let served = Served::start(&[
+        ("db/password.age", armored.as_str()),
+        ("web/site.conf", "x\n"),
+    ]);
+    let url = served.url();
+    setup.config(&format!(
+        "{FAST}{}{}",
+        app("db", &url, "db", &setup.target("db"), ""),
+        app("web", &url, "web", &setup.target("web"), "")
+    ));
+    let identity = key.identity.display().to_string();
+    let agent = setup.start(&["--age-identity", &identity, "--log-format", "json"]);
+    let secret = setup.target("db").join("password");
+    agent.wait_for("the secret decrypted and deployed", || {
+        read(&secret) == "hunter2-agent\n"
+    });
+    agent.wait_for("the other app deployed", || {
+        read(&setup.target("web").join("site.conf")) == "x\n"
+    });
+    let mode = std::fs::metadata(&secret).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!setup.target("db").join("password.age").exists());
+    let status = agent.json("/status").to_string();
+    assert!(!status.contains("hunter2"), "{status}");
+    assert!(!agent.log().contains("hunter2"), "the log shows the secret");
+    agent.stop();
+    let state = setup.path().join("state");
+    assert!(state.join("digest.key").is_file(), "one keyed-digest key for every app");
+}

@@ -5,11 +5,15 @@
 
 use std::sync::Arc;
 
+use gitops_core::decrypt::{Decrypt, Identities, Recipients};
+use gitops_core::secret::DigestKey;
 use gitops_core::{
     ConditionKind, Dependency, DriftPolicy, Engine, EngineConfig, EngineHandle, FilesRender,
     ManifestRender, Needs, Render, StateStore, SyncWindows, Target,
 };
-use gitops_git::{AllowedSigners, GitSource, GitWriteback, SharedRepository, VerifyMode};
+use gitops_git::{
+    AllowedSigners, GitSource, GitWriteback, SharedRepository, TrustedSigners, VerifyMode,
+};
 
 use crate::args::{CredentialArgs, RenderKind};
 use crate::config::{AppSpec, AppsConfig, ConfigError};
@@ -35,8 +39,19 @@ where
     }
 }
 
+/// The agent-wide keys of `--verify-signers`/`--verify-pgp-keys`/
+/// `--verify-mode`, `--age-identity`/`--writeback-age-recipient` and the
+/// state directory's digest key: every application uses them (an
+/// application's own `verify_signers` replaces the SSH part).
+pub(crate) struct Keys {
+    pub(crate) trust: Option<(VerifyMode, TrustedSigners)>,
+    pub(crate) age: Option<(Identities, Recipients)>,
+    pub(crate) digest: DigestKey,
+}
+
 /// What building an application needs from the agent.
 pub(crate) struct Parts<'a> {
+    pub(crate) keys: &'a Keys,
     pub(crate) credentials: &'a CredentialArgs,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) metrics: &'a Metrics,
@@ -76,11 +91,12 @@ pub(crate) fn build(
     upstreams: &[(&AppSpec, &Engine)],
 ) -> Result<Built, ConfigError> {
     let bad = |key: &str, message: String| config.error(&spec.name, key, message);
-    let source = source(parts.credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
-    let render = render(spec);
+    let source = source(parts.credentials, parts.keys, spec, shared).map_err(|(k, m)| bad(k, m))?;
+    let render = render(spec, parts.keys);
     let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
     let target = parts.targets.target(spec).map_err(|m| bad("target", m))?;
     let mut builder = Engine::builder()
+        .digest_key(parts.keys.digest.clone())
         .name(spec.name.clone())
         .source(parts.metrics.source(&spec.name, Arc::new(source)))
         .render(render)
@@ -106,6 +122,7 @@ pub(crate) fn build(
 /// The Git source of `spec` on its shared repository; errors are (key, message).
 fn source(
     credentials: &CredentialArgs,
+    keys: &Keys,
     spec: &AppSpec,
     shared: &SharedRepository,
 ) -> Result<GitSource, (&'static str, String)> {
@@ -113,11 +130,16 @@ fn source(
     if let Some(path) = &spec.path {
         builder = builder.path(path.clone());
     }
+    let mut trust = keys.trust.clone();
     if let Some(file) = &spec.verify_signers {
         let bad = |e: String| ("verify_signers", format!("{}: {e}", file.display()));
         let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
         let signers = AllowedSigners::parse(&text).map_err(|e| bad(e.to_string()))?;
-        builder = builder.verify(VerifyMode::Head, signers);
+        let (mode, trusted) = trust.unwrap_or((VerifyMode::Head, TrustedSigners::new()));
+        trust = Some((mode, trusted.with_ssh(signers)));
+    }
+    if let Some((mode, trusted)) = trust {
+        builder = builder.verify(mode, trusted);
     }
     let builder = credentials::configure(builder, credentials, &spec.repo)
         .map_err(|e| ("repo", e.to_string()))?;
@@ -125,13 +147,20 @@ fn source(
 }
 
 /// The render of `spec`, with its drift policy as every resource's default.
-fn render(spec: &AppSpec) -> Arc<dyn Render> {
-    let render: Box<dyn Render> = match spec.render {
+fn render(spec: &AppSpec, keys: &Keys) -> Arc<dyn Render> {
+    let mut render: Box<dyn Render> = match spec.render {
         RenderKind::Manifests => Box::new(ManifestRender::new()),
         _ => Box::new(FilesRender::new()),
     };
-    match spec.drift {
-        Some(drift) => Arc::new(DefaultDrift::new(render, drift.into())),
+    if let Some(drift) = spec.drift {
+        render = Box::new(DefaultDrift::new(render, drift.into()));
+    }
+    match &keys.age {
+        // Outermost, as for one application: a sensitive resource's drift
+        // policy is final here.
+        Some((identities, recipients)) => Arc::new(
+            Decrypt::new(render, identities.clone()).writeback_recipients(recipients.clone()),
+        ),
         None => Arc::from(render),
     }
 }

@@ -149,6 +149,13 @@ impl Apps {
             path: state_dir.clone(),
             source,
         })?;
+        let keys = app::Keys {
+            trust: crate::trust::trusted_signers(&self.args.source)?,
+            age: crate::run::age_keys(&self.args)?,
+            digest: gitops_core::secret::DigestKey::load_or_create(
+                &state_dir.join(crate::run::DIGEST_KEY_FILE),
+            )?,
+        };
         let apps = AppSet::many();
         let notifier = self
             .notify
@@ -162,6 +169,7 @@ impl Apps {
             apps: apps.clone(),
             targets: self.targets.clone(),
             prune_removed: self.args.apps.prune_removed,
+            keys,
         };
         let (mut supervisor, mut exits) =
             Supervisor::new(context, Repos::new(state_dir.join("git")));

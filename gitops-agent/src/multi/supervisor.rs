@@ -35,6 +35,8 @@ pub(crate) struct Context {
     pub(crate) apps: AppSet,
     pub(crate) targets: Arc<dyn TargetFactory>,
     pub(crate) prune_removed: bool,
+    /// The agent-wide keys every application uses.
+    pub(crate) keys: app::Keys,
 }
 
 /// An application that ended by itself (its engine failed).
@@ -160,6 +162,7 @@ impl Supervisor {
                 store: self.cx.store.clone(),
                 metrics: &self.cx.metrics,
                 targets: self.cx.targets.as_ref(),
+                keys: &self.cx.keys,
             };
             let app = app::build(&parts, next, spec, &shared, &upstreams)?;
             built.push(app);
