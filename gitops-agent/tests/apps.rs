@@ -401,7 +401,10 @@ fn every_app_uses_the_agent_wide_age_identity_and_never_logs_the_secret() {
     agent.wait_for("the other app deployed", || {
         read(&setup.target("web").join("site.conf")) == "x\n"
     });
-    let mode = std::fs::metadata(&secret).expect("meta").permissions().mode();
+    let mode = std::fs::metadata(&secret)
+        .expect("meta")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(!setup.target("db").join("password.age").exists());
     let status = agent.json("/status").to_string();
@@ -409,5 +412,8 @@ fn every_app_uses_the_agent_wide_age_identity_and_never_logs_the_secret() {
     assert!(!agent.log().contains("hunter2"), "the log shows the secret");
     agent.stop();
     let state = setup.path().join("state");
-    assert!(state.join("digest.key").is_file(), "one keyed-digest key for every app");
+    assert!(
+        state.join("digest.key").is_file(),
+        "one keyed-digest key for every app"
+    );
 }

@@ -27,11 +27,11 @@
 //! path = "/srv/web"
 //! ```
 //!
-//! Reading is pure and split in steps: [`file`] parses the TOML (every
+//! Reading is pure and split in steps: [`mod@file`] parses the TOML (every
 //! value with its position; an unknown key is an error), [`merge`] applies
 //! `[defaults]` and the command line's flags and checks every value into an
 //! [`AppSpec`], [`overlap`] refuses two applications whose target
-//! directories overlap, and [`diff`] compares a running set with a new one
+//! directories overlap, and [`mod@diff`] compares a running set with a new one
 //! (what to start, stop and restart on a reload). Every error names the
 //! file, the line, the application and the key:
 //! `apps.toml:12: app "db": unknown key "targt_dir" (did you mean "target_dir"?)`.

@@ -160,7 +160,7 @@ impl Group {
 }
 
 /// One remote's cache repository, shared by several [`GitSource`](super::GitSource)s
-/// (see the [module docs](self)): one fetch per poll round instead of one
+/// (the sources of every application on that remote): one fetch per poll round instead of one
 /// per source. Cheap to clone.
 ///
 /// ```
