@@ -407,8 +407,17 @@ fn every_app_uses_the_agent_wide_age_identity_and_never_logs_the_secret() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(!setup.target("db").join("password.age").exists());
-    let status = agent.json("/status").to_string();
-    assert!(!status.contains("hunter2"), "{status}");
+    for path in [
+        "/status",
+        "/history/db",
+        "/apps/db/status",
+        "/apps/db/audit",
+        "/metrics",
+    ] {
+        let (code, body) = agent.get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(!body.contains("hunter2"), "{path} shows the secret: {body}");
+    }
     assert!(!agent.log().contains("hunter2"), "the log shows the secret");
     agent.stop();
     let state = setup.path().join("state");
