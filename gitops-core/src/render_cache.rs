@@ -336,3 +336,50 @@ mod tests {
         assert_eq!(desired.len(), 2);
     }
 }
+
+/// The pull-mode benefit, timed: `cargo test --release -p gitops-core --lib
+/// render_cache_timing -- --ignored --nocapture`.
+#[cfg(test)]
+mod timing {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{ManifestRender, Revision};
+
+    fn config(i: usize, extra: &str) -> (String, Vec<u8>) {
+        let path = format!("cfg/d{:05}/f{}.yaml", i / 10, i % 10);
+        let text = format!(
+            "kind: Config\nmetadata: {{name: svc-{i}}}\nspec: {{port: {}}}\n{extra}",
+            8000 + i % 1000
+        );
+        (path, text.into_bytes())
+    }
+
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn render_cache_timing() {
+        let n = 20_000;
+        let files: Vec<_> = (0..n).map(|i| config(i, "")).collect();
+        let first = Snapshot::from_files(Revision::new("main", "1"), files.clone()).unwrap();
+        // The next commit shares the bytes of unchanged blobs, as the Git source does.
+        let mut second = Snapshot::new(Revision::new("main", "2"));
+        for (path, file) in first.files() {
+            second
+                .insert(path.clone(), file.data.clone(), false)
+                .unwrap();
+        }
+        let (path, data) = config(7, "# changed\n");
+        second.insert(path, data, false).unwrap();
+        let plain = ManifestRender::new();
+        let cache = RenderCache::new(ManifestRender::new());
+        cache.render(&first).unwrap();
+        let t = Instant::now();
+        plain.render(&second).unwrap();
+        let uncached = t.elapsed();
+        let t = Instant::now();
+        cache.render(&second).unwrap();
+        let cached = t.elapsed();
+        println!("{n} files, one changed: render {uncached:?}, with the cache {cached:?}");
+        assert_eq!(cache.files_rendered(), u64::try_from(n).unwrap() + 1);
+    }
+}
