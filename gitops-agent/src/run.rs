@@ -12,8 +12,8 @@ use gitops_core::manifest::DRIFT_ANNOTATION;
 use gitops_core::secret::DigestKey;
 use gitops_core::{
     DesiredState, DriftPolicy, Engine, EngineBuilder, EngineConfig, EngineError, FileEdit,
-    FilesRender, ManifestRender, Observed, RedbStore, Render, RenderError, Resource, Snapshot,
-    SnapshotFile, StoreError, SyncWindows, Target,
+    FilesRender, ManifestRender, Observed, RedbStore, Render, RenderCache, RenderError,
+    RenderParts, Resource, Snapshot, SnapshotFile, StoreError, SyncWindows, Target,
 };
 use gitops_git::{GitError, GitSource, GitWriteback};
 use tokio::signal::unix::{SignalKind, signal};
@@ -257,7 +257,9 @@ impl Agent {
     }
 
     /// The render the flags choose, with `--drift` as every resource's
-    /// default, decrypting `.age` files with `--age-identity`.
+    /// default, decrypting `.age` files with `--age-identity`; in a
+    /// long-running agent behind a [`RenderCache`] (a new commit renders
+    /// only the files it changed).
     pub fn render(&self) -> Arc<dyn Render> {
         let mut render: Box<dyn Render> = match self.args.source.render {
             RenderKind::Manifests => Box::new(ManifestRender::new()),
@@ -269,12 +271,17 @@ impl Agent {
                 drift: drift.into(),
             });
         }
-        match &self.age {
-            // Outermost, so a sensitive resource's policy is final here.
-            Some((identities, recipients)) => Arc::new(
+        if let Some((identities, recipients)) = &self.age {
+            // Outermost but for the cache, so a sensitive resource's policy is final here.
+            render = Box::new(
                 Decrypt::new(render, identities.clone()).writeback_recipients(recipients.clone()),
-            ),
-            None => Arc::from(render),
+            );
+        }
+        if self.args.mode.once || self.args.mode.plan {
+            // One render per process: a cache would only cost memory.
+            Arc::from(render)
+        } else {
+            Arc::new(RenderCache::new(render))
         }
     }
 
@@ -571,6 +578,14 @@ impl DefaultDrift {
     }
 }
 
+impl DefaultDrift {
+    fn default_drift(&self, r: &mut Resource) {
+        if !r.annotations.contains_key(DRIFT_ANNOTATION) {
+            r.policy.drift = self.drift;
+        }
+    }
+}
+
 impl Render for DefaultDrift {
     fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
         let desired = self.inner.render(snapshot)?;
@@ -579,13 +594,21 @@ impl Render for DefaultDrift {
             .into_resources()
             .into_iter()
             .map(|mut r| {
-                if !r.annotations.contains_key(DRIFT_ANNOTATION) {
-                    r.policy.drift = self.drift;
-                }
+                self.default_drift(&mut r);
                 r
             })
             .collect();
         DesiredState::new(revision, resources)
+    }
+
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        let parts = self.inner.render_parts(snapshot)?;
+        Some(parts.map(|mut parts| {
+            for r in &mut parts.resources {
+                self.default_drift(r);
+            }
+            parts
+        }))
     }
 
     fn write_back(

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Observed, Origin, Resource, Snapshot, SnapshotFile};
-use crate::render::{DesiredState, FileEdit, Render, RenderError};
+use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderParts};
 
 /// The kind of the resources made by [`FilesRender`].
 pub const FILE_KIND: &str = "File";
@@ -75,8 +75,9 @@ pub fn file_spec(path: &str, data: &[u8], executable: bool) -> serde_json::Value
     }
 }
 
-impl Render for FilesRender {
-    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+impl FilesRender {
+    /// One resource per file not excluded.
+    fn files(&self, snapshot: &Snapshot) -> Result<RenderParts, RenderError> {
         let mut resources = Vec::with_capacity(snapshot.len());
         for (path, file) in snapshot.files() {
             if self.exclude.as_ref().is_some_and(|g| g.is_match(path)) {
@@ -97,7 +98,22 @@ impl Render for FilesRender {
             r.policy.drift = self.drift;
             resources.push(r);
         }
-        DesiredState::new(snapshot.revision().clone(), resources)
+        Ok(RenderParts {
+            resources,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+impl Render for FilesRender {
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let parts = self.files(snapshot)?;
+        DesiredState::new(snapshot.revision().clone(), parts.resources)
+    }
+
+    /// Each file is one resource of its own.
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        Some(self.files(snapshot))
     }
 
     /// The file's bytes and mode as the target holds them; a file deleted in

@@ -63,6 +63,7 @@ pub mod record;
 #[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod render;
+pub mod render_cache;
 mod rfc3339;
 pub mod secret;
 pub mod source;
@@ -97,7 +98,10 @@ pub use plan::{Plan, PlanError};
 pub use promote::{PromoteError, Promoter};
 #[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
-pub use render::{DesiredState, FileEdit, Render, RenderError, RenderWarning, WarningKind};
+pub use render::{
+    DesiredState, FileEdit, Render, RenderError, RenderParts, RenderWarning, WarningKind,
+};
+pub use render_cache::RenderCache;
 pub use source::{Source, SourceError};
 pub use spec::{Spec, SpecError};
 pub use status::{ConditionKind, Status};

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use crate::edit;
 use crate::id::ResourceId;
 use crate::model::{DriftPolicy, Observed, Origin, Policy, Resource, Snapshot, SnapshotFile};
-use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderWarning};
+use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderParts, RenderWarning};
 
 /// Annotation selecting the drift policy: `revert`, `writeback` or `ignore`.
 pub const DRIFT_ANNOTATION: &str = "gitops.rs/drift";
@@ -473,11 +473,11 @@ impl ManifestRender {
     }
 }
 
-impl Render for ManifestRender {
-    /// Parses matching files (on all cores when there are many), then
-    /// validates the whole set. Errors are reported as a sequential parse
-    /// would: the first failing file in path order.
-    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+impl ManifestRender {
+    /// Parses matching files (on all cores when there are many). Errors are
+    /// reported as a sequential parse would: the first failing file in path
+    /// order.
+    fn parts(&self, snapshot: &Snapshot) -> Result<RenderParts, RenderError> {
         let files: Vec<(&String, &SnapshotFile)> = snapshot
             .files()
             .iter()
@@ -512,7 +512,28 @@ impl Render for ManifestRender {
             }
             (resources, warnings)
         };
-        Ok(DesiredState::new(snapshot.revision().clone(), resources)?.with_warnings(warnings))
+        Ok(RenderParts {
+            resources,
+            warnings,
+        })
+    }
+}
+
+impl Render for ManifestRender {
+    /// Parses matching files (on all cores when there are many), then
+    /// validates the whole set. Errors are reported as a sequential parse
+    /// would: the first failing file in path order.
+    fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
+        let parts = self.parts(snapshot)?;
+        Ok(
+            DesiredState::new(snapshot.revision().clone(), parts.resources)?
+                .with_warnings(parts.warnings),
+        )
+    }
+
+    /// A file's documents depend on that file alone.
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        Some(self.parts(snapshot))
     }
 
     /// Replaces the resource's document with one whose `spec` is the observed

@@ -231,10 +231,34 @@ impl fmt::Display for RenderWarning {
     }
 }
 
+/// What a per-file renderer makes of some files, before the set is
+/// validated (see [`Render::render_parts`]).
+#[derive(Debug, Clone, Default)]
+pub struct RenderParts {
+    /// The resources, in any order; each one's `origin.path` is the file it
+    /// came from.
+    pub resources: Vec<Resource>,
+    /// The warnings; each one's `path` is the file it is about.
+    pub warnings: Vec<RenderWarning>,
+}
+
 /// Turns a [`Snapshot`] into a [`DesiredState`]: the Desired-State step.
 pub trait Render: Send + Sync {
     /// Renders all resources of the snapshot, or refuses the revision whole.
     fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError>;
+
+    /// For a renderer whose output for a file depends on that file alone (its
+    /// path, bytes and executable bit): the resources and warnings of every
+    /// file of `snapshot`, not yet validated as a set, such that
+    /// [`render`](Render::render) is [`DesiredState::new`] over them (with
+    /// the warnings in path order). [`RenderCache`](crate::RenderCache) uses
+    /// it to render only the files that changed. `None` (the default): the
+    /// renderer is not per-file, or not for this snapshot; it is then only
+    /// ever asked to render whole snapshots.
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        let _ = snapshot;
+        None
+    }
 
     /// The inverse, for write-back: rewrites `file` (the bytes of
     /// `resource.origin.path` at the revision `resource` was rendered from) so
@@ -258,6 +282,10 @@ pub trait Render: Send + Sync {
 impl<R: Render + ?Sized> Render for Box<R> {
     fn render(&self, snapshot: &Snapshot) -> Result<DesiredState, RenderError> {
         (**self).render(snapshot)
+    }
+
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        (**self).render_parts(snapshot)
     }
 
     fn write_back(

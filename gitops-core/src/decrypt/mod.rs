@@ -30,7 +30,9 @@ use crate::files::FILE_KIND;
 use crate::model::{
     DriftPolicy, MAX_FILE_BYTES, Observed, Origin, Resource, Snapshot, SnapshotFile,
 };
-use crate::render::{DesiredState, FileEdit, Render, RenderError, RenderWarning, WarningKind};
+use crate::render::{
+    DesiredState, FileEdit, Render, RenderError, RenderParts, RenderWarning, WarningKind,
+};
 
 mod keys;
 
@@ -269,6 +271,17 @@ impl<R: Render> Render for Decrypt<R> {
         Ok(DesiredState::new(revision, resources)
             .map_err(|e| scrub(e, &encrypted))?
             .with_warnings(warnings))
+    }
+
+    /// The inner renderer's parts when no file is encrypted; `None` otherwise,
+    /// so that nothing of a sensitive resource is ever kept by a
+    /// [`RenderCache`](crate::RenderCache) (encrypted files are never
+    /// cached, and a snapshot holding one is rendered whole).
+    fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
+        if snapshot.files().keys().any(|p| plain_name(p).is_some()) {
+            return None;
+        }
+        self.inner.render_parts(snapshot)
     }
 
     /// An ordinary resource: the inner renderer's write-back. A sensitive
