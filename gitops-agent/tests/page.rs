@@ -25,7 +25,8 @@ fn reload_until(browser: &Browser, css: &str, what: &str, done: impl Fn(&str) ->
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; `{css}` reads:\n{text}"
+            "timed out waiting for {what}; `{css}` reads:\n{text}\npage:\n{}",
+            browser.source()
         );
         std::thread::sleep(Duration::from_millis(200));
         browser.refresh();
@@ -65,7 +66,11 @@ fn the_status_page_lists_the_apps_shows_a_failure_and_follows_a_commit() {
 
     let browser = Browser::start(390, 844);
     browser.goto(&format!("http://127.0.0.1:{}/", agent.port));
-    assert!(browser.title().contains("applications"), "{}", browser.title());
+    assert!(
+        browser.title().contains("applications"),
+        "{}",
+        browser.title()
+    );
     reload_until(&browser, "#apps", "all three listed", |t| {
         t.contains("db") && t.contains("web") && t.contains("broken")
     });
@@ -74,10 +79,14 @@ fn the_status_page_lists_the_apps_shows_a_failure_and_follows_a_commit() {
     });
     let row = browser.width("#app-web").expect("a row for web");
     let viewport = browser.viewport_width().expect("a viewport");
-    assert!(viewport <= 400.0 && row <= viewport, "row {row} px in {viewport} px");
+    assert!(
+        viewport <= 400.0 && row <= viewport,
+        "row {row} px in {viewport} px"
+    );
 
     let subject = "web: <b>second</b> release";
-    ops.repo.commit(&[("apps/web/web.conf", "web = 2\n")], subject);
+    ops.repo
+        .commit(&[("apps/web/web.conf", "web = 2\n")], subject);
     let head = ops.repo.head();
     let short = head.get(..12).expect("a full commit id");
     reload_until(&browser, "#app-web", "the new commit, as text", |t| {
@@ -90,10 +99,16 @@ fn the_status_page_lists_the_apps_shows_a_failure_and_follows_a_commit() {
         t.contains(short)
     });
     let steps = browser.text("#steps").expect("the steps of the last sync");
-    assert!(steps.contains("web.conf") && steps.contains("updated"), "{steps}");
+    assert!(
+        steps.contains("web.conf") && steps.contains("updated"),
+        "{steps}"
+    );
     let history = browser.text("#history").expect("a history table");
     assert!(history.contains(subject), "{history}");
     browser.goto(&format!("http://127.0.0.1:{}/apps/broken", agent.port));
     let state = browser.text("#state").expect("a state line");
-    assert!(state.contains("Stalled") && state.contains("bad.yaml"), "{state}");
+    assert!(
+        state.contains("Stalled") && state.contains("bad.yaml"),
+        "{state}"
+    );
 }

@@ -11,7 +11,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use gitops_core::engine::{Event, SyncResult};
+use gitops_core::engine::{ApplyAction, Event, SyncResult};
 use gitops_core::plan::Summary;
 use gitops_core::{Engine, ResourceId};
 use tokio::sync::broadcast::error::RecvError;
@@ -103,8 +103,16 @@ impl SyncLog {
                 r.current.clear();
                 r.more = 0;
             }
-            Event::ResourceApplied { id, action } => Self::step(r, id, action.to_string()),
-            Event::ResourceFailed { id, error, .. } => Self::step(r, id, format!("failed: {error}")),
+            Event::ResourceApplied { id, action } => {
+                let what = match action {
+                    ApplyAction::Create => "created",
+                    ApplyAction::Update => "updated",
+                };
+                Self::step(r, id, what.to_owned());
+            }
+            Event::ResourceFailed { id, error, .. } => {
+                Self::step(r, id, format!("failed: {error}"))
+            }
             Event::ResourceSkipped { id, blocked_by } => {
                 Self::step(r, id, format!("skipped: {blocked_by} did not succeed"));
             }
@@ -152,7 +160,7 @@ impl SyncLog {
 #[cfg(test)]
 mod tests {
     use gitops_core::Revision;
-    use gitops_core::engine::{ApplyAction, Trigger};
+    use gitops_core::engine::Trigger;
 
     use super::*;
 
@@ -171,7 +179,7 @@ mod tests {
         });
         log.record(Event::ResourceApplied {
             id: id("a"),
-            action: ApplyAction::Created,
+            action: ApplyAction::Create,
         });
         log.record(Event::ResourceFailed {
             id: id("b"),
@@ -188,6 +196,7 @@ mod tests {
         let last = log.last().expect("a last sync");
         assert_eq!(last.revision, "ab".repeat(20));
         assert_eq!(last.steps.len(), 2);
+        assert_eq!(last.steps[0].what, "created");
         assert_eq!(last.steps[1].what, "failed: permission denied");
     }
 }

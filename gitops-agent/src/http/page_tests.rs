@@ -1,8 +1,8 @@
 //! Unit tests of the pure rendering of the status page.
 
+use gitops_core::diff::FieldChange;
 use gitops_core::status::{DriftEntry, Reason};
 use gitops_core::{Diff, DriftPolicy, Revision, Status};
-use gitops_core::diff::FieldChange;
 use serde_json::json;
 
 use super::*;
@@ -42,15 +42,28 @@ fn path_segments_are_percent_encoded() {
 
 #[test]
 fn a_hostile_commit_subject_and_author_are_text() {
-    let mut status = Status::default();
-    status.last_applied = Some(revision(HOSTILE, "<img src=x onerror=alert(2)>"));
-    status.set(ConditionKind::Ready, true, Reason::ReconciliationSucceeded, "ok");
+    let mut status = Status {
+        last_applied: Some(revision(HOSTILE, "<img src=x onerror=alert(2)>")),
+        ..Status::default()
+    };
+    status.set(
+        ConditionKind::Ready,
+        true,
+        Reason::ReconciliationSucceeded,
+        "ok",
+    );
     let html = index(&[row("web", status)]);
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(!html.contains("<img"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
     assert!(!html.contains("body line"), "only the subject: {html}");
-    assert!(html.contains("<code>0123456789ab</code>"), "short revision: {html}");
+    assert!(
+        html.contains("<code>0123456789ab</code>"),
+        "short revision: {html}"
+    );
     assert!(html.contains("<strong>Ready</strong>"), "{html}");
     assert!(!html.contains("<script"), "no script at all: {html}");
     assert!(html.contains("name=\"viewport\""), "{html}");
@@ -68,7 +81,10 @@ fn a_failing_app_shows_its_state_and_reason() {
     let html = index(&[row("ok", Status::default()), row("broken app", status)]);
     assert!(html.contains("id=\"app-broken%20app\""), "{html}");
     assert!(html.contains("href=\"/apps/broken%20app\""), "{html}");
-    assert!(html.contains("<strong>Stalled</strong> ResourceFailed"), "{html}");
+    assert!(
+        html.contains("<strong>Stalled</strong> ResourceFailed"),
+        "{html}"
+    );
     assert!(html.contains("bad.yaml line 3: &lt;oops&gt;"), "{html}");
     assert!(html.contains("id=\"app-ok\""), "{html}");
     assert!(html.contains(">never<"), "no sync yet: {html}");
@@ -106,7 +122,13 @@ fn an_app_page_shows_drift_paths_never_values_and_says_the_plan_is_unknown() {
     });
     assert!(html.contains("spec.content"), "{html}");
     assert!(html.contains("File//etc/app.conf"), "{html}");
-    assert!(!html.contains("hunter2") && !html.contains("from-git"), "{html}");
-    assert!(html.contains("Not known since the agent started (1970-01-01T00:00:00Z)"), "{html}");
+    assert!(
+        !html.contains("hunter2") && !html.contains("from-git"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Not known since the agent started (1970-01-01T00:00:00Z)"),
+        "{html}"
+    );
     assert!(html.contains("No sync recorded yet."), "{html}");
 }

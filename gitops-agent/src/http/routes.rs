@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::apps::AppEntry;
 use super::hooks::{self, Hooks};
-use super::page::{self, AppPage, Row};
 use super::host::{self, AllowedHosts};
+use super::page::{self, AppPage, Row};
 use super::view::{AuditView, HistoryView, StatusView};
 use super::{AppContext, HttpOptions};
 
@@ -283,8 +283,7 @@ async fn app_audit(
 }
 
 /// The pages carry no script; the policy forbids any, and framing.
-const PAGE_POLICY: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn html(body: String) -> Response {
     (
@@ -308,7 +307,10 @@ async fn index_page(State(shared): State<Arc<Shared>>) -> Response {
         let engine = &entry.engine;
         let status = StatusView::new(engine.name(), engine.status(), false);
         let last = match engine.history(1).await {
-            Ok(entries) => entries.into_iter().next().map(|e| HistoryView::new(e, false)),
+            Ok(entries) => entries
+                .into_iter()
+                .next()
+                .map(|e| HistoryView::new(e, false)),
             Err(e) => return store_failed("history", &e),
         };
         rows.push(Row { status, last });
@@ -324,7 +326,10 @@ async fn app_page(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -
     let engine = &entry.engine;
     let status = StatusView::new(engine.name(), engine.status(), false);
     let history: Vec<HistoryView> = match engine.history(DEFAULT_HISTORY).await {
-        Ok(entries) => entries.into_iter().map(|e| HistoryView::new(e, false)).collect(),
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| HistoryView::new(e, false))
+            .collect(),
         Err(e) => return store_failed("history", &e),
     };
     // The store answers oldest first; the page shows the newest of these.
@@ -333,7 +338,10 @@ async fn app_page(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -
         ..AuditQuery::default()
     };
     let audit: Vec<AuditView> = match engine.audit(&query).await {
-        Ok(records) => records.into_iter().map(|r| AuditView::new(r, false)).collect(),
+        Ok(records) => records
+            .into_iter()
+            .map(|r| AuditView::new(r, false))
+            .collect(),
         Err(e) => return store_failed("audit trail", &e),
     };
     let last = entry.syncs.last();

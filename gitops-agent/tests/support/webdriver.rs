@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The key of an element reference in WebDriver answers.
-const ELEMENT: &str = "element-6066-11e4-a4ae-4f9a2dbd3e56";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long chromedriver may take to start.
 const START: Duration = Duration::from_secs(30);
 
@@ -42,8 +42,8 @@ fn require(tool: &str) {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium `width`×`height`
-    /// pixels (as root: `--no-sandbox`).
+    /// Starts chromedriver and a headless Chromium with a `width`×`height`
+    /// CSS pixel viewport (as root: `--no-sandbox`).
     pub fn start(width: u32, height: u32) -> Self {
         require("chromium");
         require("chromedriver");
@@ -75,7 +75,12 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
+                         "--disable-dev-shm-usage"],
+                // A window cannot be made phone-narrow (Chromium has a
+                // minimum width); the device emulation sets the viewport.
+                "mobileEmulation": {"deviceMetrics": {
+                    "width": width, "height": height, "pixelRatio": 2.0,
+                }},
             },
         }}});
         let answer = browser
@@ -132,6 +137,14 @@ impl Browser {
     /// The page title.
     pub fn title(&self) -> String {
         self.session_call("GET", "/title", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The page's HTML as the browser holds it.
+    pub fn source(&self) -> String {
+        self.session_call("GET", "/source", None)
             .as_str()
             .unwrap_or_default()
             .to_owned()
