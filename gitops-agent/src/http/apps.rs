@@ -10,6 +10,7 @@ use gitops_core::Engine;
 use gitops_git::SharedRepository;
 use serde::Serialize;
 
+use super::last_sync::SyncLog;
 use super::refs::RefFilter;
 use super::routes::first_reconcile_ended;
 
@@ -28,6 +29,8 @@ pub struct AppEntry {
     pub shared: Option<SharedRepository>,
     /// Latched once its first reconcile ended.
     ready: Arc<AtomicBool>,
+    /// Its last sync as seen by the agent (for the status page).
+    pub(crate) syncs: SyncLog,
 }
 
 impl AppEntry {
@@ -39,7 +42,14 @@ impl AppEntry {
             repo: None,
             shared: None,
             ready: Arc::new(AtomicBool::new(false)),
+            syncs: SyncLog::default(),
         }
+    }
+
+    /// Follows the engine's events and keeps its last sync's steps in
+    /// memory for the status page; ends with the engine.
+    pub fn watch_syncs(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.syncs.follow(&self.engine)
     }
 
     /// Acts only on pushes to `repo` (any URL form; see
@@ -158,6 +168,7 @@ impl AppSet {
     pub fn insert(&self, entry: AppEntry) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(entry.watch_readiness());
+            runtime.spawn(entry.watch_syncs());
         }
         self.write(|i| i.apps.insert(entry.engine.name().to_owned(), entry));
     }

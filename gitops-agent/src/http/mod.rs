@@ -8,6 +8,8 @@
 //! | `GET /status` | the engine's status as JSON; drift lists resource ids and field paths, values only with `--expose-values`; with many applications `{"apps": [...], "config": {...}}` |
 //! | `GET /history?limit=N` | the newest N (default 20, at most 100) syncs as JSON |
 //! | `GET /apps/{name}/status`, `/apps/{name}/history`, `/apps/{name}/audit?since=T&limit=N` | one application (`/status/{name}` and `/history/{name}` too) |
+//! | `GET /` | the status page: server-rendered HTML, one row per application (no values, no JavaScript) |
+//! | `GET /apps/{name}` | one application's page: status, the plan of its last sync (in memory), history, audit trail |
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /notifications` | the last notification deliveries as JSON (`[]` without `--notify`) |
 //! | `POST /hooks/github` | GitHub (`X-Hub-Signature-256`): a push to the tracked ref polls now |
@@ -49,6 +51,8 @@
 mod apps;
 mod hooks;
 mod host;
+mod last_sync;
+mod page;
 mod push;
 mod refs;
 mod replay;

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::apps::AppEntry;
 use super::hooks::{self, Hooks};
 use super::host::{self, AllowedHosts};
+use super::page::{self, AppPage, Row};
 use super::view::{AuditView, HistoryView, StatusView};
 use super::{AppContext, HttpOptions};
 
@@ -80,6 +81,8 @@ pub(crate) fn first_reconcile_ended(status: &Status) -> bool {
 /// Every route, the body limit, the request deadline and the `Host` check.
 pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, options: &HttpOptions) -> Router {
     Router::new()
+        .route("/", get(index_page))
+        .route("/apps/{name}", get(app_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
@@ -277,6 +280,78 @@ async fn app_audit(
         }
         Err(e) => store_failed("audit trail", &e),
     }
+}
+
+/// The pages carry no script; the policy forbids any, and framing.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn html(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /`: the status page, one row per application. Built from the
+/// `/status` and `/history` views, always without values.
+async fn index_page(State(shared): State<Arc<Shared>>) -> Response {
+    let mut rows = Vec::new();
+    for entry in shared.entries(None) {
+        let engine = &entry.engine;
+        let status = StatusView::new(engine.name(), engine.status(), false);
+        let last = match engine.history(1).await {
+            Ok(entries) => entries
+                .into_iter()
+                .next()
+                .map(|e| HistoryView::new(e, false)),
+            Err(e) => return store_failed("history", &e),
+        };
+        rows.push(Row { status, last });
+    }
+    html(page::index(&rows))
+}
+
+/// `GET /apps/{name}`: one application's page, always without values.
+async fn app_page(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let Some(entry) = shared.context.apps.get(&name) else {
+        return (StatusCode::NOT_FOUND, "no such application\n").into_response();
+    };
+    let engine = &entry.engine;
+    let status = StatusView::new(engine.name(), engine.status(), false);
+    let history: Vec<HistoryView> = match engine.history(DEFAULT_HISTORY).await {
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| HistoryView::new(e, false))
+            .collect(),
+        Err(e) => return store_failed("history", &e),
+    };
+    // The store answers oldest first; the page shows the newest of these.
+    let query = AuditQuery {
+        limit: Some(MAX_AUDIT),
+        ..AuditQuery::default()
+    };
+    let audit: Vec<AuditView> = match engine.audit(&query).await {
+        Ok(records) => records
+            .into_iter()
+            .map(|r| AuditView::new(r, false))
+            .collect(),
+        Err(e) => return store_failed("audit trail", &e),
+    };
+    let last = entry.syncs.last();
+    html(page::app(&AppPage {
+        status: &status,
+        history: &history,
+        audit: &audit,
+        last: last.as_ref(),
+        started: entry.syncs.started(),
+    }))
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -80,7 +80,12 @@ impl Server {
         } else {
             apps.entries()
                 .into_iter()
-                .map(|entry| tokio::spawn(entry.watch_readiness()))
+                .flat_map(|entry| {
+                    [
+                        tokio::spawn(entry.watch_readiness()),
+                        tokio::spawn(entry.watch_syncs()),
+                    ]
+                })
                 .collect()
         };
         let graceful = GracefulShutdown::new();

@@ -20,21 +20,21 @@ use serde_json::Value;
 
 /// RFC 3339 (`2026-01-02T03:04:05.678Z`); a time jiff cannot represent
 /// (before year -9999) shows as `null`.
-fn rfc3339(at: SystemTime) -> Option<String> {
+pub(super) fn rfc3339(at: SystemTime) -> Option<String> {
     jiff::Timestamp::try_from(at).ok().map(|t| t.to_string())
 }
 
 /// `GET /status`.
 #[derive(Debug, Serialize)]
 pub(crate) struct StatusView {
-    app: String,
-    conditions: Vec<ConditionView>,
-    last_applied: Option<RevisionView>,
-    last_attempted: Option<RevisionView>,
-    drift: Vec<DriftView>,
-    suspended: bool,
-    retry: Option<RetryView>,
-    blocked: Option<BlockedView>,
+    pub(super) app: String,
+    pub(super) conditions: Vec<ConditionView>,
+    pub(super) last_applied: Option<RevisionView>,
+    pub(super) last_attempted: Option<RevisionView>,
+    pub(super) drift: Vec<DriftView>,
+    pub(super) suspended: bool,
+    pub(super) retry: Option<RetryView>,
+    pub(super) blocked: Option<BlockedView>,
 }
 
 impl StatusView {
@@ -58,13 +58,13 @@ impl StatusView {
 }
 
 #[derive(Debug, Serialize)]
-struct ConditionView {
+pub(super) struct ConditionView {
     #[serde(rename = "type")]
-    kind: ConditionKind,
-    status: bool,
-    reason: Reason,
-    message: String,
-    since: Option<String>,
+    pub(super) kind: ConditionKind,
+    pub(super) status: bool,
+    pub(super) reason: Reason,
+    pub(super) message: String,
+    pub(super) since: Option<String>,
 }
 
 impl From<Condition> for ConditionView {
@@ -80,12 +80,12 @@ impl From<Condition> for ConditionView {
 }
 
 #[derive(Debug, Serialize)]
-struct RevisionView {
-    id: String,
-    reference: String,
-    author: String,
-    committed_at: Option<String>,
-    summary: String,
+pub(super) struct RevisionView {
+    pub(super) id: String,
+    pub(super) reference: String,
+    pub(super) author: String,
+    pub(super) committed_at: Option<String>,
+    pub(super) summary: String,
 }
 
 impl From<Revision> for RevisionView {
@@ -103,24 +103,24 @@ impl From<Revision> for RevisionView {
 }
 
 #[derive(Debug, Serialize)]
-struct DriftView {
-    id: ResourceId,
-    policy: DriftPolicy,
-    resolved: bool,
+pub(super) struct DriftView {
+    pub(super) id: ResourceId,
+    pub(super) policy: DriftPolicy,
+    pub(super) resolved: bool,
     /// The resource is gone from the target (no field list).
-    deleted: bool,
-    fields: Vec<FieldView>,
+    pub(super) deleted: bool,
+    pub(super) fields: Vec<FieldView>,
 }
 
 #[derive(Debug, Serialize)]
-struct FieldView {
-    path: String,
+pub(super) struct FieldView {
+    pub(super) path: String,
     /// What the target holds (only with `expose_values`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    observed: Option<Value>,
+    pub(super) observed: Option<Value>,
     /// What Git says (only with `expose_values`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    desired: Option<Value>,
+    pub(super) desired: Option<Value>,
 }
 
 impl DriftView {
@@ -148,9 +148,9 @@ impl DriftView {
 }
 
 #[derive(Debug, Serialize)]
-struct RetryView {
-    attempt: usize,
-    after_seconds: f64,
+pub(super) struct RetryView {
+    pub(super) attempt: usize,
+    pub(super) after_seconds: f64,
 }
 
 impl From<RetryInfo> for RetryView {
@@ -163,11 +163,11 @@ impl From<RetryInfo> for RetryView {
 }
 
 #[derive(Debug, Serialize)]
-struct BlockedView {
-    reason: BlockReason,
-    message: String,
-    until: Option<String>,
-    revision: Option<RevisionView>,
+pub(super) struct BlockedView {
+    pub(super) reason: BlockReason,
+    pub(super) message: String,
+    pub(super) until: Option<String>,
+    pub(super) revision: Option<RevisionView>,
 }
 
 impl From<Blocked> for BlockedView {
@@ -184,17 +184,17 @@ impl From<Blocked> for BlockedView {
 /// One entry of `GET /history`.
 #[derive(Debug, Serialize)]
 pub(crate) struct HistoryView {
-    revision: RevisionView,
-    trigger: Trigger,
-    result: SyncResult,
+    pub(super) revision: RevisionView,
+    pub(super) trigger: Trigger,
+    pub(super) result: SyncResult,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    summary: Summary,
-    outcomes: Vec<OutcomeView>,
+    pub(super) error: Option<String>,
+    pub(super) summary: Summary,
+    pub(super) outcomes: Vec<OutcomeView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    gates: Vec<GateView>,
-    started_at: Option<String>,
-    finished_at: Option<String>,
+    pub(super) gates: Vec<GateView>,
+    pub(super) started_at: Option<String>,
+    pub(super) finished_at: Option<String>,
 }
 
 impl HistoryView {
@@ -226,21 +226,21 @@ impl HistoryView {
 }
 
 #[derive(Debug, Serialize)]
-struct OutcomeView {
-    id: ResourceId,
+pub(super) struct OutcomeView {
+    pub(super) id: ResourceId,
     #[serde(flatten)]
-    outcome: Outcome,
+    pub(super) outcome: Outcome,
 }
 
 #[derive(Debug, Serialize)]
-struct GateView {
-    name: String,
-    stage: GateStage,
-    passed: bool,
-    duration_seconds: f64,
+pub(super) struct GateView {
+    pub(super) name: String,
+    pub(super) stage: GateStage,
+    pub(super) passed: bool,
+    pub(super) duration_seconds: f64,
     /// What the gate printed (only with `expose_values`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<String>,
+    pub(super) output: Option<String>,
 }
 
 impl GateView {
@@ -258,19 +258,19 @@ impl GateView {
 /// One record of `GET /apps/{name}/audit`.
 #[derive(Debug, Serialize)]
 pub(crate) struct AuditView {
-    at: Option<String>,
-    id: ResourceId,
-    action: AuditAction,
-    digest_before: Option<String>,
-    digest_after: Option<String>,
-    revision: String,
-    reference: String,
-    author: String,
-    message: String,
-    trigger: Trigger,
+    pub(super) at: Option<String>,
+    pub(super) id: ResourceId,
+    pub(super) action: AuditAction,
+    pub(super) digest_before: Option<String>,
+    pub(super) digest_after: Option<String>,
+    pub(super) revision: String,
+    pub(super) reference: String,
+    pub(super) author: String,
+    pub(super) message: String,
+    pub(super) trigger: Trigger,
     /// A gate's verdict and output (only with `expose_values`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
+    pub(super) detail: Option<String>,
 }
 
 impl AuditView {

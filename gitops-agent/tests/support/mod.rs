@@ -21,3 +21,4 @@ pub mod gpg;
 pub mod http;
 pub mod prometheus;
 pub mod receiver;
+pub mod webdriver;
