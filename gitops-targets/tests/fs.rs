@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::{file, id};
+
 use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,14 +16,6 @@ use gitops_core::{Health, Resource, ResourceId, Target, TargetError};
 use gitops_targets::{Durability, FsOptions, FsTarget};
 use serde_json::json;
 use support::present;
-
-fn id(path: &str) -> ResourceId {
-    ResourceId::new("File", path).expect("valid id")
-}
-
-fn file(path: &str, content: &[u8]) -> Resource {
-    Resource::new(id(path), file_spec(path, content, false))
-}
 
 /// A `root/` to manage and an `outside/` sibling that must stay untouched.
 struct Fixture {

@@ -2,22 +2,17 @@
 //! socket and a mode-000 file are that resource's drift, not an error that
 //! fails the observation of every other file of the application.
 
+mod support;
+
+use support::file;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::Command;
 
-use gitops_core::files::file_spec;
-use gitops_core::{Health, Resource, ResourceId, Target};
+use gitops_core::{Health, Target};
 use gitops_targets::FsTarget;
-
-fn id(path: &str) -> ResourceId {
-    ResourceId::new("File", path).expect("valid id")
-}
-
-fn file(path: &str, content: &[u8]) -> Resource {
-    Resource::new(id(path), file_spec(path, content, false))
-}
 
 /// Observes `ok.conf` and `odd` (one by one and in a batch): the first is
 /// read, the second is observed as a `kind` in the way (drift), not an

@@ -6,25 +6,18 @@
 
 mod support;
 
+use support::file;
+
 use std::fs::{File, FileTimes};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use gitops_core::files::file_spec;
 use gitops_core::{Observed, Resource, ResourceId, Target};
 use gitops_targets::{FsOpenError, FsOptions, FsTarget};
 
 /// More than the racy window (100 ms): entries recorded after it are clean.
 const SETTLE: Duration = Duration::from_millis(150);
-
-fn id(path: &str) -> ResourceId {
-    ResourceId::new("File", path).expect("valid id")
-}
-
-fn file(path: &str, content: &[u8]) -> Resource {
-    Resource::new(id(path), file_spec(path, content, false))
-}
 
 /// A root to manage and a state directory beside it.
 struct Fixture {

@@ -6,7 +6,18 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gitops_core::{Observed, ResourceId, Target};
+use gitops_core::files::file_spec;
+use gitops_core::{Observed, Resource, ResourceId, Target};
+
+/// The id of the file resource at `path`.
+pub fn id(path: &str) -> ResourceId {
+    ResourceId::new("File", path).expect("valid id")
+}
+
+/// A file resource at `path` holding `content` (mode 0644).
+pub fn file(path: &str, content: &[u8]) -> Resource {
+    Resource::new(id(path), file_spec(path, content, false))
+}
 
 /// A folder of executable `#!/bin/sh` scripts.
 pub struct Scripts {
