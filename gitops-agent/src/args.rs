@@ -348,9 +348,10 @@ pub struct NotifyArgs {
 #[non_exhaustive]
 pub struct AppsArgs {
     /// Run every application of this TOML file (docs/agent.md, "Many
-    /// applications"); SIGHUP reads it again.
+    /// applications"); SIGHUP reads it again. With --once or --plan, every
+    /// application once, dependencies first.
     #[arg(long, env = "GITOPS_CONFIG", value_name = "FILE",
-          conflicts_with_all = ["repo", "config_repo", "once", "plan", "confirm"])]
+          conflicts_with_all = ["repo", "config_repo", "confirm"])]
     pub config: Option<PathBuf>,
     /// Read the application list from this repository instead, polled like
     /// any source ("app of apps"); an invalid list is refused whole.
@@ -662,7 +663,9 @@ mod tests {
         assert!(a.apps.many());
         assert_eq!(a.source.repo, "");
         assert!(cli(&["--config", "a.toml", "--repo", "r"]).is_err());
-        assert!(cli(&["--config", "a.toml", "--once"]).is_err());
+        assert!(cli(&["--config", "a.toml", "--once"]).is_ok());
+        assert!(cli(&["--config", "a.toml", "--plan", "--json"]).is_ok());
+        assert!(cli(&["--config", "a.toml", "--confirm", "abc"]).is_err());
         let a = cli(&[
             "--config-repo",
             "https://git.example/fleet.git",

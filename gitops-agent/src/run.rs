@@ -103,6 +103,13 @@ pub enum AgentError {
     /// The application list (`--config`, `--config-repo`) is unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// `--plan` with `--config`: these applications' plans could not be
+    /// made (each error is printed under the application's header).
+    #[error("no plan for {}: see above", .apps.join(", "))]
+    AppsFailed {
+        /// The applications, in the order they ran.
+        apps: Vec<String>,
+    },
     /// `--config` or `--config-repo` given to a single-application agent
     /// (run [`Apps`](crate::Apps) instead).
     #[error("--config and --config-repo need an agent of many applications (gitops_agent::Apps)")]

@@ -53,10 +53,16 @@ pub(crate) fn trusted_signers(
 }
 
 fn read_pgp_keys(file: &Path) -> Result<PgpKeys, AgentError> {
-    let bad = |message: String| AgentError::PgpKeys {
+    pgp_keys_file(file).map_err(|message| AgentError::PgpKeys {
         path: file.to_owned(),
         message,
-    };
+    })
+}
+
+/// The armored OpenPGP public keys in `file`; the error says what is wrong
+/// with it (never the key material).
+pub(crate) fn pgp_keys_file(file: &Path) -> Result<PgpKeys, String> {
+    let bad = |message: String| message;
     // A binary keyring is not UTF-8: say what to give instead.
     let bytes = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
     let text = String::from_utf8(bytes)

@@ -54,6 +54,8 @@ pub struct RawApp {
     pub writeback_branch: Option<Located<String>>,
     pub writeback_key: Option<Located<String>>,
     pub verify_signers: Option<Located<String>>,
+    pub verify_pgp_keys: Option<Located<Vec<String>>>,
+    pub verify_mode: Option<Located<String>>,
 }
 
 /// Every key an `[[app]]` accepts (for suggestions).
@@ -78,6 +80,8 @@ pub const KEYS: &[&str] = &[
     "writeback_branch",
     "writeback_key",
     "verify_signers",
+    "verify_pgp_keys",
+    "verify_mode",
 ];
 
 /// Where the sections start, to say which one an error is in.

@@ -1,6 +1,6 @@
 //! From [`RawFile`] to [`AppsConfig`]: each key of an `[[app]]` wins over
 //! the same key in `[defaults]`, which wins over the command line's flag
-//! ([`Defaults`]); every value is checked, names are unique, dependencies
+//! ([`Defaults`](super::Defaults)); every value is checked, names are unique, dependencies
 //! exist and have no cycle, target directories do not overlap.
 //!
 //! The release keys (`branch`, `tag`, `semver`, `commit`) go together: an
@@ -10,82 +10,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::ValueEnum;
 use gitops_core::SyncWindow;
 use gitops_git::ReferencePolicy;
 
 use super::file::{Located, RawApp, RawFile, Source};
-use super::{AppLines, AppSpec, AppTarget, AppsConfig, ConfigError, Section, overlap};
-use crate::args::{AgentArgs, DriftArg, RenderKind};
+use super::{AppLines, AppSpec, AppTarget, AppsConfig, ConfigError, Policy, Section, overlap};
+use crate::args::{DriftArg, RenderKind, VerifyModeArg};
 
 /// The longest application name.
 const MAX_NAME: usize = 100;
-
-/// What the command line gives every application unless the file sets the
-/// key (the flags' own defaults when they are not given).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Defaults {
-    /// `--render`.
-    pub render: RenderKind,
-    /// `--drift`.
-    pub drift: Option<DriftArg>,
-    /// `--prune` / `--no-prune`.
-    pub prune: bool,
-    /// `--interval`.
-    pub interval: Duration,
-    /// `--drift-interval`.
-    pub drift_interval: Duration,
-    /// `--allow`.
-    pub allow: Vec<SyncWindow>,
-    /// `--deny`.
-    pub deny: Vec<SyncWindow>,
-    /// `--writeback-branch`.
-    pub writeback_branch: Option<String>,
-    /// `--writeback-key`.
-    pub writeback_key: Option<PathBuf>,
-    /// `--verify-signers`.
-    pub verify_signers: Option<PathBuf>,
-}
-
-impl Default for Defaults {
-    /// The flags' defaults: files, prune, 30 s polls, 60 s drift checks.
-    fn default() -> Self {
-        Self {
-            render: RenderKind::Files,
-            drift: None,
-            prune: true,
-            interval: Duration::from_secs(30),
-            drift_interval: Duration::from_secs(60),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            writeback_branch: None,
-            writeback_key: None,
-            verify_signers: None,
-        }
-    }
-}
-
-impl Defaults {
-    /// The per-application flags of `args`.
-    pub fn from_args(args: &AgentArgs) -> Self {
-        let engine = &args.engine;
-        Self {
-            render: args.source.render,
-            drift: engine.drift,
-            prune: engine.prune(),
-            interval: engine.interval,
-            drift_interval: engine.drift_interval,
-            allow: engine.allow.clone(),
-            deny: engine.deny.clone(),
-            writeback_branch: engine.writeback_branch.clone(),
-            writeback_key: engine.writeback_key.clone(),
-            verify_signers: args.source.verify_signers.clone(),
-        }
-    }
-}
 
 /// One application's raw keys over `[defaults]`'s, with what errors need.
 struct Layer<'a> {
@@ -156,6 +91,21 @@ impl<'a> Layer<'a> {
             .map(|found| overlap::normalize(&self.base.join(found.value.get_ref())))
     }
 
+    /// A list of path keys, each resolved against the config's directory.
+    fn paths(
+        &self,
+        field: impl Fn(&'a RawApp) -> &'a Option<Located<Vec<String>>>,
+    ) -> Option<Vec<PathBuf>> {
+        self.pick(field).map(|found| {
+            found
+                .value
+                .get_ref()
+                .iter()
+                .map(|p| overlap::normalize(&self.base.join(p)))
+                .collect()
+        })
+    }
+
     fn windows(
         &self,
         key: &str,
@@ -181,7 +131,7 @@ pub fn merge(
     raw: &RawFile,
     source: &Source<'_>,
     base: &Path,
-    cli: &Defaults,
+    cli: &Policy,
 ) -> Result<AppsConfig, ConfigError> {
     let empty = RawApp::default();
     let defaults = raw.defaults.as_ref().map_or(&empty, |d| d.get_ref());
@@ -252,7 +202,7 @@ fn app_name(
 }
 
 /// One application's spec and the line of its target.
-fn app_spec(layer: &Layer<'_>, cli: &Defaults) -> Result<(AppSpec, usize), ConfigError> {
+fn app_spec(layer: &Layer<'_>, cli: &Policy) -> Result<(AppSpec, usize), ConfigError> {
     let app_section = || Section::App(layer.name.to_owned());
     let repo = layer.pick(|a| &a.repo).ok_or_else(|| {
         let header = layer.header.clone();
@@ -266,14 +216,23 @@ fn app_spec(layer: &Layer<'_>, cli: &Defaults) -> Result<(AppSpec, usize), Confi
         repo: resolve_repo(repo.value.get_ref(), layer.base),
         release: release(layer)?,
         path: layer.parsed("path", |a| &a.path, check_path)?,
-        render: layer
-            .parsed("render", |a| &a.render, choice::<RenderKind>)?
-            .unwrap_or(cli.render),
         target,
         depends_on: layer
             .pick(|a| &a.depends_on)
             .map(|f| f.value.get_ref().clone())
             .unwrap_or_default(),
+        policy: policy(layer, cli)?,
+    };
+    check_verify_mode(layer, &spec)?;
+    Ok((spec, target_line))
+}
+
+/// The policy keys of one application over `[defaults]` over `cli`.
+fn policy(layer: &Layer<'_>, cli: &Policy) -> Result<Policy, ConfigError> {
+    Ok(Policy {
+        render: layer
+            .parsed("render", |a| &a.render, choice::<RenderKind>)?
+            .unwrap_or(cli.render),
         drift: layer
             .parsed("drift", |a| &a.drift, choice::<DriftArg>)?
             .or(cli.drift),
@@ -306,8 +265,42 @@ fn app_spec(layer: &Layer<'_>, cli: &Defaults) -> Result<(AppSpec, usize), Confi
         verify_signers: layer
             .path(|a| &a.verify_signers)
             .or_else(|| cli.verify_signers.clone()),
+        verify_pgp_keys: layer
+            .paths(|a| &a.verify_pgp_keys)
+            .unwrap_or_else(|| cli.verify_pgp_keys.clone()),
+        verify_mode: layer
+            .parsed("verify_mode", |a| &a.verify_mode, choice::<VerifyModeArg>)?
+            .or(cli.verify_mode),
+    })
+}
+
+/// A `verify_mode` needs keys, and a tag mode a release selected by tag;
+/// the error is at the `verify_mode` key (or, from the flags, the app).
+fn check_verify_mode(layer: &Layer<'_>, spec: &AppSpec) -> Result<(), ConfigError> {
+    let Some(mode) = spec.policy.verify_mode else {
+        return Ok(());
     };
-    Ok((spec, target_line))
+    let message = if !spec.policy.verifies() {
+        "no keys to verify with: give verify_signers or verify_pgp_keys"
+    } else if mode != VerifyModeArg::Head
+        && !matches!(
+            spec.release,
+            ReferencePolicy::Tag(_) | ReferencePolicy::Semver(_)
+        )
+    {
+        "a tag is only verified when the release is selected by tag or semver"
+    } else {
+        return Ok(());
+    };
+    match layer.pick(|a| &a.verify_mode) {
+        Some(found) => Err(layer.bad(&found, "verify_mode", message)),
+        None => Err(layer.source.error(
+            layer.header.clone(),
+            Section::App(layer.name.to_owned()),
+            Some("verify_mode"),
+            format!("--verify-mode: {message}"),
+        )),
+    }
 }
 
 /// A value of a clap enum (`files`, `revert`, ...).

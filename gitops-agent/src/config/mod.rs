@@ -30,7 +30,7 @@
 //! Reading is pure and split in steps: [`mod@file`] parses the TOML (every
 //! value with its position; an unknown key is an error), [`merge`] applies
 //! `[defaults]` and the command line's flags and checks every value into an
-//! [`AppSpec`], [`overlap`] refuses two applications whose target
+//! [`AppSpec`] (the keys all three share are one [`Policy`]), [`overlap`] refuses two applications whose target
 //! directories overlap, and [`mod@diff`] compares a running set with a new one
 //! (what to start, stop and restart on a reload). Every error names the
 //! file, the line, the application and the key:
@@ -40,22 +40,19 @@ pub mod diff;
 pub mod file;
 pub mod merge;
 pub mod overlap;
+pub mod policy;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use gitops_core::SyncWindow;
 use gitops_git::ReferencePolicy;
 
-use crate::args::{DriftArg, RenderKind};
-
 pub use diff::{Changes, diff, start_order};
-pub use merge::Defaults;
 pub use overlap::{normalize, overlaps};
+pub use policy::{Defaults, Policy};
 
 /// Which part of the file an error is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,30 +142,13 @@ pub struct AppSpec {
     pub release: ReferencePolicy,
     /// Only this directory of the repository.
     pub path: Option<String>,
-    /// How files become resources.
-    pub render: RenderKind,
     /// Where it is deployed.
     pub target: AppTarget,
     /// Applications that must be Ready first.
     pub depends_on: Vec<String>,
-    /// The default drift policy (`None`: revert, a manifest may say otherwise).
-    pub drift: Option<DriftArg>,
-    /// Delete what a commit removes.
-    pub prune: bool,
-    /// How often to poll Git.
-    pub interval: Duration,
-    /// How often to check for drift.
-    pub drift_interval: Duration,
-    /// Sync only inside these windows.
-    pub allow: Vec<SyncWindow>,
-    /// Never sync inside these windows.
-    pub deny: Vec<SyncWindow>,
-    /// Write-back to this branch for review.
-    pub writeback_branch: Option<String>,
-    /// Sign write-back commits with this SSH key.
-    pub writeback_key: Option<PathBuf>,
-    /// Deploy only commits signed by a key in this allowed-signers file.
-    pub verify_signers: Option<PathBuf>,
+    /// How it is synced: the keys it shares with `[defaults]` and the
+    /// command line.
+    pub policy: Policy,
 }
 
 /// Where an application was declared, for errors found after parsing.

@@ -58,10 +58,10 @@ fn the_issue_s_example_reads() {
     assert_eq!(db.path.as_deref(), Some("apps/db"));
     assert_eq!(db.target, AppTarget::Dir(PathBuf::from("/srv/db")));
     assert_eq!(db.depends_on, ["flags"]);
-    assert_eq!(db.drift, Some(crate::args::DriftArg::Revert));
-    assert!(db.prune);
+    assert_eq!(db.policy.drift, Some(crate::args::DriftArg::Revert));
+    assert!(db.policy.prune);
     let flags = config.get("flags").expect("flags");
-    assert_eq!(flags.render, crate::args::RenderKind::Manifests);
+    assert_eq!(flags.policy.render, crate::args::RenderKind::Manifests);
     let AppTarget::Other { kind, settings } = &flags.target else {
         panic!("{:?}", flags.target)
     };
@@ -86,16 +86,16 @@ fn app_keys_win_over_defaults_which_win_over_flags() {
     let config = parse_with(text, &flags).expect("valid");
     let (a, b) = (&config.apps[0], &config.apps[1]);
     assert_eq!(
-        a.interval,
+        a.policy.interval,
         Duration::from_secs(60),
         "[defaults] over the flag"
     );
-    assert_eq!(a.drift_interval, Duration::from_secs(8), "the flag");
-    assert!(!a.prune);
+    assert_eq!(a.policy.drift_interval, Duration::from_secs(8), "the flag");
+    assert!(!a.policy.prune);
     assert_eq!(a.release, ReferencePolicy::tag("v1"));
     assert_eq!(a.repo, "/srv/git/ops.git");
     assert_eq!(
-        b.interval,
+        b.policy.interval,
         Duration::from_secs(2),
         "the app over [defaults]"
     );
@@ -104,9 +104,9 @@ fn app_keys_win_over_defaults_which_win_over_flags() {
         ReferencePolicy::branch("dev"),
         "release keys go together"
     );
-    assert!(b.prune);
-    assert_eq!(b.allow.len(), 1);
-    assert!(a.allow.is_empty());
+    assert!(b.policy.prune);
+    assert_eq!(b.policy.allow.len(), 1);
+    assert!(a.policy.allow.is_empty());
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn relative_paths_are_taken_from_the_config_s_directory() {
         AppTarget::Dir(PathBuf::from("/etc/gitops/srv/a"))
     );
     assert_eq!(
-        config.apps[0].verify_signers.as_deref(),
+        config.apps[0].policy.verify_signers.as_deref(),
         Some(Path::new("/etc/gitops/signers"))
     );
     assert_eq!(config.apps[1].repo, "git@host:org/ops.git");
@@ -262,4 +262,83 @@ fn the_docs_snippets_read() {
             panic!("{e}\n{snippet}");
         }
     }
+}
+
+#[test]
+fn signature_keys_per_app_over_defaults_over_flags() {
+    let flags = Defaults {
+        verify_pgp_keys: vec![PathBuf::from("/keys/agent.asc")],
+        ..Defaults::default()
+    };
+    let text = "[defaults]\nverify_pgp_keys = [\"keys/ops.asc\", \"/keys/rel.asc\"]\n\
+                [[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t/a\"\n\
+                [[app]]\nname = \"b\"\nrepo = \"/r\"\ntarget_dir = \"/t/b\"\ntag = \"v1\"\n\
+                verify_pgp_keys = []\nverify_signers = \"signers\"\nverify_mode = \"tag-and-head\"\n";
+    let config = parse_with(text, &flags).expect("valid");
+    let (a, b) = (&config.apps[0].policy, &config.apps[1].policy);
+    assert_eq!(
+        a.verify_pgp_keys,
+        [
+            PathBuf::from("/etc/gitops/keys/ops.asc"),
+            PathBuf::from("/keys/rel.asc")
+        ],
+        "[defaults] over the flag, relative to the config"
+    );
+    assert_eq!(a.verify_mode, None);
+    assert!(b.verify_pgp_keys.is_empty(), "an empty list replaces");
+    assert_eq!(
+        b.verify_signers.as_deref(),
+        Some(Path::new("/etc/gitops/signers"))
+    );
+    assert_eq!(b.verify_mode, Some(crate::args::VerifyModeArg::TagAndHead));
+    assert!(b.verifies());
+    let only_flags = parse_with(
+        "[[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t/a\"\n",
+        &flags,
+    )
+    .expect("valid");
+    assert_eq!(
+        only_flags.apps[0].policy.verify_pgp_keys,
+        flags.verify_pgp_keys
+    );
+}
+
+#[test]
+fn verify_mode_errors_name_line_and_key() {
+    let app = |extra: &str| {
+        format!("[[app]]\nname = \"db\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n{extra}")
+    };
+    let cases = [
+        (
+            "verify_pgp_keys = [\"k.asc\"]\nverify_mode = \"tags\"\n",
+            "apps.toml:6: app \"db\": verify_mode: \"tags\": use one of head, tag, tag-and-head",
+        ),
+        (
+            "verify_mode = \"head\"\n",
+            "apps.toml:5: app \"db\": verify_mode: no keys to verify with",
+        ),
+        (
+            "verify_pgp_keys = [\"k.asc\"]\n\nverify_mode = \"tag\"\n",
+            "apps.toml:7: app \"db\": verify_mode: a tag is only verified when the release is selected by tag or semver",
+        ),
+        (
+            "verify_pgp_keys = \"k.asc\"\n",
+            "apps.toml:5: app \"db\": verify_pgp_keys: ",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let e = error(&app(extra));
+        assert!(e.starts_with(expected), "{extra:?}: {e}");
+    }
+    let e = error(
+        "[defaults]\nverify_mode = \"tag\"\nverify_signers = \"s\"\n\
+         [[app]]\nname = \"a\"\nrepo = \"/r\"\ntarget_dir = \"/t\"\n",
+    );
+    assert!(
+        e.starts_with("apps.toml:2: [defaults]: verify_mode: a tag is only verified"),
+        "{e}"
+    );
+    ok(&app(
+        "semver = \"^1\"\nverify_pgp_keys = [\"k.asc\"]\nverify_mode = \"tag\"\n",
+    ));
 }

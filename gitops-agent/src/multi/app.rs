@@ -12,11 +12,11 @@ use gitops_core::{
     ManifestRender, Needs, Render, StateStore, SyncWindows, Target,
 };
 use gitops_git::{
-    AllowedSigners, GitSource, GitWriteback, SharedRepository, TrustedSigners, VerifyMode,
+    AllowedSigners, GitSource, GitWriteback, PgpKeys, SharedRepository, TrustedSigners, VerifyMode,
 };
 
-use crate::args::{CredentialArgs, RenderKind};
-use crate::config::{AppSpec, AppsConfig, ConfigError};
+use crate::args::{CredentialArgs, RenderKind, VerifyModeArg};
+use crate::config::{AppSpec, AppsConfig, ConfigError, Policy};
 use crate::credentials;
 use crate::http::repo_key;
 use crate::metrics::Metrics;
@@ -39,12 +39,12 @@ where
     }
 }
 
-/// The agent-wide keys of `--verify-signers`/`--verify-pgp-keys`/
-/// `--verify-mode`, `--age-identity`/`--writeback-age-recipient` and the
-/// state directory's digest key: every application uses them (an
-/// application's own `verify_signers` replaces the SSH part).
+/// The agent-wide keys of `--age-identity`/`--writeback-age-recipient`
+/// and the state directory's digest key: every application uses them.
+/// (The signature keys are each application's
+/// [`Policy`]: `--verify-signers`, `--verify-pgp-keys` and `--verify-mode`
+/// are their defaults.)
 pub(crate) struct Keys {
-    pub(crate) trust: Option<(VerifyMode, TrustedSigners)>,
     pub(crate) age: Option<(Identities, Recipients)>,
     pub(crate) digest: DigestKey,
 }
@@ -91,7 +91,7 @@ pub(crate) fn build(
     upstreams: &[(&AppSpec, &Engine)],
 ) -> Result<Built, ConfigError> {
     let bad = |key: &str, message: String| config.error(&spec.name, key, message);
-    let source = source(parts.credentials, parts.keys, spec, shared).map_err(|(k, m)| bad(k, m))?;
+    let source = source(parts.credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
     let render = render(spec, parts.keys);
     let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
     let target = parts.targets.target(spec).map_err(|m| bad("target", m))?;
@@ -122,7 +122,6 @@ pub(crate) fn build(
 /// The Git source of `spec` on its shared repository; errors are (key, message).
 fn source(
     credentials: &CredentialArgs,
-    keys: &Keys,
     spec: &AppSpec,
     shared: &SharedRepository,
 ) -> Result<GitSource, (&'static str, String)> {
@@ -130,15 +129,7 @@ fn source(
     if let Some(path) = &spec.path {
         builder = builder.path(path.clone());
     }
-    let mut trust = keys.trust.clone();
-    if let Some(file) = &spec.verify_signers {
-        let bad = |e: String| ("verify_signers", format!("{}: {e}", file.display()));
-        let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
-        let signers = AllowedSigners::parse(&text).map_err(|e| bad(e.to_string()))?;
-        let (mode, trusted) = trust.unwrap_or((VerifyMode::Head, TrustedSigners::new()));
-        trust = Some((mode, trusted.with_ssh(signers)));
-    }
-    if let Some((mode, trusted)) = trust {
+    if let Some((mode, trusted)) = trust(&spec.policy)? {
         builder = builder.verify(mode, trusted);
     }
     let builder = credentials::configure(builder, credentials, &spec.repo)
@@ -146,13 +137,36 @@ fn source(
     builder.build().map_err(|e| ("repo", e.to_string()))
 }
 
+/// The keys `policy` names, read now (at every build: a reload reads them
+/// again), and what must be signed; `None` without keys. Errors are
+/// (key, message) and name the file, never its content.
+fn trust(policy: &Policy) -> Result<Option<(VerifyMode, TrustedSigners)>, (&'static str, String)> {
+    if !policy.verifies() {
+        return Ok(None);
+    }
+    let mut trusted = TrustedSigners::new();
+    if let Some(file) = &policy.verify_signers {
+        let bad = |e: String| ("verify_signers", format!("{}: {e}", file.display()));
+        let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+        trusted = trusted.with_ssh(AllowedSigners::parse(&text).map_err(|e| bad(e.to_string()))?);
+    }
+    let mut keys = PgpKeys::new();
+    for file in &policy.verify_pgp_keys {
+        let read = crate::trust::pgp_keys_file(file)
+            .map_err(|e| ("verify_pgp_keys", format!("{}: {e}", file.display())))?;
+        keys.extend(read);
+    }
+    let mode = policy.verify_mode.unwrap_or(VerifyModeArg::Head).into();
+    Ok(Some((mode, trusted.with_pgp(keys))))
+}
+
 /// The render of `spec`, with its drift policy as every resource's default.
 fn render(spec: &AppSpec, keys: &Keys) -> Arc<dyn Render> {
-    let mut render: Box<dyn Render> = match spec.render {
+    let mut render: Box<dyn Render> = match spec.policy.render {
         RenderKind::Manifests => Box::new(ManifestRender::new()),
         _ => Box::new(FilesRender::new()),
     };
-    if let Some(drift) = spec.drift {
+    if let Some(drift) = spec.policy.drift {
         render = Box::new(DefaultDrift::new(render, drift.into()));
     }
     match &keys.age {
@@ -173,14 +187,14 @@ fn writeback(
     render: &Arc<dyn Render>,
 ) -> Result<Option<GitWriteback>, String> {
     let mut builder = GitWriteback::builder(source, render.clone());
-    if let Some(branch) = &spec.writeback_branch {
+    if let Some(branch) = &spec.policy.writeback_branch {
         builder = builder.review_branch(branch.clone());
     }
-    if let Some(key) = &spec.writeback_key {
+    if let Some(key) = &spec.policy.writeback_key {
         builder = builder.signing_key(key.clone());
     }
-    let asked = spec.drift.map(DriftPolicy::from) == Some(DriftPolicy::Writeback)
-        || spec.writeback_key.is_some();
+    let asked = spec.policy.drift.map(DriftPolicy::from) == Some(DriftPolicy::Writeback)
+        || spec.policy.writeback_key.is_some();
     match builder.build() {
         Ok(w) => Ok(Some(w)),
         Err(e) if asked => Err(format!("write-back: {e}")),
@@ -191,15 +205,16 @@ fn writeback(
 /// The engine settings of `spec`.
 fn engine_config(spec: &AppSpec) -> EngineConfig {
     let windows = spec
+        .policy
         .allow
         .iter()
-        .chain(&spec.deny)
+        .chain(&spec.policy.deny)
         .cloned()
         .fold(SyncWindows::new(), SyncWindows::with);
     EngineConfig::default()
-        .interval(spec.interval)
-        .drift_interval(spec.drift_interval)
-        .prune(spec.prune)
+        .interval(spec.policy.interval)
+        .drift_interval(spec.policy.drift_interval)
+        .prune(spec.policy.prune)
         .windows(windows)
 }
 

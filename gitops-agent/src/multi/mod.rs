@@ -38,6 +38,7 @@
 
 mod app;
 mod list;
+mod oneshot;
 mod prune;
 mod repos;
 mod supervisor;
@@ -136,8 +137,19 @@ impl Apps {
         &self.metrics
     }
 
-    /// Runs every application until SIGINT or SIGTERM.
+    /// Runs every application until SIGINT or SIGTERM; with `--once` or
+    /// `--plan` (and `--config`), every application once, dependencies
+    /// first, then returns.
     pub async fn run(self) -> Result<Outcome, AgentError> {
+        if self.args.mode.once || self.args.mode.plan {
+            let path = self
+                .args
+                .apps
+                .config
+                .as_deref()
+                .ok_or(AgentError::ManyApps)?;
+            return oneshot::run(&self.args, self.targets.as_ref(), path).await;
+        }
         let mut signals = Signals::install()?;
         let state_dir = self
             .args
@@ -149,8 +161,10 @@ impl Apps {
             path: state_dir.clone(),
             source,
         })?;
+        // The flags' keys are read (and refused) now; each application
+        // reads its own when it is built.
+        crate::trust::trusted_signers(&self.args.source)?;
         let keys = app::Keys {
-            trust: crate::trust::trusted_signers(&self.args.source)?,
             age: crate::run::age_keys(&self.args)?,
             digest: gitops_core::secret::DigestKey::load_or_create(
                 &state_dir.join(crate::run::DIGEST_KEY_FILE),

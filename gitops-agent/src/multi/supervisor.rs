@@ -122,7 +122,7 @@ impl Supervisor {
         let users: Vec<(String, Duration)> = self
             .running
             .values()
-            .map(|r| (r.spec.repo.clone(), r.spec.interval))
+            .map(|r| (r.spec.repo.clone(), r.spec.policy.interval))
             .collect();
         self.repos
             .set_windows(users.iter().map(|(url, i)| (url.as_str(), *i)));
@@ -331,7 +331,7 @@ async fn finish(name: &str, running: &mut Running) {
 }
 
 /// Two directory targets that overlap once symbolic links are resolved.
-fn check_real_overlaps(next: &AppsConfig) -> Result<(), ConfigError> {
+pub(crate) fn check_real_overlaps(next: &AppsConfig) -> Result<(), ConfigError> {
     let real: Vec<(&str, std::path::PathBuf)> = next
         .apps
         .iter()
