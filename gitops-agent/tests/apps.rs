@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use gitops_agent::signing::WebhookSecret;
-use support::apps::{Agent, Served, app, read};
+use support::apps::{Agent, Served, app, one_shot, read};
 
 /// A temporary directory with the config file, the targets and the state.
 struct Setup {
@@ -425,4 +425,179 @@ fn every_app_uses_the_agent_wide_age_identity_and_never_logs_the_secret() {
         state.join("digest.key").is_file(),
         "one keyed-digest key for every app"
     );
+}
+
+/// The revision id `GET /status` shows deployed for each application.
+fn deployed(agent: &Agent) -> std::collections::BTreeMap<String, String> {
+    agent.json("/status")["apps"]
+        .as_array()
+        .map(|apps| {
+            apps.iter()
+                .map(|a| {
+                    let name = a["app"].as_str().unwrap_or_default().to_owned();
+                    let id = a["last_applied"]["id"].as_str().unwrap_or_default();
+                    (name, id.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 18's "Done when": one agent process, six applications over three
+/// repositories served over smart HTTP (one depending on another, files
+/// and manifests renders), all deployed and listed in `/status`; a commit
+/// to one repository changes the revision of its application only.
+#[test]
+fn six_apps_deploy_and_only_the_committed_one_changes_revision() {
+    let web_manifest =
+        "kind: File\nmetadata:\n  name: web.conf\nspec:\n  content: \"web = 1\\n\"\n";
+    let ops = Served::start(&[
+        ("apps/db/db.conf", "db = 1\n"),
+        ("apps/web/web.yaml", web_manifest),
+        ("apps/cache/cache.conf", "cache = 1\n"),
+        ("apps/api/api.conf", "api = 1\n"),
+    ]);
+    let flags = Served::start(&[("flags/flags.conf", "on = 1\n")]);
+    let site = Served::start(&[("index.html", "<h1>1</h1>\n")]);
+    let s = Setup::new();
+    s.config(&format!(
+        "{FAST}{}{}{}{}{}{}",
+        app("db", &ops.url(), "apps/db", &s.target("db"), ""),
+        app(
+            "web",
+            &ops.url(),
+            "apps/web",
+            &s.target("web"),
+            "render = \"manifests\"\ndepends_on = [\"db\"]"
+        ),
+        app("cache", &ops.url(), "apps/cache", &s.target("cache"), ""),
+        app("api", &ops.url(), "apps/api", &s.target("api"), ""),
+        app("flags", &flags.url(), "flags", &s.target("flags"), ""),
+        app("site", &site.url(), "", &s.target("site"), ""),
+    ));
+    let agent = s.start(&[]);
+    let files = [
+        ("db", "db.conf", "db = 1\n"),
+        ("web", "web.conf", "web = 1\n"),
+        ("cache", "cache.conf", "cache = 1\n"),
+        ("api", "api.conf", "api = 1\n"),
+        ("flags", "flags.conf", "on = 1\n"),
+        ("site", "index.html", "<h1>1</h1>\n"),
+    ];
+    agent.wait_for("all six deployed", || {
+        files
+            .iter()
+            .all(|(app, file, content)| read(&s.target(app).join(file)) == *content)
+    });
+    agent.wait_for("ready", || agent.get("/readyz").0 == 200);
+    assert_eq!(agent.apps(), ["api", "cache", "db", "flags", "site", "web"]);
+    agent.wait_for("six revisions deployed", || {
+        deployed(&agent)
+            .values()
+            .filter(|id| !id.is_empty())
+            .count()
+            == 6
+    });
+    let before = deployed(&agent);
+    assert_eq!(before["web"], ops.repo.head());
+    assert_eq!(before["site"], site.repo.head());
+
+    flags
+        .repo
+        .commit(&[("flags/flags.conf", "on = 2\n")], "flags two");
+    let flags_head = flags.repo.head();
+    agent.wait_for("the flags commit deployed", || {
+        read(&s.target("flags").join("flags.conf")) == "on = 2\n"
+            && deployed(&agent)["flags"] == flags_head
+    });
+    let after = deployed(&agent);
+    for (name, id) in &before {
+        if name != "flags" {
+            assert_eq!(&after[name], id, "{name} changed revision");
+        }
+    }
+    assert_ne!(after["flags"], before["flags"]);
+    // Its audit trail, newest first: the update of this commit.
+    let newest = agent.json("/apps/flags/audit?limit=1");
+    assert_eq!(newest[0]["action"], "update", "{newest}");
+    assert_eq!(newest[0]["revision"], flags_head, "{newest}");
+    assert_eq!(agent.stop(), Some(0));
+}
+
+/// `--once` and `--plan` with `--config` (issue 18): every application
+/// once, dependencies first; a dependency that does not converge skips
+/// its dependents; a summary per application; the exit codes of the
+/// single-application agent; `--plan --json` is keyed by application.
+#[test]
+fn once_and_plan_run_every_app_in_dependency_order() {
+    let ops = Served::start(&[
+        ("apps/db/db.conf", "db = 1\n"),
+        ("apps/web/web.conf", "web = 1\n"),
+    ]);
+    let flags = Served::start(&[("flags.conf", "on = 1\n")]);
+    let s = Setup::new();
+    let config = s.config(&format!(
+        "{}{}{}",
+        app(
+            "web",
+            &ops.url(),
+            "apps/web",
+            &s.target("web"),
+            "depends_on = [\"db\"]"
+        ),
+        app("db", &ops.url(), "apps/db", &s.target("db"), ""),
+        app("flags", &flags.url(), "", &s.target("flags"), ""),
+    ));
+    let config = Path::new(&config);
+    let state = s.path().join("state");
+
+    let (code, stdout, stderr) = one_shot(config, &state, &["--plan"]);
+    assert_eq!(code, Some(2), "changes pending: {stdout}\n{stderr}");
+    let headers: Vec<&str> = stdout.lines().filter(|l| l.starts_with("== ")).collect();
+    assert_eq!(
+        headers,
+        ["== db ==", "== web ==", "== flags =="],
+        "dependencies first: {stdout}"
+    );
+    assert!(
+        stdout.contains("web.conf") && stdout.contains("flags.conf"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = one_shot(config, &state, &["--plan", "--json"]);
+    assert_eq!(code, Some(2));
+    let plans: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let mut names: Vec<&String> = plans.as_object().expect("an object").keys().collect();
+    names.sort();
+    assert_eq!(names, ["db", "flags", "web"]);
+
+    // db cannot deploy (a directory holds its file's path): web is skipped,
+    // flags still syncs, and the run fails.
+    std::fs::create_dir_all(s.target("db").join("db.conf").join("keep")).expect("mkdir");
+    let (code, stdout, stderr) = one_shot(config, &state, &["--once"]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("db: not converged") || stderr.contains("db: failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("web: skipped: it depends on \"db\", which did not converge"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("flags: converged"), "{stderr}");
+    assert_eq!(read(&s.target("flags").join("flags.conf")), "on = 1\n");
+    assert!(
+        !s.target("web").join("web.conf").exists(),
+        "web waits for db"
+    );
+
+    std::fs::remove_dir_all(s.target("db").join("db.conf")).expect("rm");
+    let (code, stdout, stderr) = one_shot(config, &state, &["--once", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let reports: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    for name in ["db", "web", "flags"] {
+        assert_eq!(reports[name]["result"], "converged", "{name}: {reports}");
+    }
+    assert_eq!(read(&s.target("web").join("web.conf")), "web = 1\n");
+    let (code, stdout, _) = one_shot(config, &state, &["--plan"]);
+    assert_eq!(code, Some(0), "nothing left to change: {stdout}");
 }

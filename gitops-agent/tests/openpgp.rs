@@ -256,3 +256,97 @@ fn a_running_agent_keeps_the_last_good_state_when_a_signature_is_refused() {
     wait_for("the next signed commit", &log, &|| read(&app) == "fixed\n");
     stop(child);
 }
+
+/// Per-application OpenPGP keys with `--config` (issue 18):
+/// `verify_pgp_keys` in `[defaults]` and in an `[[app]]` (which replaces
+/// it), checked with the real `gpg` through `--once`; a bad key file and a
+/// `verify_mode` that cannot apply are refused naming the line and key.
+#[test]
+fn each_app_of_a_config_verifies_with_its_own_openpgp_keys() {
+    let repo = Repo::with_files(&[("app.conf", "v0\n")]);
+    let dirs = Dirs::new();
+    let url = format!("file://{}", repo.root.join("app.git").display());
+    let gpg = Gpg::new();
+    let ed = gpg.key("Bot <bot@example.com>", "ed25519", "never", None);
+    let stranger = gpg.key("Stranger <x@example.com>", "ed25519", "never", None);
+    let ed_file = gpg.file("ed.asc", &gpg.export(&ed));
+    let stranger_file = gpg.file("stranger.asc", &gpg.export(&stranger));
+    sign_with_pgp(&repo, &gpg, &ed);
+    repo.commit(&[("app.conf", "v1\n")], "v1 by ed25519");
+    let srv = dirs.dir.path().join("srv");
+    let config = dirs.dir.path().join("apps.toml");
+    let write = |apps: &str| {
+        let text = format!(
+            "[defaults]\nrepo = {url:?}\nverify_pgp_keys = [{:?}]\n\n{apps}",
+            stranger_file.display().to_string()
+        );
+        std::fs::write(&config, text).expect("write the config");
+    };
+    let app = |name: &str, extra: &str| {
+        let target = srv.join(name).display().to_string();
+        format!("[[app]]\nname = {name:?}\ntarget_dir = {target:?}\n{extra}\n")
+    };
+    let once = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gitops-agent"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "error")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&dirs.state)
+            .arg("--once")
+            .output()
+            .expect("run the agent")
+    };
+    let ed_key = format!("verify_pgp_keys = [{:?}]", ed_file.display().to_string());
+    write(&format!(
+        "{}{}",
+        app("trusted", &ed_key),
+        app("defaults", "")
+    ));
+    let out = once();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("trusted: converged"), "{err}");
+    assert!(
+        err.contains("defaults: failed: ") && err.contains(&repo.head()),
+        "the defaults' key does not trust the commit: {err}"
+    );
+    assert!(
+        err.contains(&format!("not trusted (fingerprint {ed})")),
+        "{err}"
+    );
+    assert_eq!(read(&srv.join("trusted").join("app.conf")), "v1\n");
+    assert!(!srv.join("defaults").join("app.conf").exists());
+
+    // A key file that cannot be read: refused before anything runs,
+    // naming the line and the key.
+    let missing = dirs.dir.path().join("missing.asc");
+    let bad_key = format!("verify_pgp_keys = [{:?}]", missing.display().to_string());
+    write(&format!(
+        "{}{}",
+        app("trusted", &ed_key),
+        app("bad", &bad_key)
+    ));
+    let out = once();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let expected = format!(
+        "{}:9: app \"bad\": verify_pgp_keys: {}: ",
+        config.display(),
+        missing.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+
+    // A tag mode on a branch: the line of `verify_mode`.
+    write(&app("trusted", &format!("{ed_key}\nverify_mode = \"tag\"")));
+    let out = once();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let expected = format!(
+        "{}:9: app \"trusted\": verify_mode: a tag is only verified",
+        config.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}

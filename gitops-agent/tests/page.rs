@@ -112,3 +112,86 @@ fn the_status_page_lists_the_apps_shows_a_failure_and_follows_a_commit() {
         "{state}"
     );
 }
+
+/// The single-application agent (`--repo`, `--target-dir`) through its real
+/// HTTP service: its page shows the plan of its first sync (the agent
+/// follows its syncs as for many applications), and `GET /audit` lists the
+/// newest records first, at most `limit`, with more records than that.
+#[test]
+fn the_single_application_page_shows_its_first_sync_and_audit_is_newest_first() {
+    let ops = Served::start(&[
+        ("a.conf", "a = 1\n"),
+        ("b.conf", "b = 1\n"),
+        ("c.conf", "c = 1\n"),
+        ("d.conf", "d = 1\n"),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("srv");
+    let url = ops.url();
+    let target_arg = target.display().to_string();
+    let agent = Agent::start(
+        dir.path(),
+        &[
+            "--repo",
+            &url,
+            "--target-dir",
+            &target_arg,
+            "--interval",
+            "1s",
+            "--drift-interval",
+            "1h",
+        ],
+    );
+    agent.wait_for("the first sync", || {
+        read(&target.join("d.conf")) == "d = 1\n"
+    });
+    let head = ops.repo.head();
+    let short = head.get(..12).expect("a full commit id");
+    agent.wait_for("the page shows the first sync", || {
+        let page = agent.get("/apps/agent").1;
+        page.contains(&format!("Revision <code>{short}</code>"))
+    });
+    let page = agent.get("/apps/agent").1;
+    let steps = page
+        .split("<ul id=\"steps\">")
+        .nth(1)
+        .and_then(|s| s.split("</ul>").next())
+        .unwrap_or_default();
+    for file in ["a.conf", "d.conf"] {
+        assert!(
+            steps.contains(&format!("{file}</code>: created")),
+            "{file}: {page}"
+        );
+    }
+
+    ops.repo.commit(&[("b.conf", "b = 2\n")], "b two");
+    agent.wait_for("b updated", || read(&target.join("b.conf")) == "b = 2\n");
+    let audit = |path: &str| -> Vec<(String, String)> {
+        agent
+            .json(path)
+            .as_array()
+            .map_or_else(Vec::new, |records| {
+                records
+                    .iter()
+                    .map(|r| {
+                        let id = r["id"].as_str().unwrap_or_default();
+                        let action = r["action"].as_str().unwrap_or_default();
+                        (id.to_owned(), action.to_owned())
+                    })
+                    .collect()
+            })
+    };
+    agent.wait_for("the update audited", || audit("/audit").len() == 5);
+    let newest = audit("/audit?limit=2");
+    assert_eq!(newest.len(), 2, "{newest:?}");
+    assert!(
+        newest[0].0.ends_with("b.conf") && newest[0].1 == "update",
+        "the newest record first: {newest:?}"
+    );
+    assert_eq!(
+        newest[1].1, "create",
+        "then the creates, newest first: {newest:?}"
+    );
+    assert_eq!(audit("/apps/agent/audit?limit=1"), newest[..1]);
+    assert_eq!(agent.stop(), Some(0));
+}

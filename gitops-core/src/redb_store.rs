@@ -464,60 +464,19 @@ impl StateStore for RedbStore {
     async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let app = app.to_owned();
         let query = query.clone();
-        self.blocking(move |db, path| {
-            let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
-            let records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
-            let limit = query.limit.unwrap_or(usize::MAX);
-            let mut out = Vec::new();
-            if limit == 0 {
-                return Ok(out);
-            }
-            let mut push = |bytes: &[u8]| -> Result<bool, StoreError> {
-                let record: AuditRecord = decode(path, "audit", bytes)?;
-                if query.matches(&record) {
-                    out.push(record);
-                }
-                Ok(out.len() < limit)
-            };
-            match &query.id {
-                Some(id) => {
-                    // The per-resource index: one range scan, then point reads.
-                    let id = id.to_string();
-                    let index = txn
-                        .open_table(AUDIT_BY_ID)
-                        .map_err(|e| unavailable(path, e))?;
-                    for item in index
-                        .range(
-                            (app.as_str(), id.as_str(), 0)..=(app.as_str(), id.as_str(), u64::MAX),
-                        )
-                        .map_err(|e| unavailable(path, e))?
-                    {
-                        let (k, _) = item.map_err(|e| unavailable(path, e))?;
-                        let seq = k.value().2;
-                        if let Some(v) = records
-                            .get((app.as_str(), seq))
-                            .map_err(|e| unavailable(path, e))?
-                            && !push(v.value())?
-                        {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    for item in records
-                        .range((app.as_str(), 0)..=(app.as_str(), u64::MAX))
-                        .map_err(|e| unavailable(path, e))?
-                    {
-                        let (_, v) = item.map_err(|e| unavailable(path, e))?;
-                        if !push(v.value())? {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(move |db, path| read_audit(db, path, &app, &query, Order::OldestFirst))
+            .await
+    }
+
+    async fn audit_newest(
+        &self,
+        app: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let app = app.to_owned();
+        let query = query.clone();
+        self.blocking(move |db, path| read_audit(db, path, &app, &query, Order::NewestFirst))
+            .await
     }
 
     async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError> {
@@ -558,4 +517,93 @@ impl StateStore for RedbStore {
         })
         .await
     }
+}
+
+/// Which end of the audit trail a read starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Audit records of `app` matching `query`, walking the trail from the end
+/// `order` says and stopping once `query.limit` records are found.
+fn read_audit(
+    db: &Database,
+    path: &Path,
+    app: &str,
+    query: &AuditQuery,
+    order: Order,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let txn = db.begin_read().map_err(|e| unavailable(path, e))?;
+    let records = txn.open_table(AUDIT).map_err(|e| unavailable(path, e))?;
+    let limit = query.limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    // Whether to read on.
+    let mut push = |bytes: &[u8]| -> Result<bool, StoreError> {
+        let record: AuditRecord = decode(path, "audit", bytes)?;
+        if query.matches(&record) {
+            out.push(record);
+        }
+        Ok(out.len() < limit)
+    };
+    match &query.id {
+        Some(id) => {
+            // The per-resource index: one range scan, then point reads.
+            let id = id.to_string();
+            let index = txn
+                .open_table(AUDIT_BY_ID)
+                .map_err(|e| unavailable(path, e))?;
+            let range = index
+                .range((app, id.as_str(), 0)..=(app, id.as_str(), u64::MAX))
+                .map_err(|e| unavailable(path, e))?;
+            let mut visit = |item: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
+                let (k, _): (redb::AccessGuard<(&str, &str, u64)>, _) =
+                    item.map_err(|e| unavailable(path, e))?;
+                let seq = k.value().2;
+                match records.get((app, seq)).map_err(|e| unavailable(path, e))? {
+                    Some(v) => push(v.value()),
+                    None => Ok(true),
+                }
+            };
+            match order {
+                Order::OldestFirst => walk(range, &mut visit)?,
+                Order::NewestFirst => walk(range.rev(), &mut visit)?,
+            }
+        }
+        None => {
+            let range = records
+                .range((app, 0)..=(app, u64::MAX))
+                .map_err(|e| unavailable(path, e))?;
+            let mut visit = |item: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
+                let (_, v): (_, redb::AccessGuard<&[u8]>) =
+                    item.map_err(|e| unavailable(path, e))?;
+                push(v.value())
+            };
+            match order {
+                Order::OldestFirst => walk(range, &mut visit)?,
+                Order::NewestFirst => walk(range.rev(), &mut visit)?,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Visits `items` until `visit` says stop (or fails).
+fn walk<I, T>(
+    items: I,
+    visit: &mut impl FnMut(T) -> Result<bool, StoreError>,
+) -> Result<(), StoreError>
+where
+    I: Iterator<Item = T>,
+{
+    for item in items {
+        if !visit(item)? {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -219,6 +219,28 @@ pub trait StateStore: Send + Sync {
     /// Audit records matching `query`, oldest first.
     async fn audit(&self, app: &str, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// The newest audit records matching `query`, newest first: at most
+    /// `query.limit` of them, the most recent.
+    ///
+    /// The default reads every matching record oldest first and keeps the
+    /// end; a store that can walk its records backwards (the memory and
+    /// redb stores do) reads only the records it returns.
+    async fn audit_newest(
+        &self,
+        app: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let all = AuditQuery {
+            limit: None,
+            ..query.clone()
+        };
+        let mut records = self.audit(app, &all).await?;
+        let keep = query.limit.unwrap_or(usize::MAX).min(records.len());
+        let mut newest = records.split_off(records.len() - keep);
+        newest.reverse();
+        Ok(newest)
+    }
+
     /// The engine record of `app` (default at version 0 when never written).
     async fn load_record(&self, app: &str) -> Result<Versioned<EngineRecord>, StoreError>;
 
@@ -350,6 +372,22 @@ impl StateStore for MemoryStore {
         Ok(self.with(app, |s| {
             s.audit
                 .iter()
+                .filter(|r| query.matches(r))
+                .take(query.limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn audit_newest(
+        &self,
+        app: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.with(app, |s| {
+            s.audit
+                .iter()
+                .rev()
                 .filter(|r| query.matches(r))
                 .take(query.limit.unwrap_or(usize::MAX))
                 .cloned()

@@ -3,7 +3,7 @@
 //! and removed while the service runs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use gitops_core::Engine;
@@ -29,8 +29,29 @@ pub struct AppEntry {
     pub shared: Option<SharedRepository>,
     /// Latched once its first reconcile ended.
     ready: Arc<AtomicBool>,
+    /// Its readiness and syncs are followed (see [`AppEntry::follow`]).
+    followed: Arc<AtomicBool>,
     /// Its last sync as seen by the agent (for the status page).
     pub(crate) syncs: SyncLog,
+    /// How many times its engine was restarted after ending by itself.
+    pub(crate) restarts: Restarts,
+}
+
+/// How many times an application's engine was restarted. Cheap to clone;
+/// clones share one count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Restarts(Arc<AtomicU64>);
+
+impl Restarts {
+    /// The count.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one restart.
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl AppEntry {
@@ -42,8 +63,28 @@ impl AppEntry {
             repo: None,
             shared: None,
             ready: Arc::new(AtomicBool::new(false)),
+            followed: Arc::new(AtomicBool::new(false)),
             syncs: SyncLog::default(),
+            restarts: Restarts::default(),
         }
+    }
+
+    /// How many times its engine was restarted after it ended by itself
+    /// (a panic or an error; applications of a `--config` only).
+    pub fn restarts(&self) -> u64 {
+        self.restarts.get()
+    }
+
+    /// Follows its readiness and its syncs on `runtime` (once: a second
+    /// call does nothing, so that one record has one writer). The events
+    /// are subscribed to now: start following before the engine runs, and
+    /// the status page sees its first sync whole.
+    pub(crate) fn follow(&self, runtime: &tokio::runtime::Handle) {
+        if self.followed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        runtime.spawn(self.watch_readiness());
+        runtime.spawn(self.watch_syncs());
     }
 
     /// Follows the engine's events and keeps its last sync's steps in
@@ -132,13 +173,14 @@ pub struct AppSet {
 }
 
 impl AppSet {
-    /// One application (today's single-application endpoints and shapes).
+    /// One application (today's single-application endpoints and shapes);
+    /// inside a Tokio runtime, its readiness and its syncs are followed in
+    /// the background, as for every application of a set of many (the
+    /// status page shows its last sync).
     pub fn single(entry: AppEntry) -> Self {
         let set = Self::default();
-        set.write(|inner| {
-            inner.loaded = true;
-            inner.apps.insert(entry.engine.name().to_owned(), entry);
-        });
+        set.write(|inner| inner.loaded = true);
+        set.insert(entry);
         set
     }
 
@@ -167,8 +209,7 @@ impl AppSet {
     /// runtime, its readiness is followed in the background.
     pub fn insert(&self, entry: AppEntry) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(entry.watch_readiness());
-            runtime.spawn(entry.watch_syncs());
+            entry.follow(&runtime);
         }
         self.write(|i| i.apps.insert(entry.engine.name().to_owned(), entry));
     }

@@ -7,7 +7,8 @@
 //! | `GET /readyz` | 503 until the engine's first reconcile ended (whatever its result), then 200 |
 //! | `GET /status` | the engine's status as JSON; drift lists resource ids and field paths, values only with `--expose-values`; with many applications `{"apps": [...], "config": {...}}` |
 //! | `GET /history?limit=N` | the newest N (default 20, at most 100) syncs as JSON |
-//! | `GET /apps/{name}/status`, `/apps/{name}/history`, `/apps/{name}/audit?since=T&limit=N` | one application (`/status/{name}` and `/history/{name}` too) |
+//! | `GET /apps/{name}/status`, `/apps/{name}/history`, `/apps/{name}/audit?since=T&limit=N` | one application (`/status/{name}` and `/history/{name}` too); the audit trail newest first, the newest N (default 100, at most 1000) |
+//! | `GET /audit?since=T&limit=N` | the one application's audit trail, newest first (404 with many applications) |
 //! | `GET /` | the status page: server-rendered HTML, one row per application (no values, no JavaScript) |
 //! | `GET /apps/{name}` | one application's page: status, the plan of its last sync (in memory), history, audit trail |
 //! | `GET /metrics` | OpenMetrics text |
@@ -70,6 +71,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::signing::{SecretFileError, WebhookSecret};
 
+pub(crate) use apps::Restarts;
 pub use apps::{AppEntry, AppSet, ConfigState};
 pub use push::repo_key;
 pub use refs::RefFilter;

@@ -28,7 +28,7 @@ use super::view::{AuditView, HistoryView, StatusView, rfc3339};
 const REFRESH_SECONDS: u32 = 10;
 
 /// The most audit records a page shows (the newest).
-const AUDIT_SHOWN: usize = 100;
+pub(crate) const AUDIT_SHOWN: usize = 100;
 
 /// Text escaped for HTML element content and quoted attribute values.
 #[derive(Debug, Clone, Copy)]
@@ -222,7 +222,7 @@ pub(crate) struct AppPage<'a> {
     pub(crate) status: &'a StatusView,
     /// Its newest syncs, newest first.
     pub(crate) history: &'a [HistoryView],
-    /// Its audit trail, oldest first (the newest [`AUDIT_SHOWN`] are shown).
+    /// Its newest audit records, newest first (at most [`AUDIT_SHOWN`] are shown).
     pub(crate) audit: &'a [AuditView],
     /// Its last sync as the agent saw it, if since `started`.
     pub(crate) last: Option<&'a LastSync>,
@@ -371,7 +371,7 @@ fn audit_section(out: &mut String, audit: &[AuditView]) {
         "<table id=\"audit\"><thead><tr><th>At</th><th>Resource</th><th>Action</th>\
          <th>Revision</th><th>By</th></tr></thead><tbody>",
     );
-    for a in audit.iter().rev().take(AUDIT_SHOWN) {
+    for a in audit.iter().take(AUDIT_SHOWN) {
         let action = serde_json::to_value(a.action)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))

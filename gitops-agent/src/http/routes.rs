@@ -30,7 +30,7 @@ pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.
 const DEFAULT_HISTORY: usize = 20;
 /// The most `GET /history` returns.
 const MAX_HISTORY: usize = 100;
-/// `GET /apps/{name}/audit` without `?limit`.
+/// `GET /apps/{name}/audit` (and `/audit`) without `?limit`.
 const DEFAULT_AUDIT: usize = 100;
 /// The most `GET /apps/{name}/audit` returns.
 const MAX_AUDIT: usize = 1000;
@@ -92,6 +92,7 @@ pub(crate) fn router(shared: Arc<Shared>, hosts: AllowedHosts, options: &HttpOpt
         .route("/apps/{name}/status", get(app_status))
         .route("/apps/{name}/history", get(app_history))
         .route("/apps/{name}/audit", get(app_audit))
+        .route("/audit", get(audit))
         .route("/metrics", get(metrics))
         .route("/notifications", get(notifications))
         .route("/hooks/github", post(hooks::github))
@@ -148,16 +149,24 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
             None => not_found("no application"),
         };
     }
-    let views: Vec<StatusView> = apps.entries().iter().map(view).collect();
+    let views: Vec<StatusView> = apps
+        .entries()
+        .iter()
+        .map(|entry| view(entry).restarts(entry.restarts()))
+        .collect();
     Json(json!({"apps": views, "config": apps.config()})).into_response()
 }
 
 /// `GET /apps/{name}/status` (and `/status/{name}`).
 async fn app_status(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
-    match shared.context.apps.get(&name) {
+    let apps = &shared.context.apps;
+    match apps.get(&name) {
         Some(entry) => {
             let engine = &entry.engine;
-            let view = StatusView::new(engine.name(), engine.status(), shared.expose_values);
+            let mut view = StatusView::new(engine.name(), engine.status(), shared.expose_values);
+            if apps.is_many() {
+                view = view.restarts(entry.restarts());
+            }
             Json(view).into_response()
         }
         None => no_app(&name),
@@ -248,15 +257,33 @@ struct AuditParams {
     limit: Option<usize>,
 }
 
-/// `GET /apps/{name}/audit`: the audit trail, oldest first.
+/// `GET /apps/{name}/audit`: the newest audit records, newest first.
 async fn app_audit(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
     Query(params): Query<AuditParams>,
 ) -> Response {
-    let Some(entry) = shared.context.apps.get(&name) else {
-        return no_app(&name);
-    };
+    match shared.context.apps.get(&name) {
+        Some(entry) => audit_of(&shared, &entry, &params).await,
+        None => no_app(&name),
+    }
+}
+
+/// `GET /audit`: the one application's newest audit records, newest first
+/// (with many applications, `/apps/{name}/audit`).
+async fn audit(State(shared): State<Arc<Shared>>, Query(params): Query<AuditParams>) -> Response {
+    let apps = &shared.context.apps;
+    if apps.is_many() {
+        return not_found("many applications: use /apps/{name}/audit");
+    }
+    match apps.first() {
+        Some(entry) => audit_of(&shared, &entry, &params).await,
+        None => not_found("no application"),
+    }
+}
+
+/// One application's newest audit records as `params` ask, newest first.
+async fn audit_of(shared: &Shared, entry: &AppEntry, params: &AuditParams) -> Response {
     let since = match params.since.as_deref().map(str::parse::<jiff::Timestamp>) {
         None => None,
         Some(Ok(at)) => Some(SystemTime::from(at)),
@@ -270,7 +297,7 @@ async fn app_audit(
         limit: Some(params.limit.unwrap_or(DEFAULT_AUDIT).min(MAX_AUDIT)),
         ..AuditQuery::default()
     };
-    match entry.engine.audit(&query).await {
+    match entry.engine.audit_newest(&query).await {
         Ok(records) => {
             let views: Vec<AuditView> = records
                 .into_iter()
@@ -332,12 +359,11 @@ async fn app_page(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -
             .collect(),
         Err(e) => return store_failed("history", &e),
     };
-    // The store answers oldest first; the page shows the newest of these.
     let query = AuditQuery {
-        limit: Some(MAX_AUDIT),
+        limit: Some(page::AUDIT_SHOWN),
         ..AuditQuery::default()
     };
-    let audit: Vec<AuditView> = match engine.audit(&query).await {
+    let audit: Vec<AuditView> = match engine.audit_newest(&query).await {
         Ok(records) => records
             .into_iter()
             .map(|r| AuditView::new(r, false))

@@ -73,21 +73,12 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HttpError> {
-        // Many applications are watched as they are added (`AppSet::insert`).
-        let apps = &self.shared.context.apps;
-        let readiness: Vec<_> = if apps.is_many() {
-            Vec::new()
-        } else {
-            apps.entries()
-                .into_iter()
-                .flat_map(|entry| {
-                    [
-                        tokio::spawn(entry.watch_readiness()),
-                        tokio::spawn(entry.watch_syncs()),
-                    ]
-                })
-                .collect()
-        };
+        // Applications are followed from when they are added to the set
+        // (inside a runtime); one added outside of one is followed from now.
+        let runtime = tokio::runtime::Handle::current();
+        for entry in self.shared.context.apps.entries() {
+            entry.follow(&runtime);
+        }
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
         let mut backoff = Backoff::default();
@@ -123,7 +114,6 @@ impl Server {
             });
         }
         drop(self.listener);
-        readiness.iter().for_each(tokio::task::JoinHandle::abort);
         if tokio::time::timeout(self.options.drain_timeout, graceful.shutdown())
             .await
             .is_err()

@@ -35,6 +35,9 @@ pub(crate) struct StatusView {
     pub(super) suspended: bool,
     pub(super) retry: Option<RetryView>,
     pub(super) blocked: Option<BlockedView>,
+    /// Restarts of its engine after it ended by itself (many applications).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) restarts: Option<u64>,
 }
 
 impl StatusView {
@@ -53,7 +56,14 @@ impl StatusView {
             suspended: status.suspended,
             retry: status.retry.map(Into::into),
             blocked: status.blocked.map(Into::into),
+            restarts: None,
         }
+    }
+
+    /// With the count of its engine's restarts.
+    pub(crate) fn restarts(mut self, restarts: u64) -> Self {
+        self.restarts = Some(restarts);
+        self
     }
 }
 

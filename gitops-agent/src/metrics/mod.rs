@@ -18,6 +18,7 @@
 //! | `gitops_last_sync_timestamp_seconds` | gauge | `app` |
 //! | `gitops_webhook_requests_total` | counter | `provider`, `result` |
 //! | `gitops_notifications_total` | counter | `sink` (`scheme://host[:port]`), `result` |
+//! | `gitops_app_restarts_total` | counter | `app`: its engine ended by itself and was restarted (`--config`) |
 //!
 //! A sync's `result` is the history's [`SyncResult`] in snake case
 //! (`converged`, `failed`, `superseded`, `interrupted`, `gate_failed`,
@@ -302,6 +303,7 @@ struct Inner {
     last_sync: Family<AppLabels, Gauge<f64, AtomicU64>>,
     webhooks: Family<WebhookLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
+    restarts: Family<AppLabels, Counter>,
 }
 
 impl Inner {
@@ -320,6 +322,7 @@ impl Inner {
             last_sync: Family::default(),
             webhooks: Family::default(),
             notifications: Family::default(),
+            restarts: Family::default(),
         };
         inner.register();
         inner
@@ -385,6 +388,11 @@ impl Inner {
             "Outgoing notifications, by sink (scheme://host[:port]) and result",
             self.notifications.clone(),
         );
+        r.register(
+            "gitops_app_restarts",
+            "Restarts of an application whose engine ended by itself (a panic or an error)",
+            self.restarts.clone(),
+        );
     }
 }
 
@@ -446,6 +454,16 @@ impl Metrics {
             .get_or_create(&NotificationLabels {
                 sink: sink.to_owned(),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts one restart of `app`'s engine after it ended by itself.
+    pub fn restarted(&self, app: &str) {
+        self.inner
+            .restarts
+            .get_or_create(&AppLabels {
+                app: app.to_owned(),
             })
             .inc();
     }
@@ -567,7 +585,8 @@ impl Metrics {
     }
 
     /// Removes the gauges of `app` (no longer run): `gitops_app_info`,
-    /// `gitops_resources`, `gitops_last_sync_timestamp_seconds`.
+    /// `gitops_resources`, `gitops_last_sync_timestamp_seconds`, and its
+    /// `gitops_app_restarts_total`.
     pub fn forget(&self, app: &str) {
         let (inner, app) = (&self.inner, app.to_owned());
         if let Some(labels) = lock(&inner.info_current).remove(&app) {
@@ -581,6 +600,7 @@ impl Metrics {
             let app = app.clone();
             inner.resources.remove(&StateLabels { app, state });
         }
+        inner.restarts.remove(&AppLabels { app: app.clone() });
         inner.last_sync.remove(&AppLabels { app });
     }
 

@@ -41,6 +41,7 @@ mod list;
 mod oneshot;
 mod prune;
 mod repos;
+mod restart;
 mod supervisor;
 
 use std::sync::Arc;
@@ -184,6 +185,7 @@ impl Apps {
             targets: self.targets.clone(),
             prune_removed: self.args.apps.prune_removed,
             keys,
+            backoff: restart::Backoff::default(),
         };
         let (mut supervisor, mut exits) =
             Supervisor::new(context, Repos::new(state_dir.join("git")));
@@ -212,8 +214,7 @@ impl Apps {
             }
         }
         tracing::info!("shutting down (again to abort)");
-        let handles = supervisor.handles();
-        handles.iter().for_each(gitops_core::EngineHandle::shutdown);
+        let handles = supervisor.stop_all();
         let wait = supervisor.wait();
         tokio::pin!(wait);
         tokio::select! {

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use gitops_core::{Engine, StateStore, Target};
 use gitops_git::SharedRepository;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use super::app::{self, Built, Parts, TargetFactory};
 use super::prune::prune_removed;
 use super::repos::Repos;
+use super::restart::{self, Backoff, Ended};
 use crate::args::CredentialArgs;
 use crate::config::{self, AppSpec, AppTarget, AppsConfig, Changes, ConfigError};
 use crate::http::{AppEntry, AppSet, RefFilter};
@@ -37,14 +38,16 @@ pub(crate) struct Context {
     pub(crate) prune_removed: bool,
     /// The agent-wide keys every application uses.
     pub(crate) keys: app::Keys,
+    /// How an application whose engine ended by itself is restarted.
+    pub(crate) backoff: Backoff,
 }
 
-/// An application that ended by itself (its engine failed).
+/// An application whose engine ended by itself and was not restarted.
 #[derive(Debug)]
 pub(crate) struct Exit {
     name: String,
     generation: u64,
-    error: Option<String>,
+    ended: Ended,
 }
 
 struct Running {
@@ -54,6 +57,8 @@ struct Running {
     shared: SharedRepository,
     generation: u64,
     task: JoinHandle<()>,
+    /// Set before its engine is asked to stop: an end is then no failure.
+    stop: watch::Sender<bool>,
     /// Metrics and notifications of this engine; they end with it.
     followers: Vec<JoinHandle<()>>,
     /// Watches of the engines it depends on; aborted when it stops.
@@ -181,6 +186,7 @@ impl Supervisor {
             .collect();
         for (_, running) in &stopping {
             running.links.iter().for_each(JoinHandle::abort);
+            running.stop.send_replace(true);
             running.engine.handle().shutdown();
         }
         for (name, mut running) in stopping {
@@ -244,20 +250,29 @@ impl Supervisor {
         tokio::spawn(crate::run::narrate(engine.subscribe()).instrument(span.clone()));
         let entry = AppEntry::new(engine.clone(), RefFilter::from(&spec.release))
             .repository(&spec.repo, Some(shared.clone()));
+        let restarts = entry.restarts.clone();
         self.cx.apps.insert(entry);
         let exits = self.exits.clone();
-        let runner = engine.clone();
+        let (stop, stopping) = watch::channel(false);
+        let keeper = restart::keep_running(
+            engine.clone(),
+            stopping,
+            restarts,
+            self.cx.metrics.clone(),
+            self.cx.backoff,
+        );
         let task = tokio::spawn(
             async move {
-                let error = runner.run().await.err().map(|e| e.to_string());
+                let ended = keeper.await;
                 let _ = exits.send(Exit {
-                    name: runner.name().to_owned(),
+                    name,
                     generation,
-                    error,
+                    ended,
                 });
             }
             .instrument(span),
         );
+        let name = spec.name.clone();
         self.dead.remove(&name);
         self.running.insert(
             name,
@@ -268,23 +283,25 @@ impl Supervisor {
                 shared,
                 generation,
                 task,
+                stop,
                 followers,
                 links,
             },
         );
     }
 
-    /// An application ended without being asked to: it is restarted by the
-    /// next list applied (a reload).
+    /// An application ended without being asked to and was not restarted
+    /// (its engine returned by itself): the next list applied (a reload)
+    /// restarts it.
     pub(crate) fn exited(&mut self, exit: Exit) {
         let current = self
             .running
             .get(&exit.name)
-            .is_some_and(|r| r.generation == exit.generation);
+            .is_some_and(|r| r.generation == exit.generation && !*r.stop.borrow());
         if !current {
             return;
         }
-        match &exit.error {
+        match exit.ended.reason() {
             Some(error) => {
                 tracing::error!(app = %exit.name, %error, "application stopped; a reload restarts it")
             }
@@ -301,9 +318,18 @@ impl Supervisor {
         }
     }
 
-    /// The handles of every running application (to stop them).
-    pub(crate) fn handles(&self) -> Vec<gitops_core::EngineHandle> {
-        self.running.values().map(|r| r.engine.handle()).collect()
+    /// Asks every running application to stop; their handles (a second
+    /// `shutdown` on them aborts).
+    pub(crate) fn stop_all(&self) -> Vec<gitops_core::EngineHandle> {
+        self.running
+            .values()
+            .map(|r| {
+                r.stop.send_replace(true);
+                let handle = r.engine.handle();
+                handle.shutdown();
+                handle
+            })
+            .collect()
     }
 
     /// Waits until every application stopped.

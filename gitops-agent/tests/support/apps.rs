@@ -163,6 +163,26 @@ impl Drop for Agent {
     }
 }
 
+/// `GET path` from an agent listening on 127.0.0.1:`port` (in this
+/// process, say), as JSON (`null` when it is not).
+pub fn get_json(port: u16, path: &str) -> Value {
+    serde_json::from_str(&request(port, "GET", path, &[], "").1).unwrap_or(Value::Null)
+}
+
+/// `GET path` from 127.0.0.1:`port`: status and body.
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path, &[], "")
+}
+
+/// Waits until `done`, or fails saying `what`.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`).
 fn request(
     port: u16,
@@ -199,6 +219,28 @@ fn request(
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// `gitops-agent --config <config> --state-dir <state>` with `args` (e.g.
+/// `--once`), an empty environment but `PATH` and `RUST_LOG=error`; run to
+/// its end: exit code, stdout, stderr.
+pub fn one_shot(config: &Path, state: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gitops-agent"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run gitops-agent");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A `[[app]]` of a file-target config (`path` empty: the repository root).

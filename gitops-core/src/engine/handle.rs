@@ -180,6 +180,18 @@ impl Engine {
             .map_err(EngineError::Store)
     }
 
+    /// The newest audit records matching `query` (at most `query.limit`),
+    /// newest first; the store reads only those it returns.
+    pub async fn audit_newest(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, EngineError> {
+        let inner = &self.inner;
+        inner
+            .parts
+            .store
+            .audit_newest(&inner.name, query)
+            .await
+            .map_err(EngineError::Store)
+    }
+
     /// Writes the audit records matching `query` as JSON lines.
     pub async fn export_audit(
         &self,
