@@ -4,29 +4,15 @@
 //! default (which reads oldest first and keeps the end), with more records
 //! than the limit.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use gitops_core::engine::Trigger;
 use gitops_core::model::Inventory;
-use gitops_core::store::{AuditAction, EngineRecord, StateStore, StoreError, Versioned};
-use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, MemoryStore, RedbStore, ResourceId};
-
-fn record(id: &str, at: SystemTime) -> AuditRecord {
-    AuditRecord {
-        at,
-        id: id.parse::<ResourceId>().expect("id"),
-        action: AuditAction::Update,
-        digest_before: None,
-        digest_after: Some("d".into()),
-        revision: "abc".into(),
-        reference: "main".into(),
-        author: "a".into(),
-        message: "m".into(),
-        trigger: Trigger::Poll,
-        detail: None,
-    }
-}
+use gitops_core::store::{EngineRecord, StateStore, StoreError, Versioned};
+use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, MemoryStore, RedbStore};
+use support::audit_record;
 
 /// 30 records, a second apart, alternating between `K/even` and `K/odd`
 /// (their message is their number), in 3 saves; and one of another app.
@@ -37,7 +23,7 @@ async fn fill(store: &dyn StateStore, start: SystemTime) {
             .map(|i| {
                 let n = save * 10 + i;
                 let id = if n % 2 == 0 { "K/even" } else { "K/odd" };
-                let mut r = record(id, start + Duration::from_secs(n));
+                let mut r = audit_record(id, start + Duration::from_secs(n));
                 r.message = n.to_string();
                 r
             })
@@ -48,7 +34,7 @@ async fn fill(store: &dyn StateStore, start: SystemTime) {
             .expect("saves");
     }
     store
-        .save_inventory("api", &Inventory::new(), 0, &[record("K/api", start)])
+        .save_inventory("api", &Inventory::new(), 0, &[audit_record("K/api", start)])
         .await
         .expect("saves");
 }

@@ -2,31 +2,17 @@
 //! per application (the oldest go first) and nothing older than `max_age`,
 //! trimmed as records are appended. Timestamps in the records, no sleeps.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
-use gitops_core::engine::Trigger;
 use gitops_core::model::Inventory;
+use gitops_core::store::AuditRetention;
 use gitops_core::store::StateStore;
-use gitops_core::store::{AuditAction, AuditRetention};
 use gitops_core::{AuditQuery, AuditRecord, MemoryStore, RedbStore, ResourceId};
+use support::audit_record;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-
-fn record(id: &str, at: SystemTime) -> AuditRecord {
-    AuditRecord {
-        at,
-        id: id.parse::<ResourceId>().expect("id"),
-        action: AuditAction::Update,
-        digest_before: None,
-        digest_after: Some("d".into()),
-        revision: "abc".into(),
-        reference: "main".into(),
-        author: "a".into(),
-        message: "m".into(),
-        trigger: Trigger::Poll,
-        detail: None,
-    }
-}
 
 async fn ids(store: &dyn StateStore, app: &str, query: &AuditQuery) -> Vec<String> {
     store
@@ -45,7 +31,7 @@ async fn keeps_at_most_max_records(store: &dyn StateStore) {
     let mut version = 0;
     for save in 0..4 {
         let batch: Vec<AuditRecord> = (0..3)
-            .map(|i| record(&format!("K/s{save}-{i}"), now))
+            .map(|i| audit_record(&format!("K/s{save}-{i}"), now))
             .collect();
         version = store
             .save_inventory("web", &Inventory::new(), version, &batch)
@@ -55,7 +41,7 @@ async fn keeps_at_most_max_records(store: &dyn StateStore) {
         assert!(kept.len() <= 5, "after save {save}: {kept:?}");
     }
     store
-        .save_inventory("api", &Inventory::new(), 0, &[record("K/api", now)])
+        .save_inventory("api", &Inventory::new(), 0, &[audit_record("K/api", now)])
         .await
         .expect("saves");
     assert_eq!(
@@ -86,9 +72,9 @@ async fn drops_records_older_than_max_age(store: &dyn StateStore) {
             &Inventory::new(),
             0,
             &[
-                record("K/old", now - 100 * DAY),
-                record("K/older-than-a-month", now - 40 * DAY),
-                record("K/recent", now - 10 * DAY),
+                audit_record("K/old", now - 100 * DAY),
+                audit_record("K/older-than-a-month", now - 40 * DAY),
+                audit_record("K/recent", now - 10 * DAY),
             ],
         )
         .await
@@ -98,7 +84,7 @@ async fn drops_records_older_than_max_age(store: &dyn StateStore) {
         ["K/recent"]
     );
     store
-        .save_inventory("web", &Inventory::new(), v, &[record("K/today", now)])
+        .save_inventory("web", &Inventory::new(), v, &[audit_record("K/today", now)])
         .await
         .expect("saves");
     assert_eq!(
@@ -173,7 +159,7 @@ async fn the_default_retention_is_90_days_and_100k_records() {
             "web",
             &Inventory::new(),
             0,
-            &[record("K/a", now - 91 * DAY)],
+            &[audit_record("K/a", now - 91 * DAY)],
         )
         .await
         .expect("saves");
@@ -184,7 +170,7 @@ async fn the_default_retention_is_90_days_and_100k_records() {
             "web",
             &Inventory::new(),
             0,
-            &[record("K/a", now - 9000 * DAY)],
+            &[audit_record("K/a", now - 9000 * DAY)],
         )
         .await
         .expect("saves");

@@ -15,6 +15,23 @@ pub fn id(s: &str) -> ResourceId {
     s.parse().expect("valid id")
 }
 
+/// An audit record of an update of `id` (`Kind/name`) at `at`.
+pub fn audit_record(id: &str, at: std::time::SystemTime) -> gitops_core::AuditRecord {
+    gitops_core::AuditRecord {
+        at,
+        id: self::id(id),
+        action: gitops_core::store::AuditAction::Update,
+        digest_before: None,
+        digest_after: Some("d".into()),
+        revision: "abc".into(),
+        reference: "main".into(),
+        author: "a".into(),
+        message: "m".into(),
+        trigger: gitops_core::engine::Trigger::Poll,
+        detail: None,
+    }
+}
+
 /// Polls `cond` every 100 ms of (paused) time, up to `limit`.
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
