@@ -52,6 +52,7 @@ mod apps;
 mod hooks;
 mod host;
 mod last_sync;
+mod owners;
 mod page;
 mod push;
 mod refs;
@@ -71,6 +72,7 @@ use crate::notify::Notifier;
 use crate::signing::{SecretFileError, WebhookSecret};
 
 pub use apps::{AppEntry, AppSet, ConfigState};
+pub use owners::{Owner, Replicas};
 pub use push::repo_key;
 pub use refs::RefFilter;
 pub use server::Server;

@@ -151,8 +151,9 @@ impl Shared {
             self.publish(owned);
             return;
         }
-        let moves = moves(
-            &self.apps,
+        let apps = self.apps();
+        let mut moves = moves(
+            &apps,
             &live,
             &locks,
             |app| owned.contains_key(app),
@@ -160,6 +161,10 @@ impl Shared {
             lease,
             |app| self.cooling(app),
         );
+        let restarts = self.take_restarts(|app| {
+            owned.contains_key(app) && !moves.release.iter().any(|r| r == app)
+        });
+        moves.release.extend(restarts);
         if !moves.release.is_empty() {
             self.release(owned, moves.release).await;
         }
