@@ -206,14 +206,20 @@ fn replicas_share_the_applications_and_none_is_applied_by_two_at_once() {
     c.commit("2");
     c.wait_all("2", &[&r1, &r2, &r3]);
 
-    // SIGHUP with a new application: shared, claimed by one replica.
+    // SIGHUP with a7 added and a3 removed: a7 is claimed by one replica,
+    // a3 is handed over by its owner and nobody claims it again.
     let mut c = c;
+    c.apps.retain(|a| a != "a3");
     c.apps.push("a7".into());
     c.write_config();
     for agent in [&r1, &r2, &r3] {
         agent.signal("HUP");
     }
     c.wait_all("2", &[&r1, &r2, &r3]);
+    let a3 = c.lock("a3");
+    r1.wait_for("a3 released", || {
+        !get_prefix(&format!("{}/cluster/locks/", c.prefix)).contains_key(&a3)
+    });
 
     // Every row of every replica's status names the lock holder.
     let owners = c.owners();

@@ -83,7 +83,11 @@ async fn a_new_list_is_shared_and_an_owned_application_restarts_under_a_new_fenc
         async move { (n > before).then_some(()).ok_or(format!("{n} built")) }
     })
     .await;
-    assert_eq!(replica.owned(), ["b"]);
+    wait_until("b owned again", LIMIT, || {
+        let owned = replica.owned();
+        async move { (owned == ["b"]).then_some(()).ok_or(format!("{owned:?}")) }
+    })
+    .await;
     replica.stop().await;
     assert!(replica_owners_gone(&client, &prefix).await);
 }

@@ -18,6 +18,17 @@ fn normalized(mut apps: Vec<String>) -> Vec<String> {
     apps
 }
 
+/// The applications of `owned` that the (sorted) list `apps` no longer has.
+pub(super) fn unlisted<'a>(
+    apps: &[String],
+    owned: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
+    owned
+        .filter(|app| apps.binary_search(app).is_err())
+        .cloned()
+        .collect()
+}
+
 /// The owner of each application from the lock keys under `locks`
 /// (`<prefix>/locks/`): key and value (the replica id).
 fn owners_of(locks: &str, keys: Vec<(String, String, i64)>) -> BTreeMap<String, String> {
@@ -89,6 +100,13 @@ mod tests {
     fn lists_are_sorted_and_deduplicated() {
         let apps = ["web", "db", "web"].map(String::from).to_vec();
         assert_eq!(normalized(apps), ["db", "web"]);
+    }
+
+    #[test]
+    fn owned_applications_no_longer_listed_are_found() {
+        let apps = normalized(["b", "a"].map(String::from).to_vec());
+        let owned = ["a", "c", "b", "d"].map(String::from);
+        assert_eq!(unlisted(&apps, owned.iter()), ["c", "d"]);
     }
 
     #[test]

@@ -161,6 +161,10 @@ impl Shared {
             lease,
             |app| self.cooling(app),
         );
+        // Owned applications no longer listed, and restarts asked for, are
+        // handed over too.
+        let gone = super::list::unlisted(&apps, owned.keys());
+        moves.release.extend(gone);
         let restarts = self.take_restarts(|app| {
             owned.contains_key(app) && !moves.release.iter().any(|r| r == app)
         });
