@@ -75,13 +75,25 @@ pub(crate) enum Upstream<'a> {
     Local(&'a AppSpec, &'a Engine),
     /// Wherever it runs (replicas): its record in the shared store is read
     /// on each reconcile of the dependent.
+    #[cfg(feature = "etcd")]
     Stored(&'a AppSpec),
 }
 
 impl<'a> Upstream<'a> {
+    /// Its engine, when it runs in this process.
+    fn engine(&self) -> Option<&'a Engine> {
+        match self {
+            Upstream::Local(_, engine) => Some(engine),
+            #[cfg(feature = "etcd")]
+            Upstream::Stored(_) => None,
+        }
+    }
+
     fn spec(&self) -> &'a AppSpec {
         match self {
-            Upstream::Local(spec, _) | Upstream::Stored(spec) => spec,
+            Upstream::Local(spec, _) => spec,
+            #[cfg(feature = "etcd")]
+            Upstream::Stored(spec) => spec,
         }
     }
 }
@@ -103,6 +115,7 @@ fn dependency(app: &AppSpec, upstream: Upstream<'_>) -> Dependency {
     let needs = needs(app, upstream.spec());
     match upstream {
         Upstream::Local(_, engine) => Dependency::on(&engine.handle()).needs(needs),
+        #[cfg(feature = "etcd")]
         Upstream::Stored(spec) => Dependency::on_app(spec.name.clone()).needs(needs),
     }
 }
@@ -178,16 +191,13 @@ pub(crate) fn build(
         builder = builder.depends_on(dependency(spec, *upstream));
     }
     let engine = builder.build().map_err(|e| bad("name", e.to_string()))?;
-    let local = upstreams.iter().filter_map(|u| match u {
-        Upstream::Local(_, engine) => Some(engine.handle()),
-        Upstream::Stored(_) => None,
-    });
+    let local = upstreams.iter().filter_map(Upstream::engine);
     Ok(Built {
         spec: spec.clone(),
         engine,
         target,
         shared: shared.clone(),
-        upstreams: local.collect(),
+        upstreams: local.map(Engine::handle).collect(),
     })
 }
 
