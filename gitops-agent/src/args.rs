@@ -66,6 +66,11 @@ pub struct AgentArgs {
     /// Many applications from a config file or a config repository.
     #[command(flatten)]
     pub apps: AppsArgs,
+    /// Replica mode: the applications shared with other agents on etcd
+    /// (feature `etcd`).
+    #[cfg(feature = "etcd")]
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 /// The Git source: repository, release selection, path, render, signatures.

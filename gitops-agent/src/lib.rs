@@ -44,6 +44,9 @@
 //! [`TargetFactory`] that builds each application's target; the file's
 //! format is in [`config`].
 //!
+//! With the feature `etcd`, `--etcd URL --replica-id ID` runs the list as
+//! one replica among several sharing it on etcd (the module `replica`).
+//!
 //! Exit codes: 0 converged (or, with `--plan`, nothing to change), 2 changes
 //! pending (`--plan`), 1 any error, a usage error too. The manual is
 //! `docs/agent.md`.
@@ -56,6 +59,8 @@ pub mod logging;
 pub mod metrics;
 mod multi;
 pub mod notify;
+#[cfg(feature = "etcd")]
+pub mod replica;
 mod run;
 pub mod signing;
 mod trust;

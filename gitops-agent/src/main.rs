@@ -1,7 +1,8 @@
 //! `gitops-agent`: the reference pull agent. Keeps a directory equal to a
 //! Git repository, or, with `--config`, many directories equal to many
-//! applications' repositories. `gitops-agent --help` lists every flag; the manual is
-//! `docs/agent.md`.
+//! applications' repositories; built with the feature `etcd`, `--etcd`
+//! shares those applications with other replicas. `gitops-agent --help`
+//! lists every flag; the manual is `docs/agent.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +54,12 @@ fn app_target(app: &AppSpec) -> Result<Arc<dyn Target>, String> {
         AppTarget::Dir(dir) => FsTarget::open_with(dir, FsOptions::default().create_root(true))
             .map(|t| Arc::new(t) as Arc<dyn Target>)
             .map_err(|e| format!("{}: {e}", dir.display())),
+        AppTarget::Other { kind, .. } if kind == "etcd" && !cfg!(feature = "etcd") => Err(
+            "kind \"etcd\" needs replica mode (--etcd), and this agent was built without the feature etcd".to_owned(),
+        ),
+        AppTarget::Other { kind, .. } if kind == "etcd" => Err(
+            "kind \"etcd\" needs --etcd: its keys are written by the replica owning the app, fenced by its lock".to_owned(),
+        ),
         AppTarget::Other { kind, .. } => Err(format!(
             "kind {kind:?} is not supported by this agent: use target_dir, or kind = \"dir\" with a path"
         )),

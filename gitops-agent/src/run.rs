@@ -121,6 +121,10 @@ pub enum AgentError {
     /// The digest key in the state directory cannot be read or created.
     #[error(transparent)]
     DigestKey(#[from] gitops_core::secret::DigestKeyError),
+    /// Replica mode (`--etcd`) cannot start.
+    #[cfg(feature = "etcd")]
+    #[error(transparent)]
+    Replica(#[from] crate::replica::ReplicaError),
     /// Signals cannot be installed, or the report cannot be printed.
     #[error("{what}: {source}")]
     Io {
@@ -204,6 +208,10 @@ impl Agent {
     pub fn new(name: impl Into<String>, args: AgentArgs) -> Result<Self, AgentError> {
         if args.apps.many() {
             return Err(AgentError::ManyApps);
+        }
+        #[cfg(feature = "etcd")]
+        if args.replica.enabled() {
+            return Err(crate::replica::ReplicaError::NeedsManyApps.into());
         }
         let http = HttpOptions::from_args(&args)?;
         let notify = NotifyOptions::from_args(&args.notify)?;

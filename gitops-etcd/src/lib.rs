@@ -62,7 +62,7 @@ pub use cluster::{
 };
 pub use fence::Fence;
 pub use store::{EtcdStore, ReadStats};
-pub use target::EtcdTarget;
+pub use target::{EtcdTarget, ValueFormat};
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -39,14 +39,34 @@ pub struct EtcdTarget {
     client: EtcdClient,
     prefix: String,
     fence: Option<Fence>,
+    format: ValueFormat,
 }
 
-/// How a value is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+/// How a value is written: `spec.format` of a resource, else the target's
+/// default ([`EtcdTarget::default_format`], JSON unless set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ValueFormat {
+    /// `json`: the value as compact JSON.
+    #[default]
     Json,
+    /// `yaml`: the value as YAML.
     Yaml,
+    /// `text`: a string value as it is.
     Text,
+}
+
+impl std::str::FromStr for ValueFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(ValueFormat::Json),
+            "yaml" => Ok(ValueFormat::Yaml),
+            "text" => Ok(ValueFormat::Text),
+            other => Err(format!("format {other:?}: expected json, yaml or text")),
+        }
+    }
 }
 
 impl EtcdTarget {
@@ -56,7 +76,13 @@ impl EtcdTarget {
             client,
             prefix: prefix.into().trim_end_matches('/').to_owned(),
             fence: None,
+            format: ValueFormat::Json,
         }
+    }
+
+    /// The same target, writing resources without `spec.format` in `format`.
+    pub fn default_format(self, format: ValueFormat) -> Self {
+        Self { format, ..self }
     }
 
     /// The same target, writing only while `fence` holds.
@@ -139,20 +165,19 @@ impl EtcdTarget {
     }
 }
 
-fn format_of(r: &Resource) -> Result<Format, TargetError> {
+fn format_of(r: &Resource, default: ValueFormat) -> Result<ValueFormat, TargetError> {
     match r.spec.get("format").as_ref().and_then(Value::as_str) {
-        None | Some("json") => Ok(Format::Json),
-        Some("yaml") => Ok(Format::Yaml),
-        Some("text") => Ok(Format::Text),
-        Some(other) => Err(TargetError::InvalidSpec {
+        None => Ok(default),
+        Some(name) => name.parse().map_err(|message| TargetError::InvalidSpec {
             id: r.id.clone(),
-            message: format!("format {other:?}: expected json, yaml or text"),
+            message,
         }),
     }
 }
 
-/// The text a resource's spec stores.
-fn encode(r: &Resource) -> Result<String, TargetError> {
+/// The text a resource's spec stores (`default`: the format when the spec
+/// names none).
+fn encode(r: &Resource, default: ValueFormat) -> Result<String, TargetError> {
     let invalid = |message: String| TargetError::InvalidSpec {
         id: r.id.clone(),
         message,
@@ -171,10 +196,10 @@ fn encode(r: &Resource) -> Result<String, TargetError> {
     let value = spec
         .get("value")
         .ok_or_else(|| invalid("missing `value`".into()))?;
-    match format_of(r)? {
-        Format::Json => serde_json::to_string(value).map_err(|e| invalid(e.to_string())),
-        Format::Yaml => serde_saphyr::to_string(value).map_err(|e| invalid(e.to_string())),
-        Format::Text => value
+    match format_of(r, default)? {
+        ValueFormat::Json => serde_json::to_string(value).map_err(|e| invalid(e.to_string())),
+        ValueFormat::Yaml => serde_saphyr::to_string(value).map_err(|e| invalid(e.to_string())),
+        ValueFormat::Text => value
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| invalid("format text needs a string value".into())),
@@ -221,7 +246,7 @@ impl Target for EtcdTarget {
 
     async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
         let key = self.key(&resource.id);
-        let text = encode(resource)?;
+        let text = encode(resource, self.format)?;
         check_size(&key, text.len()).map_err(|e| Self::target_error(&resource.id, e))?;
         self.write(
             &resource.id,
@@ -243,7 +268,7 @@ impl Target for EtcdTarget {
         let stored = stored.as_ref().and_then(Value::as_str);
         // A spec that does not encode is reported as a difference; apply
         // then fails with the reason.
-        let wanted = encode(desired).ok();
+        let wanted = encode(desired, self.format).ok();
         if wanted.is_some() && stored == wanted.as_deref() {
             return None;
         }
@@ -263,17 +288,36 @@ mod tests {
     #[test]
     fn encodes_each_format() {
         assert_eq!(
-            encode(&res(json!({"value": {"a": 1}}))).unwrap(),
+            encode(&res(json!({"value": {"a": 1}})), ValueFormat::Json).unwrap(),
             r#"{"a":1}"#
         );
         assert_eq!(
-            encode(&res(json!({"format": "yaml", "value": {"a": 1}}))).unwrap(),
+            encode(
+                &res(json!({"format": "yaml", "value": {"a": 1}})),
+                ValueFormat::Json
+            )
+            .unwrap(),
             "a: 1\n"
         );
         assert_eq!(
-            encode(&res(json!({"format": "text", "value": "x = 1\n"}))).unwrap(),
+            encode(
+                &res(json!({"format": "text", "value": "x = 1\n"})),
+                ValueFormat::Json
+            )
+            .unwrap(),
             "x = 1\n"
         );
+    }
+
+    #[test]
+    fn the_target_s_default_format_applies_when_the_spec_names_none() {
+        let text = res(json!({"value": "x = 1"}));
+        assert_eq!(encode(&text, ValueFormat::Text).unwrap(), "x = 1");
+        assert_eq!(encode(&text, ValueFormat::Json).unwrap(), "\"x = 1\"");
+        let json = res(json!({"format": "json", "value": "x"}));
+        assert_eq!(encode(&json, ValueFormat::Text).unwrap(), "\"x\"");
+        assert_eq!("yaml".parse(), Ok(ValueFormat::Yaml));
+        assert!("xml".parse::<ValueFormat>().is_err());
     }
 
     #[test]
@@ -285,7 +329,7 @@ mod tests {
             json!({"valeu": 1}),
             json!({}),
         ] {
-            let err = encode(&res(spec.clone())).unwrap_err();
+            let err = encode(&res(spec.clone()), ValueFormat::Json).unwrap_err();
             assert!(
                 matches!(err, TargetError::InvalidSpec { .. }),
                 "{spec}: {err}"

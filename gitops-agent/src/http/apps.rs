@@ -11,6 +11,7 @@ use gitops_git::SharedRepository;
 use serde::Serialize;
 
 use super::last_sync::SyncLog;
+use super::owners::Replicas;
 use super::refs::RefFilter;
 use super::routes::first_reconcile_ended;
 
@@ -164,6 +165,8 @@ struct Inner {
     all_ready: bool,
     apps: BTreeMap<String, AppEntry>,
     config: Option<ConfigState>,
+    /// Who runs what, when replicas share the list (`--etcd`).
+    replicas: Option<Arc<dyn Replicas>>,
 }
 
 /// The served applications. Cheap to clone; clones share one set.
@@ -242,6 +245,18 @@ impl AppSet {
     /// Records where the list came from and whether the newest was refused.
     pub fn set_config(&self, state: ConfigState) {
         self.write(|i| i.config = Some(state));
+    }
+
+    /// The applications are shared with other replicas: `GET /status`
+    /// and the status page list every application of the list with its
+    /// owner ([`Owner`](super::Owner)).
+    pub fn set_replicas(&self, replicas: Arc<dyn Replicas>) {
+        self.write(|i| i.replicas = Some(replicas));
+    }
+
+    /// Who runs what, when replicas share the list.
+    pub fn replicas(&self) -> Option<Arc<dyn Replicas>> {
+        self.read(|i| i.replicas.clone())
     }
 
     /// Where the list came from.

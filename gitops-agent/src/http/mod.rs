@@ -53,6 +53,7 @@ mod apps;
 mod hooks;
 mod host;
 mod last_sync;
+mod owners;
 mod page;
 mod push;
 mod refs;
@@ -73,6 +74,7 @@ use crate::signing::{SecretFileError, WebhookSecret};
 
 pub(crate) use apps::Restarts;
 pub use apps::{AppEntry, AppSet, ConfigState};
+pub use owners::{Owner, Replicas};
 pub use push::repo_key;
 pub use refs::RefFilter;
 pub use server::Server;

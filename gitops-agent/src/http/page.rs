@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use gitops_core::ConditionKind;
 
 use super::last_sync::LastSync;
+use super::owners::Owner;
 use super::view::{AuditView, HistoryView, StatusView, rfc3339};
 
 /// How often the pages reload themselves (seconds).
@@ -169,8 +170,12 @@ pub(crate) fn index(rows: &[Row]) -> String {
     }
     body.push_str(
         "<table id=\"apps\"><thead><tr><th>Application</th><th>State</th><th>Revision</th>\
-         <th>Commit</th><th>Last sync</th><th>Drift</th><th>Waiting for</th></tr></thead><tbody>",
+         <th>Commit</th><th>Last sync</th><th>Drift</th><th>Waiting for</th>",
     );
+    if rows.iter().any(|r| r.status.owner.is_some()) {
+        body.push_str("<th>Replica</th>");
+    }
+    body.push_str("</tr></thead><tbody>");
     for row in rows {
         index_row(&mut body, row);
     }
@@ -180,7 +185,15 @@ pub(crate) fn index(rows: &[Row]) -> String {
 
 fn index_row(out: &mut String, row: &Row) {
     let status = &row.status;
-    let (label, reason, message) = state(status);
+    let (label, reason, message) = match &status.owner {
+        Some(Owner::Other { replica }) => (
+            "Elsewhere",
+            String::new(),
+            format!("run by replica {replica}"),
+        ),
+        Some(Owner::Unowned) => ("Unowned", String::new(), "being handed over".to_owned()),
+        _ => state(status),
+    };
     let revision = status
         .last_attempted
         .as_ref()
@@ -202,7 +215,7 @@ fn index_row(out: &mut String, row: &Row) {
          <td data-label=\"Revision\"><code>{id}</code></td>\
          <td data-label=\"Commit\">{subject}<br><small>{author}</small></td>\
          <td data-label=\"Last sync\">{synced}</td><td data-label=\"Drift\">{drift}</td>\
-         <td data-label=\"Waiting for\">{waits}</td></tr>",
+         <td data-label=\"Waiting for\">{waits}</td>{owner}</tr>",
         seg = Esc(&segment(&status.app)),
         name = Esc(&status.app),
         reason = Esc(&reason),
@@ -212,7 +225,24 @@ fn index_row(out: &mut String, row: &Row) {
         author = Esc(author),
         synced = Esc(synced),
         waits = Esc(&waits_for(status)),
+        owner = OwnerCell(status.owner.as_ref()),
     );
+}
+
+/// The Replica cell of a row (nothing when replicas do not share the list).
+struct OwnerCell<'a>(Option<&'a Owner>);
+
+impl fmt::Display for OwnerCell<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(owner) => write!(
+                f,
+                "<td data-label=\"Replica\" class=\"owner\">{}</td>",
+                Esc(&owner.describe())
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What one application's page shows.

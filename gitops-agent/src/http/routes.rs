@@ -19,6 +19,7 @@ use serde_json::json;
 use super::apps::AppEntry;
 use super::hooks::{self, Hooks};
 use super::host::{self, AllowedHosts};
+use super::owners;
 use super::page::{self, AppPage, Row};
 use super::view::{AuditView, HistoryView, StatusView};
 use super::{AppContext, HttpOptions};
@@ -147,6 +148,17 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         return match apps.first() {
             Some(entry) => Json(view(&entry)).into_response(),
             None => not_found("no application"),
+        };
+    }
+    if let Some(replicas) = apps.replicas() {
+        return match owners::views(apps, replicas.as_ref(), shared.expose_values).await {
+            Ok(views) => Json(json!({
+                "replica": replicas.replica(),
+                "apps": views,
+                "config": apps.config(),
+            }))
+            .into_response(),
+            Err(e) => store_failed("owners", &e),
         };
     }
     let views: Vec<StatusView> = apps
@@ -329,6 +341,9 @@ fn html(body: String) -> Response {
 /// `GET /`: the status page, one row per application. Built from the
 /// `/status` and `/history` views, always without values.
 async fn index_page(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(replicas) = shared.context.apps.replicas() {
+        return shared_index_page(&shared, replicas.as_ref()).await;
+    }
     let mut rows = Vec::new();
     for entry in shared.entries(None) {
         let engine = &entry.engine;
@@ -339,6 +354,33 @@ async fn index_page(State(shared): State<Arc<Shared>>) -> Response {
                 .next()
                 .map(|e| HistoryView::new(e, false)),
             Err(e) => return store_failed("history", &e),
+        };
+        rows.push(Row { status, last });
+    }
+    html(page::index(&rows))
+}
+
+/// `GET /` when replicas share the list: every application with its owner.
+async fn shared_index_page(shared: &Shared, replicas: &dyn owners::Replicas) -> Response {
+    let views = match owners::views(&shared.context.apps, replicas, false).await {
+        Ok(views) => views,
+        Err(e) => return store_failed("owners", &e),
+    };
+    let mut rows = Vec::new();
+    for mut status in views {
+        let last = match (
+            status.last_sync.take(),
+            shared.context.apps.get(&status.app),
+        ) {
+            (Some(last), _) => Some(last),
+            (None, Some(entry)) => match entry.engine.history(1).await {
+                Ok(entries) => entries
+                    .into_iter()
+                    .next()
+                    .map(|e| HistoryView::new(e, false)),
+                Err(e) => return store_failed("history", &e),
+            },
+            (None, None) => None,
         };
         rows.push(Row { status, last });
     }

@@ -18,6 +18,8 @@ use gitops_core::{
 use serde::Serialize;
 use serde_json::Value;
 
+use super::owners::Owner;
+
 /// RFC 3339 (`2026-01-02T03:04:05.678Z`); a time jiff cannot represent
 /// (before year -9999) shows as `null`.
 pub(super) fn rfc3339(at: SystemTime) -> Option<String> {
@@ -38,6 +40,13 @@ pub(crate) struct StatusView {
     /// Restarts of its engine after it ended by itself (many applications).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) restarts: Option<u64>,
+    /// Which replica runs it (only when replicas share the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) owner: Option<Owner>,
+    /// Its newest sync from the shared store (only for an application
+    /// another replica runs: its live status is there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) last_sync: Option<HistoryView>,
 }
 
 impl StatusView {
@@ -57,7 +66,33 @@ impl StatusView {
             retry: status.retry.map(Into::into),
             blocked: status.blocked.map(Into::into),
             restarts: None,
+            owner: None,
+            last_sync: None,
         }
+    }
+
+    /// The row of application `app` run elsewhere (or by nobody now): its
+    /// owner and its newest sync from the shared store.
+    pub(crate) fn elsewhere(app: &str, owner: Owner, last_sync: Option<HistoryView>) -> Self {
+        Self {
+            app: app.to_owned(),
+            conditions: Vec::new(),
+            last_applied: None,
+            last_attempted: None,
+            drift: Vec::new(),
+            suspended: false,
+            retry: None,
+            blocked: None,
+            restarts: None,
+            owner: Some(owner),
+            last_sync,
+        }
+    }
+
+    /// The same view, saying which replica runs it.
+    pub(crate) fn with_owner(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     /// With the count of its engine's restarts.

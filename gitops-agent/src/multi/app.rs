@@ -68,32 +68,113 @@ pub(crate) struct Built {
     pub(crate) upstreams: Vec<EngineHandle>,
 }
 
-/// The dependency on `upstream` (running or just built): the same or a
-/// newer revision when both follow the same release of one repository
-/// (ancestry can be told there), Ready otherwise.
-fn dependency(app: &AppSpec, upstream: &AppSpec, engine: &Engine) -> Dependency {
+/// An application another one depends on.
+#[derive(Clone, Copy)]
+pub(crate) enum Upstream<'a> {
+    /// Running or just built in this process: its live status is watched.
+    Local(&'a AppSpec, &'a Engine),
+    /// Wherever it runs (replicas): its record in the shared store is read
+    /// on each reconcile of the dependent.
+    #[cfg(feature = "etcd")]
+    Stored(&'a AppSpec),
+}
+
+impl<'a> Upstream<'a> {
+    /// Its engine, when it runs in this process.
+    fn engine(&self) -> Option<&'a Engine> {
+        match self {
+            Upstream::Local(_, engine) => Some(engine),
+            #[cfg(feature = "etcd")]
+            Upstream::Stored(_) => None,
+        }
+    }
+
+    fn spec(&self) -> &'a AppSpec {
+        match self {
+            Upstream::Local(spec, _) => spec,
+            #[cfg(feature = "etcd")]
+            Upstream::Stored(spec) => spec,
+        }
+    }
+}
+
+/// What `app` needs of `upstream`: the same or a newer revision when both
+/// follow the same release of one repository (ancestry can be told
+/// there), Ready otherwise.
+fn needs(app: &AppSpec, upstream: &AppSpec) -> Needs {
     let same = repo_key(&app.repo) == repo_key(&upstream.repo) && app.release == upstream.release;
-    let needs = if same {
+    if same {
         Needs::SameOrNewerRevision
     } else {
         Needs::Ready
-    };
-    Dependency::on(&engine.handle()).needs(needs)
+    }
 }
 
-/// Builds `spec` of `config` on `shared`, depending on `upstreams` (their
-/// specs and engines); an error names the application's line and key.
+/// The dependency of `app` on `upstream`.
+fn dependency(app: &AppSpec, upstream: Upstream<'_>) -> Dependency {
+    let needs = needs(app, upstream.spec());
+    match upstream {
+        Upstream::Local(_, engine) => Dependency::on(&engine.handle()).needs(needs),
+        #[cfg(feature = "etcd")]
+        Upstream::Stored(spec) => Dependency::on_app(spec.name.clone()).needs(needs),
+    }
+}
+
+/// What an application is built from besides its target.
+struct Pieces {
+    source: GitSource,
+    render: Arc<dyn Render>,
+    writeback: Option<GitWriteback>,
+}
+
+/// The source, render and write-back of `spec`; an error names the
+/// application's line and key.
+fn pieces(
+    credentials: &CredentialArgs,
+    keys: &Keys,
+    config: &AppsConfig,
+    spec: &AppSpec,
+    shared: &SharedRepository,
+) -> Result<Pieces, ConfigError> {
+    let bad = |key: &str, message: String| config.error(&spec.name, key, message);
+    let source = source(credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
+    let render = render(spec, keys);
+    let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
+    Ok(Pieces {
+        source,
+        render,
+        writeback,
+    })
+}
+
+/// Checks that `spec` can be built, but for its target (which only its
+/// owner builds, when replicas share the list).
+#[cfg(feature = "etcd")]
+pub(crate) fn check(
+    credentials: &CredentialArgs,
+    keys: &Keys,
+    config: &AppsConfig,
+    spec: &AppSpec,
+    shared: &SharedRepository,
+) -> Result<(), ConfigError> {
+    pieces(credentials, keys, config, spec, shared).map(|_| ())
+}
+
+/// Builds `spec` of `config` on `shared`, depending on `upstreams`; an
+/// error names the application's line and key.
 pub(crate) fn build(
     parts: &Parts<'_>,
     config: &AppsConfig,
     spec: &AppSpec,
     shared: &SharedRepository,
-    upstreams: &[(&AppSpec, &Engine)],
+    upstreams: &[Upstream<'_>],
 ) -> Result<Built, ConfigError> {
     let bad = |key: &str, message: String| config.error(&spec.name, key, message);
-    let source = source(parts.credentials, spec, shared).map_err(|(k, m)| bad(k, m))?;
-    let render = render(spec, parts.keys);
-    let writeback = writeback(spec, &source, &render).map_err(|m| bad("drift", m))?;
+    let Pieces {
+        source,
+        render,
+        writeback,
+    } = pieces(parts.credentials, parts.keys, config, spec, shared)?;
     let target = parts.targets.target(spec).map_err(|m| bad("target", m))?;
     let mut builder = Engine::builder()
         .digest_key(parts.keys.digest.clone())
@@ -106,16 +187,17 @@ pub(crate) fn build(
     if let Some(writeback) = writeback {
         builder = builder.writeback(Arc::new(writeback));
     }
-    for (upstream, engine) in upstreams {
-        builder = builder.depends_on(dependency(spec, upstream, engine));
+    for upstream in upstreams {
+        builder = builder.depends_on(dependency(spec, *upstream));
     }
     let engine = builder.build().map_err(|e| bad("name", e.to_string()))?;
+    let local = upstreams.iter().filter_map(Upstream::engine);
     Ok(Built {
         spec: spec.clone(),
         engine,
         target,
         shared: shared.clone(),
-        upstreams: upstreams.iter().map(|(_, e)| e.handle()).collect(),
+        upstreams: local.map(Engine::handle).collect(),
     })
 }
 

@@ -11,12 +11,21 @@ use std::path::{Path, PathBuf};
 use gitops_core::{Cancel, Source as _};
 use gitops_git::{GitSource, ReferencePolicy, SharedRepository};
 
-use super::supervisor::Supervisor;
 use crate::args::AgentArgs;
-use crate::config::{self, AppsConfig, ConfigError, Defaults};
+use crate::config::{self, AppsConfig, Changes, ConfigError, Defaults};
 use crate::credentials;
 use crate::http::{AppSet, ConfigState};
 use crate::run::AgentError;
+
+/// What a list is applied to: the applications of this process
+/// ([`Supervisor`](super::supervisor::Supervisor)) or, with `--etcd`, the
+/// replica sharing them.
+pub(crate) trait Apply {
+    /// The shared repository of `url` (the config repository joins them).
+    fn repo(&mut self, url: &str) -> Result<SharedRepository, gitops_git::GitError>;
+    /// Applies `next`, or refuses it whole.
+    async fn apply(&mut self, next: AppsConfig) -> Result<Changes, ConfigError>;
+}
 
 /// A list in Git.
 pub(crate) struct GitList {
@@ -66,7 +75,7 @@ impl List {
     /// of its URL.
     pub(crate) fn new(
         args: &AgentArgs,
-        supervisor: &mut Supervisor,
+        supervisor: &mut impl Apply,
         state_dir: &Path,
     ) -> Result<Self, AgentError> {
         let apps = &args.apps;
@@ -81,7 +90,7 @@ impl List {
             Some((dir, file)) => (Some(dir), file),
             None => (None, path.as_str()),
         };
-        let shared = supervisor.repos().get(url).map_err(AgentError::Source)?;
+        let shared = supervisor.repo(url).map_err(AgentError::Source)?;
         let mut builder =
             GitSource::builder(url.clone(), ReferencePolicy::branch(branch)).shared(&shared);
         if let Some(dir) = dir {
@@ -124,7 +133,7 @@ impl List {
         &mut self,
         args: &AgentArgs,
         defaults: &Defaults,
-        supervisor: &mut Supervisor,
+        supervisor: &mut impl Apply,
         apps: &AppSet,
     ) -> Result<(), AgentError> {
         if let List::File(path) = self {
@@ -158,7 +167,7 @@ impl List {
         &mut self,
         args: &AgentArgs,
         defaults: &Defaults,
-        supervisor: &mut Supervisor,
+        supervisor: &mut impl Apply,
         apps: &AppSet,
     ) -> bool {
         let label = self.label(args);

@@ -3,6 +3,10 @@
 //! state store, one Git cache and fetch per repository, one HTTP service,
 //! one metrics registry and one notifier.
 //!
+//! With `--etcd` (feature `etcd`), the list is shared with the other
+//! replicas instead: each application runs on exactly one of them, on the
+//! shared, fenced state store in etcd (see `shared.rs` and `crate::replica`).
+//!
 //! SIGHUP reads the list again and reconciles every application: added
 //! applications start, removed ones stop (their resources stay, unless
 //! `--prune-removed`), changed ones restart (and the applications that
@@ -42,6 +46,8 @@ mod oneshot;
 mod prune;
 mod repos;
 mod restart;
+#[cfg(feature = "etcd")]
+mod shared;
 mod supervisor;
 
 use std::sync::Arc;
@@ -80,6 +86,38 @@ impl std::fmt::Debug for Apps {
             .field("config", &self.args.apps.config)
             .field("config_repo", &self.args.apps.config_repo)
             .finish_non_exhaustive()
+    }
+}
+
+/// What both modes set up first.
+struct Common {
+    signals: Signals,
+    state_dir: std::path::PathBuf,
+    keys: app::Keys,
+    apps: AppSet,
+    notifier: Option<Notifier>,
+}
+
+/// The HTTP service running, and the channel that stops it.
+type Serving = (
+    tokio::sync::oneshot::Sender<()>,
+    Option<tokio::task::JoinHandle<Result<(), crate::http::HttpError>>>,
+);
+
+/// Stops the HTTP service and sends the queued notifications.
+async fn finish(
+    stop_http: tokio::sync::oneshot::Sender<()>,
+    http: Option<tokio::task::JoinHandle<Result<(), crate::http::HttpError>>>,
+    notifier: Option<Notifier>,
+) {
+    let _ = stop_http.send(());
+    if let Some(http) = http
+        && let Ok(Err(e)) = http.await
+    {
+        tracing::warn!(error = %e, "the HTTP service ended with an error");
+    }
+    if let Some(notifier) = notifier {
+        notifier.flush(FLUSH_AT_SHUTDOWN).await;
     }
 }
 
@@ -138,7 +176,8 @@ impl Apps {
         &self.metrics
     }
 
-    /// Runs every application until SIGINT or SIGTERM; with `--once` or
+    /// Runs every application until SIGINT or SIGTERM (with `--etcd`, as
+    /// one replica among several sharing the list); with `--once` or
     /// `--plan` (and `--config`), every application once, dependencies
     /// first, then returns.
     pub async fn run(self) -> Result<Outcome, AgentError> {
@@ -151,15 +190,25 @@ impl Apps {
                 .ok_or(AgentError::ManyApps)?;
             return oneshot::run(&self.args, self.targets.as_ref(), path).await;
         }
-        let mut signals = Signals::install()?;
+        let common = self.common()?;
+        #[cfg(feature = "etcd")]
+        if self.args.replica.enabled() {
+            return shared::run(&self, common).await;
+        }
+        self.run_local(common).await
+    }
+
+    /// What both modes set up first.
+    fn common(&self) -> Result<Common, AgentError> {
+        let signals = Signals::install()?;
         let state_dir = self
             .args
             .engine
             .state_dir
             .clone()
             .ok_or(AgentError::NoStateDir)?;
-        let store = RedbStore::open(&state_dir).map_err(|source| AgentError::Store {
-            path: state_dir.clone(),
+        std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::Io {
+            what: "creating --state-dir",
             source,
         })?;
         // The flags' keys are read (and refused) now; each application
@@ -171,11 +220,32 @@ impl Apps {
                 &state_dir.join(crate::run::DIGEST_KEY_FILE),
             )?,
         };
-        let apps = AppSet::many();
         let notifier = self
             .notify
             .clone()
             .map(|options| Notifier::new(options, self.metrics.clone()));
+        Ok(Common {
+            signals,
+            state_dir,
+            keys,
+            apps: AppSet::many(),
+            notifier,
+        })
+    }
+
+    /// Every application in this process, on the redb store.
+    async fn run_local(&self, common: Common) -> Result<Outcome, AgentError> {
+        let Common {
+            mut signals,
+            state_dir,
+            keys,
+            apps,
+            notifier,
+        } = common;
+        let store = RedbStore::open(&state_dir).map_err(|source| AgentError::Store {
+            path: state_dir.clone(),
+            source,
+        })?;
         let context = Context {
             credentials: self.args.credentials.clone(),
             store: Arc::new(store),
@@ -224,15 +294,7 @@ impl Apps {
                 wait.await;
             }
         }
-        let _ = stop_http.send(());
-        if let Some(http) = http
-            && let Ok(Err(e)) = http.await
-        {
-            tracing::warn!(error = %e, "the HTTP service ended with an error");
-        }
-        if let Some(notifier) = notifier {
-            notifier.flush(FLUSH_AT_SHUTDOWN).await;
-        }
+        finish(stop_http, http, notifier).await;
         Ok(Outcome::Stopped)
     }
 
@@ -241,13 +303,7 @@ impl Apps {
         &self,
         apps: &AppSet,
         notifier: Option<Notifier>,
-    ) -> Result<
-        (
-            tokio::sync::oneshot::Sender<()>,
-            Option<tokio::task::JoinHandle<Result<(), crate::http::HttpError>>>,
-        ),
-        AgentError,
-    > {
+    ) -> Result<Serving, AgentError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let Some(options) = &self.http else {
             return Ok((stop, None));

@@ -173,7 +173,7 @@ fn build_all(
             .depends_on
             .iter()
             .filter_map(|upstream| built.iter().find(|b| &b.spec.name == upstream))
-            .map(|b| (&b.spec, &b.engine))
+            .map(|b| app::Upstream::Local(&b.spec, &b.engine))
             .collect();
         let shared = repos
             .get(&spec.repo)

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
-use super::app::{self, Built, Parts, TargetFactory};
+use super::app::{self, Built, Parts, TargetFactory, Upstream};
+use super::list::Apply;
 use super::prune::prune_removed;
 use super::repos::Repos;
 use super::restart::{self, Backoff, Ended};
@@ -94,11 +95,6 @@ impl Supervisor {
         (supervisor, ended)
     }
 
-    /// The shared repositories (the config repository joins them).
-    pub(crate) fn repos(&mut self) -> &mut Repos {
-        &mut self.repos
-    }
-
     /// The specs running now, in the order of the list in force.
     fn running_specs(&self) -> Vec<AppSpec> {
         let order = self
@@ -115,7 +111,7 @@ impl Supervisor {
 
     /// Applies `next`: refused whole (nothing changes) when an application
     /// cannot be built or two target directories overlap on disk.
-    pub(crate) async fn apply(&mut self, next: AppsConfig) -> Result<Changes, ConfigError> {
+    async fn apply_list(&mut self, next: AppsConfig) -> Result<Changes, ConfigError> {
         let changes = config::diff(&self.running_specs(), &self.dead, &next);
         check_real_overlaps(&next)?;
         let built = self.build(&next, &changes)?;
@@ -147,15 +143,19 @@ impl Supervisor {
         let mut built: Vec<Built> = Vec::with_capacity(changes.start.len());
         for name in &changes.start {
             let Some(spec) = next.get(name) else { continue };
-            let upstreams: Vec<(&AppSpec, &Engine)> = spec
+            let upstreams: Vec<Upstream<'_>> = spec
                 .depends_on
                 .iter()
                 .filter_map(|upstream| {
                     built
                         .iter()
                         .find(|b| &b.spec.name == upstream)
-                        .map(|b| (&b.spec, &b.engine))
-                        .or_else(|| self.running.get(upstream).map(|r| (&r.spec, &r.engine)))
+                        .map(|b| Upstream::Local(&b.spec, &b.engine))
+                        .or_else(|| {
+                            self.running
+                                .get(upstream)
+                                .map(|r| Upstream::Local(&r.spec, &r.engine))
+                        })
                 })
                 .collect();
             let shared = self
@@ -341,6 +341,16 @@ impl Supervisor {
                 let _ = tokio::time::timeout(Duration::from_secs(5), follower).await;
             }
         }
+    }
+}
+
+impl Apply for Supervisor {
+    fn repo(&mut self, url: &str) -> Result<SharedRepository, gitops_git::GitError> {
+        self.repos.get(url)
+    }
+
+    async fn apply(&mut self, next: AppsConfig) -> Result<Changes, ConfigError> {
+        self.apply_list(next).await
     }
 }
 

@@ -21,4 +21,5 @@ pub mod gpg;
 pub mod http;
 pub mod prometheus;
 pub mod receiver;
+pub mod replicas;
 pub mod webdriver;

@@ -36,16 +36,23 @@
 //! resources in flight (at most [`ReplicaConfig::handover_timeout`], then
 //! aborted) and the lock is deleted; the new owner claims it at once.
 //!
+//! **Changing the list.** [`ReplicaHandle::set_apps`] replaces the shared
+//! list (give every replica the same one) and
+//! [`ReplicaHandle::restart`] hands an owned application over to itself
+//! (its engine is built anew, e.g. after its settings changed); both take
+//! effect at the next rebalance, which they start at once.
+//!
 //! Inside: `config` (settings, errors), `event`, `assign` (rendezvous
 //! hashing), `lease` (grant, keep-alive), `session` (one lease's life),
 //! `rebalance` (what to release, claim, adopt), `engines` (one per claimed
-//! application).
+//! application), `list` (changing the list, reading the owners).
 
 mod assign;
 mod config;
 mod engines;
 mod event;
 mod lease;
+mod list;
 mod rebalance;
 mod session;
 
@@ -69,7 +76,12 @@ pub use event::ClusterEvent;
 /// What the replica's task and its handle share.
 struct Shared {
     config: ReplicaConfig,
-    apps: Vec<String>,
+    /// The shared list, sorted and deduplicated ([`ReplicaHandle::set_apps`]).
+    apps: Mutex<Arc<Vec<String>>>,
+    /// Owned applications to hand over to this replica again ([`ReplicaHandle::restart`]).
+    restarts: Mutex<BTreeSet<String>>,
+    /// Starts a rebalance now.
+    wake: tokio::sync::Notify,
     client: EtcdClient,
     store: EtcdStore,
     factory: EngineFactory,
@@ -119,7 +131,9 @@ impl Replica {
             store: EtcdStore::new(client.clone(), config.prefix.clone())
                 .with_audit_retention(config.audit_retention),
             config,
-            apps,
+            apps: Mutex::new(Arc::new(apps)),
+            restarts: Mutex::new(BTreeSet::new()),
+            wake: tokio::sync::Notify::new(),
             client,
             factory,
             events,

@@ -151,8 +151,9 @@ impl Shared {
             self.publish(owned);
             return;
         }
-        let moves = moves(
-            &self.apps,
+        let apps = self.apps();
+        let mut moves = moves(
+            &apps,
             &live,
             &locks,
             |app| owned.contains_key(app),
@@ -160,6 +161,14 @@ impl Shared {
             lease,
             |app| self.cooling(app),
         );
+        // Owned applications no longer listed, and restarts asked for, are
+        // handed over too.
+        let gone = super::list::unlisted(&apps, owned.keys());
+        moves.release.extend(gone);
+        let restarts = self.take_restarts(|app| {
+            owned.contains_key(app) && !moves.release.iter().any(|r| r == app)
+        });
+        moves.release.extend(restarts);
         if !moves.release.is_empty() {
             self.release(owned, moves.release).await;
         }

@@ -138,6 +138,7 @@ impl Shared {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
+                () = self.wake.notified() => due = Instant::now(),
                 msg = message => match msg {
                     Ok(Some(resp)) if !resp.canceled() => {
                         if !resp.events().is_empty() {
