@@ -287,6 +287,22 @@ impl Timings {
     }
 }
 
+/// Runs `floor` and `subject` alternately, `rounds` times each after one
+/// untimed warm-up of each, recording every run into its [`Timings`]: both
+/// sides see the same load, which criterion's one-group-after-the-other
+/// sampling cannot promise on a busy machine.
+pub fn interleaved<A, B>(
+    rounds: usize,
+    (floor_timings, mut floor): (&mut Timings, impl FnMut() -> A),
+    (subject_timings, mut subject): (&mut Timings, impl FnMut() -> B),
+) {
+    std::hint::black_box((floor(), subject()));
+    for _ in 0..rounds {
+        floor_timings.time(1, &mut floor);
+        subject_timings.time(1, &mut subject);
+    }
+}
+
 fn per_iteration(total: Duration, iters: u64) -> Option<Duration> {
     let iters = u32::try_from(iters).ok().filter(|&n| n > 0)?;
     total.checked_div(iters)
@@ -401,6 +417,19 @@ mod tests {
             ratio_line("render/parse-only", &subject, &floor),
             "ratio render/parse-only: 1.30x (130.0 ms vs 100.0 ms, medians of 3 and 1 samples)"
         );
+    }
+
+    #[test]
+    fn interleaved_runs_alternate_and_record_every_round() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let (mut floor, mut subject) = (Timings::new(), Timings::new());
+        interleaved(
+            3,
+            (&mut floor, || order.borrow_mut().push('f')),
+            (&mut subject, || order.borrow_mut().push('s')),
+        );
+        assert_eq!(order.into_inner(), "fsfsfsfs".chars().collect::<Vec<_>>());
+        assert_eq!((floor.len(), subject.len()), (3, 3));
     }
 
     #[test]
