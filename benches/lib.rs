@@ -1,5 +1,9 @@
 //! Shared fixtures for the criterion benchmarks: generated resources, graphs
-//! and manifest snapshots, built deterministically (no RNG dependency).
+//! and manifest snapshots, built deterministically (no RNG dependency); and
+//! [`Timings`], which lets a benchmark print its ratio to a floor measured in
+//! the same run ([`print_ratio`]).
+
+use std::time::{Duration, Instant};
 
 use gitops_core::{DesiredState, Observed, Resource, ResourceId, Revision, Snapshot};
 use serde_json::json;
@@ -214,4 +218,236 @@ pub fn git_in(dir: &std::path::Path, args: &[&str], stdin: Option<&[u8]>) {
 /// [`git_in`] without input.
 pub fn git(dir: &std::path::Path, args: &[&str]) {
     git_in(dir, args, None);
+}
+
+/// Per-iteration times of one benchmark, recorded from inside its criterion
+/// routine (`iter_custom`), so that its ratio to a floor measured in the same
+/// run can be printed: criterion itself does not compute ratios.
+///
+/// Each sample also records the CPU time of the whole process (all its
+/// threads, not its child processes): for a floor that runs in process, the
+/// CPU ratio ([`print_cpu_ratio`]) moves far less with the machine's load
+/// than the wall-clock one.
+#[derive(Debug, Default, Clone)]
+pub struct Timings {
+    per_iteration: Vec<Duration>,
+    cpu_per_iteration: Vec<Duration>,
+}
+
+impl Timings {
+    /// No samples yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one criterion sample of `iters` iterations that took `total`,
+    /// and returns `total` (what an `iter_custom` routine returns).
+    pub fn record(&mut self, total: Duration, iters: u64) -> Duration {
+        if let Some(each) = per_iteration(total, iters) {
+            self.per_iteration.push(each);
+        }
+        total
+    }
+
+    /// Runs `routine` `iters` times, records the sample and returns its total.
+    /// Also records the process's CPU time per iteration.
+    pub fn time<O>(&mut self, iters: u64, mut routine: impl FnMut() -> O) -> Duration {
+        let cpu_started = process_cpu_time();
+        let started = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(routine());
+        }
+        let total = started.elapsed();
+        let cpu = process_cpu_time().saturating_sub(cpu_started);
+        if let Some(each) = per_iteration(cpu, iters) {
+            self.cpu_per_iteration.push(each);
+        }
+        self.record(total, iters)
+    }
+
+    /// The median time of one iteration over the recorded samples (criterion's
+    /// warm-up samples included: the median is robust to them).
+    pub fn median(&self) -> Option<Duration> {
+        median(&self.per_iteration)
+    }
+
+    /// The median CPU time of one iteration (samples taken with [`time`](Self::time)).
+    pub fn cpu_median(&self) -> Option<Duration> {
+        median(&self.cpu_per_iteration)
+    }
+
+    /// How many samples were recorded.
+    pub fn len(&self) -> usize {
+        self.per_iteration.len()
+    }
+
+    /// Whether nothing was recorded (the benchmark was filtered out).
+    pub fn is_empty(&self) -> bool {
+        self.per_iteration.is_empty()
+    }
+}
+
+/// Runs `floor` and `subject` alternately, `rounds` times each after one
+/// untimed warm-up of each, recording every run into its [`Timings`]: both
+/// sides see the same load, which criterion's one-group-after-the-other
+/// sampling cannot promise on a busy machine.
+pub fn interleaved<A, B>(
+    rounds: usize,
+    (floor_timings, mut floor): (&mut Timings, impl FnMut() -> A),
+    (subject_timings, mut subject): (&mut Timings, impl FnMut() -> B),
+) {
+    std::hint::black_box((floor(), subject()));
+    for _ in 0..rounds {
+        floor_timings.time(1, &mut floor);
+        subject_timings.time(1, &mut subject);
+    }
+}
+
+fn per_iteration(total: Duration, iters: u64) -> Option<Duration> {
+    let iters = u32::try_from(iters).ok().filter(|&n| n > 0)?;
+    total.checked_div(iters)
+}
+
+fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// CPU time used so far by this process, all threads (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// The line a benchmark prints for its ratio to its floor, e.g.
+/// `ratio render/parse-only: 1.21x (121.0 ms vs 100.0 ms, medians of 22 and 22 samples)`;
+/// says so when either side was not run (filtered out by a criterion argument).
+pub fn ratio_line(name: &str, subject: &Timings, floor: &Timings) -> String {
+    format_ratio(
+        name,
+        subject.median(),
+        floor.median(),
+        (subject.len(), floor.len()),
+    )
+}
+
+/// [`ratio_line`] over CPU time: `ratio render/parse-only (CPU): ...`.
+pub fn cpu_ratio_line(name: &str, subject: &Timings, floor: &Timings) -> String {
+    format_ratio(
+        &format!("{name} (CPU)"),
+        subject.cpu_median(),
+        floor.cpu_median(),
+        (
+            subject.cpu_per_iteration.len(),
+            floor.cpu_per_iteration.len(),
+        ),
+    )
+}
+
+fn format_ratio(
+    name: &str,
+    subject: Option<Duration>,
+    floor: Option<Duration>,
+    samples: (usize, usize),
+) -> String {
+    match (subject, floor) {
+        (Some(s), Some(f)) if !f.is_zero() => format!(
+            "ratio {name}: {:.2}x ({} vs {}, medians of {} and {} samples)",
+            s.as_secs_f64() / f.as_secs_f64(),
+            human(s),
+            human(f),
+            samples.0,
+            samples.1
+        ),
+        _ => format!("ratio {name}: not measured (a side was filtered out)"),
+    }
+}
+
+/// Prints [`ratio_line`] with the load average, so the numbers can be judged.
+pub fn print_ratio(name: &str, subject: &Timings, floor: &Timings) {
+    println!("{} [load {}]", ratio_line(name, subject, floor), load());
+}
+
+/// Prints [`ratio_line`] and [`cpu_ratio_line`], for a floor that runs in
+/// this process (child processes' CPU time is not counted).
+pub fn print_cpu_ratio(name: &str, subject: &Timings, floor: &Timings) {
+    print_ratio(name, subject, floor);
+    println!("{} [load {}]", cpu_ratio_line(name, subject, floor), load());
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
+fn load() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A duration in the unit people read it in: µs, ms or s.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 1e-3 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{:.1} µs", secs * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_is_the_ratio_of_the_medians_per_iteration() {
+        let mut subject = Timings::new();
+        subject.record(Duration::from_millis(240), 2); // 120 ms each
+        subject.record(Duration::from_millis(130), 1);
+        subject.record(Duration::from_millis(900), 1); // an outlier
+        let mut floor = Timings::new();
+        floor.record(Duration::from_millis(400), 4); // 100 ms each
+        assert_eq!(subject.median(), Some(Duration::from_millis(130)));
+        assert_eq!(
+            ratio_line("render/parse-only", &subject, &floor),
+            "ratio render/parse-only: 1.30x (130.0 ms vs 100.0 ms, medians of 3 and 1 samples)"
+        );
+    }
+
+    #[test]
+    fn interleaved_runs_alternate_and_record_every_round() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let (mut floor, mut subject) = (Timings::new(), Timings::new());
+        interleaved(
+            3,
+            (&mut floor, || order.borrow_mut().push('f')),
+            (&mut subject, || order.borrow_mut().push('s')),
+        );
+        assert_eq!(order.into_inner(), "fsfsfsfs".chars().collect::<Vec<_>>());
+        assert_eq!((floor.len(), subject.len()), (3, 3));
+    }
+
+    #[test]
+    fn a_side_that_did_not_run_gives_no_ratio() {
+        let mut floor = Timings::new();
+        floor.time(3, || 1 + 1);
+        assert_eq!(floor.len(), 1);
+        assert!(floor.cpu_median().is_some());
+        assert_eq!(
+            cpu_ratio_line("x/y", &floor, &Timings::new()),
+            "ratio x/y (CPU): not measured (a side was filtered out)"
+        );
+        assert!(Timings::new().is_empty());
+        assert_eq!(
+            ratio_line("x/y", &Timings::new(), &floor),
+            "ratio x/y: not measured (a side was filtered out)"
+        );
+        assert_eq!(human(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(human(Duration::from_millis(2500)), "2.50 s");
+    }
 }

@@ -3,17 +3,20 @@
 //! cold fetch + snapshot vs `git clone --depth 1`; a no-op poll vs `git fetch`
 //! on an up-to-date clone, over `file://` and over local HTTP (`git
 //! http-backend` behind the same small server the tests use); a one-file
-//! commit then poll + snapshot vs `git fetch` + `git reset --hard`; and the
-//! peak memory of a cold 10,000-file snapshot, measured in a child process.
+//! commit then poll + snapshot vs `git fetch` + `git reset --hard`; a
+//! snapshot read from a warm cache vs `git archive` of the same commit; and
+//! the peak memory of a cold 10,000-file snapshot, measured in a child
+//! process. Each group prints its ratio to its floor (`ratio ...: 0.42x`),
+//! from the medians of the same run.
 //!
 //! Run with `cargo bench -p gitops-benches --bench git`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion};
-use gitops_benches::{git, git_in, require_tool};
+use criterion::Criterion;
+use gitops_benches::{Timings, git, git_in, print_ratio, require_tool};
 use gitops_core::{Cancel, Source};
 use gitops_git::{GitSource, ReferencePolicy};
 
@@ -139,70 +142,108 @@ fn poll_and_snapshot(rt: &tokio::runtime::Runtime, src: &GitSource) -> usize {
     })
 }
 
+/// Times `iters` runs of `routine`, each in a fresh scratch directory that is
+/// created and removed outside the timing.
+fn in_fresh_dirs(
+    fx: &Fixture,
+    timings: &mut Timings,
+    iters: u64,
+    mut routine: impl FnMut(&Path),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = fx.tempdir();
+        let started = Instant::now();
+        routine(dir.path());
+        total += started.elapsed();
+    }
+    timings.record(total, iters)
+}
+
 fn cold(c: &mut Criterion, fx: &Fixture, rt: &tokio::runtime::Runtime) {
     let url = fx.file_url();
+    let (mut ours, mut clone, mut floor) = (Timings::new(), Timings::new(), Timings::new());
     let mut group = c.benchmark_group("git cold fetch + snapshot (10k files, file URL)");
     group.sample_size(10);
     group.bench_function(
         "gitops-git poll + snapshot (bare cache, no worktree)",
         |b| {
-            b.iter_batched(
-                || fx.tempdir(),
-                |dir| {
-                    let src = source(&url, &dir.path().join("cache"));
+            b.iter_custom(|iters| {
+                in_fresh_dirs(fx, &mut ours, iters, |dir| {
+                    let src = source(&url, &dir.join("cache"));
                     assert_eq!(poll_and_snapshot(rt, &src), FILES);
-                    dir
-                },
-                BatchSize::PerIteration,
-            )
+                })
+            })
         },
     );
     group.bench_function("git clone --depth 1 (writes a worktree)", |b| {
-        b.iter_batched(
-            || fx.tempdir(),
-            |dir| {
-                git(dir.path(), &["clone", "-q", "--depth", "1", &url, "clone"]);
-                dir
-            },
-            BatchSize::PerIteration,
-        )
+        b.iter_custom(|iters| {
+            in_fresh_dirs(fx, &mut clone, iters, |dir| {
+                git(dir, &["clone", "-q", "--depth", "1", &url, "clone"]);
+            })
+        })
     });
     group.bench_function("floor: git clone --depth 1 --bare (no worktree)", |b| {
-        b.iter_batched(
-            || fx.tempdir(),
-            |dir| {
+        b.iter_custom(|iters| {
+            in_fresh_dirs(fx, &mut floor, iters, |dir| {
                 git(
-                    dir.path(),
+                    dir,
                     &["clone", "-q", "--bare", "--depth", "1", &url, "clone"],
                 );
-                dir
-            },
-            BatchSize::PerIteration,
-        )
+            })
+        })
     });
     group.finish();
+    print_ratio("git cold/bare clone", &ours, &floor);
+    print_ratio("git cold/clone with worktree", &ours, &clone);
 }
 
 fn noop(c: &mut Criterion, fx: &Fixture, rt: &tokio::runtime::Runtime, http_url: &str) {
     let mut group = c.benchmark_group("git no-op poll (10k files)");
     group.sample_size(30);
+    let mut ratios = Vec::new();
     for (kind, url) in [("file://", fx.file_url()), ("HTTP", http_url.to_owned())] {
+        let (mut ours, mut floor) = (Timings::new(), Timings::new());
         let dir = fx.tempdir();
         let src = source(&url, &dir.path().join("cache"));
         poll_and_snapshot(rt, &src);
         group.bench_function(format!("gitops-git poll, {kind}"), |b| {
-            b.iter(|| {
-                let outcome = rt.block_on(src.poll_detailed()).expect("poll");
-                assert!(!outcome.pack_received);
+            b.iter_custom(|iters| {
+                ours.time(iters, || {
+                    let outcome = rt.block_on(src.poll_detailed()).expect("poll");
+                    assert!(!outcome.pack_received);
+                })
             })
         });
         git(dir.path(), &["clone", "-q", "--depth", "1", &url, "clone"]);
         let clone = dir.path().join("clone");
         group.bench_function(format!("git fetch on an up-to-date clone, {kind}"), |b| {
-            b.iter(|| git(&clone, &["fetch", "-q", "origin"]))
+            b.iter_custom(|iters| floor.time(iters, || git(&clone, &["fetch", "-q", "origin"])))
         });
+        ratios.push((format!("git no-op poll/git fetch, {kind}"), ours, floor));
     }
     group.finish();
+    for (name, ours, floor) in &ratios {
+        print_ratio(name, ours, floor);
+    }
+}
+
+/// Times `iters` runs of `routine`, each after a one-file commit made
+/// outside the timing.
+fn after_commits(
+    fx: &std::cell::RefCell<&mut Fixture>,
+    timings: &mut Timings,
+    iters: u64,
+    mut routine: impl FnMut(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        fx.borrow_mut().commit_one_file();
+        let started = Instant::now();
+        routine();
+        total += started.elapsed();
+    }
+    timings.record(total, iters)
 }
 
 fn incremental(c: &mut Criterion, fx: &mut Fixture, rt: &tokio::runtime::Runtime) {
@@ -213,34 +254,83 @@ fn incremental(c: &mut Criterion, fx: &mut Fixture, rt: &tokio::runtime::Runtime
     git(dir.path(), &["clone", "-q", "--depth", "1", &url, "clone"]);
     let clone = dir.path().join("clone");
     let fx = std::cell::RefCell::new(fx);
+    let (mut ours, mut floor) = (Timings::new(), Timings::new());
     let mut group =
         c.benchmark_group("git one-file commit then poll + snapshot (10k files, file URL)");
     group.sample_size(20);
     group.bench_function("gitops-git poll + snapshot", |b| {
-        b.iter_batched(
-            || fx.borrow_mut().commit_one_file(),
-            |()| {
+        b.iter_custom(|iters| {
+            after_commits(&fx, &mut ours, iters, || {
                 let outcome = rt.block_on(src.poll_detailed()).expect("poll");
                 assert!(outcome.pack_received);
                 let snap = rt
                     .block_on(src.snapshot(&outcome.revision, &Cancel::new()))
                     .expect("snapshot");
                 assert_eq!(snap.len(), FILES);
-            },
-            BatchSize::PerIteration,
-        )
+            })
+        })
     });
     group.bench_function("git fetch --depth 1 + reset --hard (worktree)", |b| {
-        b.iter_batched(
-            || fx.borrow_mut().commit_one_file(),
-            |()| {
+        b.iter_custom(|iters| {
+            after_commits(&fx, &mut floor, iters, || {
                 git(&clone, &["fetch", "-q", "--depth", "1", "origin", "main"]);
                 git(&clone, &["reset", "-q", "--hard", "FETCH_HEAD"]);
-            },
-            BatchSize::PerIteration,
-        )
+            })
+        })
     });
     group.finish();
+    print_ratio("git one-file commit/git fetch + reset", &ours, &floor);
+}
+
+/// Reading every file of one commit from a cache that already holds it: a
+/// fresh source each time (so no blob is shared from a previous snapshot)
+/// vs `git archive` of the same commit from the same bare repository.
+fn snapshot_only(c: &mut Criterion, fx: &Fixture, rt: &tokio::runtime::Runtime) {
+    let dir = fx.tempdir();
+    let cache = dir.path().join("cache");
+    let url = fx.file_url();
+    poll_and_snapshot(rt, &source(&url, &cache));
+    let commit = source(&url, &cache)
+        .cached_revision()
+        .expect("the cache holds main")
+        .id;
+    let (mut ours, mut floor) = (Timings::new(), Timings::new());
+    let mut group = c.benchmark_group("git snapshot from a warm cache (10k files)");
+    group.sample_size(20);
+    group.bench_function("gitops-git snapshot (fresh source)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let src = source(&url, &cache);
+                let rev = src.cached_revision().expect("the cache holds main");
+                let started = Instant::now();
+                let snap = rt
+                    .block_on(src.snapshot(&rev, &Cancel::new()))
+                    .expect("snapshot");
+                total += started.elapsed();
+                assert_eq!(snap.len(), FILES);
+            }
+            ours.record(total, iters)
+        })
+    });
+    group.bench_function("floor: git archive of the same commit", |b| {
+        b.iter_custom(|iters| {
+            floor.time(iters, || {
+                let out = Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&cache)
+                    .args(["archive", "--format=tar", &commit])
+                    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .expect("git archive");
+                assert!(out.status.success() && out.stdout.len() > FILES * 200);
+            })
+        })
+    });
+    group.finish();
+    print_ratio("git snapshot/git archive", &ours, &floor);
 }
 
 /// Peak resident memory (VmHWM) of this process, in bytes.
@@ -306,6 +396,7 @@ fn main() {
     memory(&fx);
     cold(&mut c, &fx, &rt);
     noop(&mut c, &fx, &rt, &http_url);
+    snapshot_only(&mut c, &fx, &rt);
     incremental(&mut c, &mut fx, &rt);
     c.final_summary();
 }

@@ -1,6 +1,7 @@
 //! gitops-targets benchmarks: `FsTarget` on 10,000 files of ~200 bytes in
 //! 1,000 directories, with the floor (`rsync -a`, `rsync -a --dry-run` of the
-//! same tree on the same filesystem) measured in the same run.
+//! same tree on the same filesystem) measured in the same run; the group
+//! prints each ratio to its floor (`ratio fs first apply/rsync -a: 0.67x`).
 //!
 //! Run with `cargo bench -p gitops-benches --bench targets`; the goals are in
 //! issue 4 and the numbers in the crate docs of `gitops-targets`.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt as _;
+use gitops_benches::{Timings, print_ratio};
 use gitops_core::files::file_spec;
 use gitops_core::{Resource, ResourceId, Target};
 use gitops_targets::{Durability, FsOptions, FsTarget};
@@ -179,20 +181,47 @@ impl Drop for Bench {
     }
 }
 
+/// The timings a ratio is printed from, each FsTarget case beside its floor.
+#[derive(Default)]
+struct Ratios {
+    rsync: Timings,
+    first_apply: Timings,
+    rsync_dry_run: Timings,
+    observe: Timings,
+    rsync_repair: Timings,
+    repair: Timings,
+}
+
 fn targets(c: &mut Criterion) {
     let mut bench = Bench::new();
+    let mut ratios = Ratios::default();
     let mut group = c.benchmark_group("fs 10k files");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
-    first_apply(&mut group, &mut bench);
-    steady_state(&mut group, &mut bench);
+    first_apply(&mut group, &mut bench, &mut ratios);
+    steady_state(&mut group, &mut bench, &mut ratios);
     group.finish();
+    print_ratio(
+        "fs first apply/rsync -a",
+        &ratios.first_apply,
+        &ratios.rsync,
+    );
+    print_ratio(
+        "fs no-op observe/rsync -a --dry-run",
+        &ratios.observe,
+        &ratios.rsync_dry_run,
+    );
+    print_ratio(
+        "fs one-file repair/rsync -a",
+        &ratios.repair,
+        &ratios.rsync_repair,
+    );
 }
 
 type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 /// Deploying every file into an empty directory, beside rsync.
-fn first_apply(group: &mut Group<'_>, bench: &mut Bench) {
+fn first_apply(group: &mut Group<'_>, bench: &mut Bench, ratios: &mut Ratios) {
     group.bench_function("floor: rsync -a into an empty dir", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -201,7 +230,7 @@ fn first_apply(group: &mut Group<'_>, bench: &mut Bench) {
                 total += rsync(&["-a"], &bench.src, &dest);
                 bench.remove(&dest);
             }
-            total
+            ratios.rsync.record(total, iters)
         })
     });
     for (label, durability, health) in [
@@ -231,14 +260,18 @@ fn first_apply(group: &mut Group<'_>, bench: &mut Bench) {
                     total += started.elapsed();
                     bench.remove(&dest);
                 }
-                total
+                if health {
+                    total
+                } else {
+                    ratios.first_apply.record(total, iters)
+                }
             })
         });
     }
 }
 
 /// A synced tree: the no-op check and one changed file, beside rsync.
-fn steady_state(group: &mut Group<'_>, bench: &mut Bench) {
+fn steady_state(group: &mut Group<'_>, bench: &mut Bench, ratios: &mut Ratios) {
     let synced = bench.empty_dir();
     rsync(&["-a"], &bench.src, &synced);
     let target = FsTarget::open(&synced).expect("open");
@@ -249,7 +282,12 @@ fn steady_state(group: &mut Group<'_>, bench: &mut Bench) {
     );
 
     group.bench_function("floor: rsync -a --dry-run on the synced tree", |b| {
-        b.iter(|| rsync(&["-a", "--dry-run"], &bench.src, &synced))
+        b.iter_custom(|iters| {
+            let total = (0..iters)
+                .map(|_| rsync(&["-a", "--dry-run"], &bench.src, &synced))
+                .sum();
+            ratios.rsync_dry_run.record(total, iters)
+        })
     });
     group.bench_function(
         "reference: open+fstat+read+close of every file, 2 threads",
@@ -272,9 +310,37 @@ fn steady_state(group: &mut Group<'_>, bench: &mut Bench) {
         },
     );
     group.bench_function("no-op observe_many of all files", |b| {
-        b.iter(|| {
-            let observed = bench.runtime.block_on(target.observe_many(&bench.ids));
-            assert_eq!(observed.len(), sizes().0);
+        b.iter_custom(|iters| {
+            ratios.observe.time(iters, || {
+                let observed = bench.runtime.block_on(target.observe_many(&bench.ids));
+                assert_eq!(observed.len(), sizes().0);
+            })
+        })
+    });
+    one_changed_file(group, bench, (&synced, &target), ratios);
+}
+
+/// One file drifted in a synced tree: FsTarget observes all, diffs and
+/// repairs it; the floor is `rsync -a` finding and copying it back.
+fn one_changed_file(
+    group: &mut Group<'_>,
+    bench: &mut Bench,
+    (synced, target): (&Path, &FsTarget),
+    ratios: &mut Ratios,
+) {
+    let mirror = bench.empty_dir();
+    rsync(&["-a"], &bench.src, &mirror);
+    let mut round = 0;
+    group.bench_function("floor: rsync -a repairing one changed file", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let victim = mirror.join(path(round * 7919 % sizes().0));
+                std::fs::write(&victim, format!("drift {round}\n")).expect("drift");
+                total += rsync(&["-a"], &bench.src, &mirror);
+            }
+            ratios.rsync_repair.record(total, iters)
         })
     });
     let mut detect_times = Vec::new();
@@ -287,12 +353,12 @@ fn steady_state(group: &mut Group<'_>, bench: &mut Bench) {
                 let victim = synced.join(path(round * 7919 % sizes().0));
                 std::fs::write(&victim, format!("drift {round}\n")).expect("drift");
                 let started = Instant::now();
-                let (repaired, detected) = bench.repair(&target);
+                let (repaired, detected) = bench.repair(target);
                 total += started.elapsed();
                 detect_times.push(detected);
                 assert_eq!(repaired, 1);
             }
-            total
+            ratios.repair.record(total, iters)
         })
     });
     detect_times.sort();

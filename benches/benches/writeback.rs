@@ -3,17 +3,18 @@
 //! engine's sync polls, observes, rewrites the manifest, commits and pushes.
 //! Timed from the start of that sync to the commit being on the remote.
 //! Floor in the same run: the `git` CLI committing a one-file change in a
-//! clone and pushing it to the same server.
+//! clone and pushing it to the same server; the ratio to it is printed
+//! after the group.
 //!
 //! Run with `cargo bench -p gitops-benches --bench writeback`.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion};
-use gitops_benches::{git, require_tool};
+use criterion::Criterion;
+use gitops_benches::{Timings, git, print_ratio, require_tool};
 use gitops_core::testing::MemoryTarget;
 use gitops_core::{Engine, ManifestRender, Render, ResourceId};
 use gitops_git::{GitSource, GitWriteback, ReferencePolicy};
@@ -108,21 +109,23 @@ fn main() {
     let mut group = c.benchmark_group("writeback");
     let mut replicas = 0;
     let mut commits = 0;
+    let (mut ours, mut floor) = (Timings::new(), Timings::new());
     group.bench_function("drift to commit on the remote (HTTP, gitops)", |b| {
-        b.iter_batched(
-            || {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
                 // Untimed: deploy the previous write-back (a no-op), then drift.
                 rt.block_on(engine.sync_once()).expect("deploy");
                 replicas += 1;
                 target.edit(&web, json!({ "replicas": replicas }));
-            },
-            |()| {
+                let started = Instant::now();
                 let report = rt.block_on(engine.sync_once()).expect("sync");
+                total += started.elapsed();
                 assert!(report.written_back.is_some(), "{report}");
                 commits += 1;
-            },
-            BatchSize::PerIteration,
-        );
+            }
+            ours.record(total, iters)
+        });
     });
     let head = rev_parse(&remote, "main");
     assert_ne!(head, "", "the remote has the commits");
@@ -134,23 +137,25 @@ fn main() {
     );
     let mut n = 0;
     group.bench_function("one-file commit + git push (HTTP, git CLI floor)", |b| {
-        b.iter_batched(
-            || {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
                 n += 1;
                 std::fs::write(
                     clone.join("app.yaml"),
                     format!("kind: App\nmetadata: {{ name: web }}\nspec: {{ replicas: {n} }}\n"),
                 )
                 .expect("write");
-            },
-            |()| {
+                let started = Instant::now();
                 git(&clone, &["commit", "-q", "-am", "scale"]);
                 git(&clone, &["push", "-q", "origin", "main"]);
-            },
-            BatchSize::PerIteration,
-        );
+                total += started.elapsed();
+            }
+            floor.record(total, iters)
+        });
     });
     group.finish();
+    print_ratio("writeback/git commit + push", &ours, &floor);
     println!("writeback: {commits} write-back commits pushed; remote head {head}");
     c.final_summary();
 }
