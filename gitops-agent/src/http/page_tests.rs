@@ -132,3 +132,31 @@ fn an_app_page_shows_drift_paths_never_values_and_says_the_plan_is_unknown() {
     );
     assert!(html.contains("No sync recorded yet."), "{html}");
 }
+
+#[test]
+fn replicas_add_an_escaped_replica_column_and_name_the_owner_of_the_others() {
+    let plain = index(&[row("web", Status::default())]);
+    assert!(!plain.contains("<th>Replica</th>"), "{plain}");
+    let here = Row {
+        status: StatusView::new("web", Status::default(), false).with_owner(Owner::This {
+            replica: "r1".into(),
+        }),
+        last: None,
+    };
+    let other = Row {
+        status: StatusView::elsewhere(
+            "db",
+            Owner::Other {
+                replica: HOSTILE.into(),
+            },
+            None,
+        ),
+        last: None,
+    };
+    let page = index(&[here, other]);
+    assert!(page.contains("<th>Replica</th>"), "{page}");
+    assert!(page.contains("r1 (this replica)"), "{page}");
+    assert!(page.contains("<strong>Elsewhere</strong>"), "{page}");
+    assert!(!page.contains(HOSTILE), "{page}");
+    assert!(page.contains(&Esc(HOSTILE).to_string()), "{page}");
+}

@@ -400,3 +400,41 @@ pub(super) async fn run(agent: &Apps, common: Common) -> Result<Outcome, AgentEr
     finish(stop_http, http, notifier).await;
     Ok(Outcome::Stopped)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(targets: &[(&str, &str)]) -> AppsConfig {
+        let text: String = targets
+            .iter()
+            .map(|(name, prefix)| {
+                format!(
+                    "[[app]]\nname = {name:?}\nrepo = \"/r\"\n[app.target]\nkind = \"etcd\"\nprefix = {prefix:?}\n"
+                )
+            })
+            .collect();
+        config::parse(&text, "apps.toml", Path::new("/"), &Defaults::default()).expect("valid")
+    }
+
+    #[test]
+    fn etcd_targets_are_checked_with_the_line_and_key() {
+        assert!(check_etcd_targets(&config(&[("a", "/kv/a"), ("b", "/kv/ab")]), "/gitops").is_ok());
+        let e = check_etcd_targets(&config(&[("a", "/kv/a"), ("b", "/kv/a/x")]), "/gitops")
+            .expect_err("overlap")
+            .to_string();
+        assert_eq!(
+            e,
+            "apps.toml:10: app \"b\": target: prefix /kv/a/x overlaps prefix /kv/a of app \"a\": two apps cannot manage one key"
+        );
+        let e = check_etcd_targets(&config(&[("a", "/gitops/a")]), "/gitops")
+            .expect_err("inside the cluster")
+            .to_string();
+        assert!(
+            e.starts_with("apps.toml:4: app \"a\": target: prefix"),
+            "{e}"
+        );
+    }
+}
