@@ -8,6 +8,7 @@ mod spec;
 mod stat_cache;
 mod stat_file;
 mod sweep;
+mod unchanged;
 mod write;
 
 use std::collections::HashMap;
@@ -459,5 +460,24 @@ impl Target for FsTarget {
             self.inner.confirm(&desired.id, observed);
         }
         diff
+    }
+
+    /// With a [stat cache](FsOptions::stat_cache): its epoch, which changes
+    /// whenever an entry does (a write, a delete, content read that
+    /// differs, a confirmation). Without one: `None`.
+    fn seal(&self) -> Option<String> {
+        let cache = self.inner.stat_cache.as_ref()?;
+        Some(stat_cache::lock(cache).seal())
+    }
+
+    /// `true` when the stat cache is still at `seal` and every file's stat
+    /// equals its trusted entry (racy entries and those due for
+    /// verification are read and compared): one `fstatat` per file.
+    async fn unchanged_since(&self, ids: &[ResourceId], seal: &str) -> bool {
+        let inner = Arc::clone(&self.inner);
+        let (ids, seal) = (ids.to_vec(), seal.to_owned());
+        blocking(move || inner.unchanged_since(&ids, &seal))
+            .await
+            .unwrap_or(false)
     }
 }
