@@ -472,12 +472,27 @@ impl Target for FsTarget {
 
     /// `true` when the stat cache is still at `seal` and every file's stat
     /// equals its trusted entry (racy entries and those due for
-    /// verification are read and compared): one `fstatat` per file.
+    /// verification are read and compared): one `fstatat` per file, in
+    /// one batch per core.
     async fn unchanged_since(&self, ids: &[ResourceId], seal: &str) -> bool {
-        let inner = Arc::clone(&self.inner);
-        let (ids, seal) = (ids.to_vec(), seal.to_owned());
-        blocking(move || inner.unchanged_since(&ids, &seal))
-            .await
-            .unwrap_or(false)
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunk = ids.len().div_ceil(workers).max(1024);
+        let mut tasks = Vec::new();
+        for part in ids.chunks(chunk) {
+            let inner = Arc::clone(&self.inner);
+            let (part, seal) = (part.to_vec(), seal.to_owned());
+            tasks.push(blocking(move || inner.unchanged_since(&part, &seal)));
+        }
+        let mut proven = true;
+        for task in tasks {
+            proven &= task.await.unwrap_or(false);
+        }
+        // Each batch checked the epoch before and after its files.
+        proven
+            && self
+                .inner
+                .stat_cache
+                .as_ref()
+                .is_some_and(|c| stat_cache::lock(c).is_sealed_at(seal))
     }
 }
