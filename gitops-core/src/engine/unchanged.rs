@@ -24,7 +24,7 @@ use super::state::{Inner, LoopState, Prepared};
 use super::{EngineError, SyncReport, Timings};
 use crate::model::{Inventory, Revision};
 use crate::plan::Plan;
-use crate::record::{Outcome, ResourceOutcome, Seal, SyncResult, Trigger};
+use crate::record::{HistoryEntry, Outcome, ResourceOutcome, Seal, SyncResult, Trigger};
 
 /// The SHA-256 (hex) of what, besides the revision, decides a sync: the
 /// source's and the renderer's fingerprints and the engine's own settings.
@@ -68,6 +68,11 @@ pub(super) fn sealable(report: &SyncReport, prepared: &Prepared, inventory: &Inv
             .iter()
             .zip(&prepared.digests)
             .all(|(r, digest)| inventory.get(&r.id).is_some_and(|e| e.digest == *digest))
+}
+
+/// Whether `entry` is a converged sync of revision `id`.
+fn converged_at(entry: &HistoryEntry, id: &str) -> bool {
+    entry.revision.id == id && entry.result == SyncResult::Converged
 }
 
 /// The report of a reconcile proven unchanged: every inventory id
@@ -135,8 +140,18 @@ impl Inner {
             .load_inventory(&self.name)
             .await
             .map_err(EngineError::Store)?;
-        if !seal_applies(&seal, &revision.id, &settings, loaded.version)
-            || !self.earlier_syncs(revision).await?.is_empty()
+        if !seal_applies(&seal, &revision.id, &settings, loaded.version) {
+            return Ok(None);
+        }
+        let newest = self
+            .parts
+            .store
+            .history(&self.name, 1)
+            .await
+            .map_err(EngineError::Store)?;
+        if !newest
+            .first()
+            .is_some_and(|h| converged_at(h, &revision.id))
         {
             return Ok(None);
         }
