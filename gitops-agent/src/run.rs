@@ -634,6 +634,11 @@ impl Render for DefaultDrift {
     ) -> Result<FileEdit, RenderError> {
         self.inner.write_back(file, resource, observed)
     }
+
+    fn fingerprint(&self) -> Option<String> {
+        let inner = self.inner.fingerprint()?;
+        Some(format!("{inner}\ndefault drift {:?}", self.drift))
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub const FILE_KIND: &str = "File";
 #[derive(Debug, Clone, Default)]
 pub struct FilesRender {
     exclude: Option<GlobSet>,
+    /// The patterns of `exclude`, for [`Render::fingerprint`].
+    exclude_patterns: Vec<String>,
     drift: DriftPolicy,
 }
 
@@ -57,6 +59,7 @@ impl FilesRender {
         self.exclude = Some(builder.build().map_err(|e| RenderError::Config {
             message: e.to_string(),
         })?);
+        self.exclude_patterns = patterns.iter().map(|p| (*p).to_owned()).collect();
         Ok(self)
     }
 }
@@ -114,6 +117,17 @@ impl Render for FilesRender {
     /// Each file is one resource of its own.
     fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
         Some(self.files(snapshot))
+    }
+
+    /// The kind, the exclusions, the drift policy and this crate's version
+    /// (a new build may render differently).
+    fn fingerprint(&self) -> Option<String> {
+        Some(format!(
+            "files {} exclude {:?} drift {:?}",
+            env!("CARGO_PKG_VERSION"),
+            self.exclude_patterns,
+            self.drift
+        ))
     }
 
     /// The file's bytes and mode as the target holds them; a file deleted in

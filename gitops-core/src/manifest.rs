@@ -60,6 +60,9 @@ pub const MAX_DOCUMENTS_PER_FILE: usize = 100_000;
 pub struct ManifestRender {
     include: GlobSet,
     exclude: GlobSet,
+    /// The patterns of `include` and `exclude` (`None`: the defaults), for
+    /// [`Render::fingerprint`].
+    patterns: (Option<Vec<String>>, Vec<String>),
     max_file_size: usize,
 }
 
@@ -89,6 +92,7 @@ impl ManifestRender {
             // The default patterns are constants known to compile.
             include: globset(DEFAULT_INCLUDE).unwrap_or_default(),
             exclude: GlobSet::empty(),
+            patterns: (None, Vec::new()),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
@@ -96,12 +100,14 @@ impl ManifestRender {
     /// Only files matching one of `patterns` (glob syntax, `**` crosses directories).
     pub fn include(mut self, patterns: &[&str]) -> Result<Self, RenderError> {
         self.include = globset(patterns)?;
+        self.patterns.0 = Some(patterns.iter().map(|p| (*p).to_owned()).collect());
         Ok(self)
     }
 
     /// Skips files matching one of `patterns`.
     pub fn exclude(mut self, patterns: &[&str]) -> Result<Self, RenderError> {
         self.exclude = globset(patterns)?;
+        self.patterns.1 = patterns.iter().map(|p| (*p).to_owned()).collect();
         Ok(self)
     }
 
@@ -534,6 +540,18 @@ impl Render for ManifestRender {
     /// A file's documents depend on that file alone.
     fn render_parts(&self, snapshot: &Snapshot) -> Option<Result<RenderParts, RenderError>> {
         Some(self.parts(snapshot))
+    }
+
+    /// The kind, the patterns, the size limit and this crate's version (a
+    /// new build may parse differently).
+    fn fingerprint(&self) -> Option<String> {
+        Some(format!(
+            "manifests {} include {:?} exclude {:?} max {}",
+            env!("CARGO_PKG_VERSION"),
+            self.patterns.0,
+            self.patterns.1,
+            self.max_file_size
+        ))
     }
 
     /// Replaces the resource's document with one whose `spec` is the observed

@@ -313,4 +313,28 @@ pub struct EngineRecord {
     /// without it are written as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed: Option<String>,
+    /// The last sync that converged with every resource equal to Git, and
+    /// what vouches for it: a later reconcile of the same revision with the
+    /// same settings, whose target proves nothing changed, skips snapshot,
+    /// render and plan. Omitted when unset (records without it are written
+    /// as before); an older build ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Seal>,
+}
+
+/// A converged state the engine can recognise without rendering: the
+/// revision, a digest of the settings it was rendered and applied with, the
+/// inventory it left and the target's token for what it held. Holds no
+/// resource content, no spec and no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// The revision id (the commit).
+    pub revision: String,
+    /// SHA-256 (hex) of the source's, the renderer's and the engine's
+    /// settings.
+    pub settings: String,
+    /// The inventory's version in the store after that sync.
+    pub inventory: u64,
+    /// The target's [`seal`](crate::Target::seal) token after that sync.
+    pub target: String,
 }

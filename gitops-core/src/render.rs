@@ -277,6 +277,20 @@ pub trait Render: Send + Sync {
             message: "this renderer does not support write-back".to_owned(),
         })
     }
+
+    /// Everything that decides what a snapshot renders to (the renderer,
+    /// its options, the wrappers around it), as text that changes whenever
+    /// any of it changes; the engine keeps only a SHA-256 of it. With the
+    /// same revision, the same fingerprints and a target that proves
+    /// nothing changed, the engine skips snapshot and render (see
+    /// `docs/engine.md`, "Unchanged revisions").
+    ///
+    /// `None` (the default): unknown, the engine always renders. A wrapper
+    /// returns `None` when its inner renderer does, and never puts a
+    /// secret in it (a decrypting wrapper returns `None`).
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<R: Render + ?Sized> Render for Box<R> {
@@ -295,6 +309,10 @@ impl<R: Render + ?Sized> Render for Box<R> {
         observed: Option<&Observed>,
     ) -> Result<FileEdit, RenderError> {
         (**self).write_back(file, resource, observed)
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        (**self).fingerprint()
     }
 }
 

@@ -220,6 +220,10 @@ impl<R: Render> Render for RenderCache<R> {
     ) -> Result<FileEdit, RenderError> {
         self.inner.write_back(file, resource, observed)
     }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.inner.fingerprint()
+    }
 }
 
 #[cfg(test)]

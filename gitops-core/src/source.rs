@@ -111,4 +111,18 @@ pub trait Source: Send + Sync {
     ) -> Result<Option<bool>, SourceError> {
         Ok((ancestor.id == descendant.id).then_some(true))
     }
+
+    /// Everything besides the revision id that decides what
+    /// [`snapshot`](Source::snapshot) returns and whether a revision is
+    /// accepted (the repository, the path inside it, limits, signature
+    /// policy), as text that changes whenever any of it changes. The
+    /// engine keeps only a SHA-256 of it; never put a credential in it
+    /// anyway.
+    ///
+    /// `None` (the default) means "unknown": the engine then never proves
+    /// a reconcile unchanged without a snapshot (see `docs/engine.md`,
+    /// "Unchanged revisions").
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
 }

@@ -164,14 +164,20 @@ impl Spec {
     /// SHA-256 of the canonical text, in hex: what the inventory and the
     /// audit log record as "what was applied".
     pub fn digest(&self) -> String {
-        let out = Sha256::digest(self.0.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in out {
-            use fmt::Write as _;
-            let _ = write!(hex, "{byte:02x}");
-        }
-        hex
+        hex(&Sha256::digest(self.0.as_bytes()))
     }
+}
+
+/// Lower-case hex of `bytes` (without `fmt`: a digest per resource per
+/// render adds up).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 impl Default for Spec {

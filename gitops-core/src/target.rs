@@ -226,4 +226,26 @@ pub trait Target: Send + Sync {
         let _ = desired;
         Ok(())
     }
+
+    /// A token naming what this target holds now, for a target that can
+    /// later prove cheaply that nothing it manages changed since
+    /// ([`unchanged_since`](Target::unchanged_since)). The engine asks for
+    /// it at the end of a sync that converged with every resource equal to
+    /// Git, and stores it. It must change whenever this target writes,
+    /// deletes or learns of different content. `None` (the default): the
+    /// target cannot vouch, and every reconcile observes every resource.
+    fn seal(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether every resource in `ids` provably holds what it held when
+    /// [`seal`](Target::seal) returned `seal` (and `seal` is still this
+    /// target's current token): `true` only with proof, `false` when
+    /// anything changed or cannot be shown unchanged. The engine then
+    /// skips snapshot, render and plan for a revision it already
+    /// converged to. The default says `false`.
+    async fn unchanged_since(&self, ids: &[ResourceId], seal: &str) -> bool {
+        let _ = (ids, seal);
+        false
+    }
 }

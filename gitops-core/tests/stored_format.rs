@@ -97,6 +97,7 @@ async fn a_store_written_by_format_1_opens_and_reads() {
             unpin_after: None,
             bad: vec!["1111111111111111111111111111111111111111".into()],
             confirmed: None,
+            sealed: None,
         }
     );
 

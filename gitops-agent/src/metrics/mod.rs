@@ -675,6 +675,10 @@ impl Source for TimedSource {
     ) -> Result<Option<bool>, SourceError> {
         self.inner.is_ancestor(ancestor, descendant).await
     }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.inner.fingerprint()
+    }
 }
 
 #[cfg(test)]

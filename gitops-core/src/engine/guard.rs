@@ -98,4 +98,8 @@ impl<S: Source + ?Sized> Source for Guarded<S> {
         )
         .await
     }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.source.fingerprint()
+    }
 }

@@ -62,6 +62,7 @@ mod retry;
 mod run_loop;
 mod settle;
 mod state;
+mod unchanged;
 mod verdict;
 mod writeback;
 

@@ -163,6 +163,9 @@ impl Inner {
         }
         self.started(revision, trigger);
         state.in_sync = Some(Instant::now());
+        if let Some(report) = self.try_unchanged(state, revision, trigger).await? {
+            return Ok(report);
+        }
         let prepared = self.prepare_timed(state, &mut sync).await?;
         let plan_started = Instant::now();
         let (mut inventory, mut version) = self.load_inventory(revision, &prepared).await?;
@@ -234,6 +237,8 @@ impl Inner {
         report.outcomes = execution.outcomes;
         report.written_back = written_back;
         report.not_converging = not_converging;
+        self.seal_after(state, &report, &prepared, (&inventory, version))
+            .await?;
         Ok(report)
     }
 

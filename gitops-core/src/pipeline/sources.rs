@@ -131,4 +131,9 @@ impl Source for SubdirSource {
     ) -> Result<Option<bool>, SourceError> {
         self.inner.is_ancestor(ancestor, descendant).await
     }
+
+    fn fingerprint(&self) -> Option<String> {
+        let inner = self.inner.fingerprint()?;
+        Some(format!("{inner}\nsubdir {:?}", self.prefix))
+    }
 }

@@ -321,6 +321,26 @@ impl Source for GitSource {
         .await
         .map_err(join)?
     }
+
+    /// The repository (scheme, host, port and path: never a user name or
+    /// password), the reference policy, the path inside the repository,
+    /// the limits, how special entries are handled and the signature policy.
+    fn fingerprint(&self) -> Option<String> {
+        let inner = &self.inner;
+        let url = &inner.url;
+        Some(format!(
+            "git {:?} {:?} {:?} {:?} policy {:?} path {:?} limits {:?} special {:?} verify {:?}",
+            url.scheme,
+            url.host(),
+            url.port,
+            url.path,
+            inner.policy,
+            inner.path,
+            inner.limits,
+            inner.special,
+            inner.verify,
+        ))
+    }
 }
 
 /// Sets its flag when dropped (gix's fetch interrupt).

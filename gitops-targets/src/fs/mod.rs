@@ -8,6 +8,7 @@ mod spec;
 mod stat_cache;
 mod stat_file;
 mod sweep;
+mod unchanged;
 mod write;
 
 use std::collections::HashMap;
@@ -459,5 +460,39 @@ impl Target for FsTarget {
             self.inner.confirm(&desired.id, observed);
         }
         diff
+    }
+
+    /// With a [stat cache](FsOptions::stat_cache): its epoch, which changes
+    /// whenever an entry does (a write, a delete, content read that
+    /// differs, a confirmation). Without one: `None`.
+    fn seal(&self) -> Option<String> {
+        let cache = self.inner.stat_cache.as_ref()?;
+        Some(stat_cache::lock(cache).seal())
+    }
+
+    /// `true` when the stat cache is still at `seal` and every file's stat
+    /// equals its trusted entry (racy entries and those due for
+    /// verification are read and compared): one `fstatat` per file, in
+    /// one batch per core.
+    async fn unchanged_since(&self, ids: &[ResourceId], seal: &str) -> bool {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunk = ids.len().div_ceil(workers).max(1024);
+        let mut tasks = Vec::new();
+        for part in ids.chunks(chunk) {
+            let inner = Arc::clone(&self.inner);
+            let (part, seal) = (part.to_vec(), seal.to_owned());
+            tasks.push(blocking(move || inner.unchanged_since(&part, &seal)));
+        }
+        let mut proven = true;
+        for task in tasks {
+            proven &= task.await.unwrap_or(false);
+        }
+        // Each batch checked the epoch before and after its files.
+        proven
+            && self
+                .inner
+                .stat_cache
+                .as_ref()
+                .is_some_and(|c| stat_cache::lock(c).is_sealed_at(seal))
     }
 }

@@ -31,7 +31,11 @@ impl Inner {
     }
 
     /// [`read_at`](Self::read_at), with the `fstat` of a regular file read.
-    fn read_stat_at(&self, dir: &Dir, path: &str) -> io::Result<Option<(Found, Option<StatKey>)>> {
+    pub(super) fn read_stat_at(
+        &self,
+        dir: &Dir,
+        path: &str,
+    ) -> io::Result<Option<(Found, Option<StatKey>)>> {
         let found = |found| Ok(Some((found, None)));
         let mut options = OpenOptions::new();
         options.read(true);

@@ -266,12 +266,30 @@ pub(super) type RootId = (u64, u64);
 /// The entries by path.
 pub(super) type Entries = HashMap<Box<str>, Entry>;
 
+/// A new random epoch: 32 hex digits (see [`StatCache::seal`]).
+fn new_epoch() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Each `RandomState` has its own random keys (seeded from the OS).
+    let half = |salt: u8| RandomState::new().hash_one((now, std::process::id(), salt));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&half(0).to_le_bytes());
+    bytes[8..].copy_from_slice(&half(1).to_le_bytes());
+    hex(&bytes)
+}
+
 /// The entries of one target, and the file they are kept in.
 #[derive(Debug)]
 pub(super) struct StatCache {
     file: PathBuf,
     root: RootId,
     entries: Entries,
+    /// Names the entries' content (digests, stats, trust): replaced by a
+    /// new random one after any entry changed ([`Self::seal`]).
+    epoch: String,
+    /// An entry changed since `epoch` was given out or loaded.
+    epoch_stale: bool,
     verify_every: u32,
     max_entries: usize,
     /// Spreads the periodic verification over the passes (random per process).
@@ -286,6 +304,8 @@ impl StatCache {
     pub(super) fn load(file: PathBuf, root: RootId, verify_every: u32, max_entries: usize) -> Self {
         let mut cache = Self {
             entries: Entries::new(),
+            epoch: new_epoch(),
+            epoch_stale: false,
             file,
             root,
             verify_every,
@@ -294,8 +314,9 @@ impl StatCache {
             dirty: false,
             last_save: Instant::now(),
         };
-        if let Ok(entries) = stat_file::read(&cache.file, root, max_entries) {
+        if let Ok((entries, epoch)) = stat_file::read(&cache.file, root, max_entries) {
             cache.entries = entries;
+            cache.epoch = epoch;
         }
         for (path, entry) in &mut cache.entries {
             entry.hits = phase(&cache.phases, cache.verify_every, path);
@@ -345,11 +366,18 @@ impl StatCache {
                 if !is_racy(&o.key, o.recorded) {
                     return;
                 }
+                // The same content, recorded later: the epoch stays.
                 o.hits
             }
-            Some(_) => 0,
+            Some(_) => {
+                self.epoch_stale = true;
+                0
+            }
             None if self.entries.len() >= self.max_entries => return,
-            None => phase(&self.phases, self.verify_every, path),
+            None => {
+                self.epoch_stale = true;
+                phase(&self.phases, self.verify_every, path)
+            }
         };
         let entry = Entry {
             key,
@@ -372,6 +400,7 @@ impl StatCache {
         {
             entry.trusted = true;
             self.dirty = true;
+            self.epoch_stale = true;
         }
     }
 
@@ -384,7 +413,36 @@ impl StatCache {
     pub(super) fn forget(&mut self, path: &str) {
         if self.entries.remove(path).is_some() {
             self.dirty = true;
+            self.epoch_stale = true;
         }
+    }
+
+    /// The epoch naming the entries as they are now (a new one when any
+    /// entry changed since the last was given out), written with them at
+    /// the next save. While [`Self::is_sealed_at`] it, every entry is as it
+    /// was when it was given out.
+    pub(super) fn seal(&mut self) -> String {
+        if self.epoch_stale {
+            self.epoch = new_epoch();
+            self.epoch_stale = false;
+            self.dirty = true;
+        }
+        self.epoch.clone()
+    }
+
+    /// Whether no entry changed since [`Self::seal`] gave out `epoch`.
+    pub(super) fn is_sealed_at(&self, epoch: &str) -> bool {
+        !self.epoch_stale && self.epoch == epoch
+    }
+
+    /// Whether the trusted entry of `path` answers for a file whose current
+    /// stat is `key` and whose content, just read, has `digest` (the
+    /// entry's stat may be racy or its verification due: the read proves
+    /// the content).
+    pub(super) fn vouches_for_read(&self, path: &str, key: &StatKey, digest: &[u8; 32]) -> bool {
+        self.entries
+            .get(path)
+            .is_some_and(|e| e.trusted && e.key == *key && e.digest == *digest)
     }
 
     /// Whether the cache changed and was last written long enough ago.
@@ -399,7 +457,12 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        stat_file::write(&self.file, self.root, &self.entries).map_err(|source| {
+        if self.epoch_stale {
+            // Never the old epoch with changed entries.
+            self.epoch = new_epoch();
+            self.epoch_stale = false;
+        }
+        stat_file::write(&self.file, self.root, &self.epoch, &self.entries).map_err(|source| {
             StatCacheError::Write {
                 path: self.file.clone(),
                 source,

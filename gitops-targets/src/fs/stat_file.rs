@@ -4,10 +4,14 @@
 //! refused whole (and every file read once) rather than half-trusted.
 //!
 //! ```text
-//! gitops-stat-cache 1 <root dev> <root inode> <entries>
+//! gitops-stat-cache 2 <root dev> <root inode> <entries> <epoch>
 //! <sha256 hex> <t|u> <dev> <ino> <size> <mtime s> <mtime ns> <ctime s> <ctime ns> <mode octal> <recorded s> <recorded ns> <path>
 //! end <entries> <sha256 hex of the lines above>
 //! ```
+//!
+//! The epoch (32 hex digits) names the entries' content: it changes with
+//! every change of an entry (see `StatCache::seal`). Version 1 had none; a
+//! version-1 file is refused like any other (every file is read once).
 //!
 //! Paths come last: they may hold spaces, never a control character
 //! (`validate_relative_path`), so never a newline. No file contents.
@@ -20,8 +24,8 @@ use sha2::{Digest as _, Sha256};
 use super::stat_cache::{Entries, Entry, RootId, StatKey, Time, hex, unhex};
 
 const MAGIC: &str = "gitops-stat-cache";
-const VERSION: u32 = 1;
-const VERSION_TEXT: &str = "1";
+const VERSION: u32 = 2;
+const VERSION_TEXT: &str = "2";
 /// Fields before the path on an entry line.
 const FIELDS: usize = 12;
 
@@ -64,8 +68,11 @@ impl<W: io::Write> io::Write for Hashing<W> {
     }
 }
 
-/// Writes the cache for `entries` (sorted by path) to `out`.
-fn write_to(out: impl io::Write, root: RootId, entries: &Entries) -> io::Result<()> {
+/// The entries of a cache file and its epoch.
+pub(super) type Loaded = (Entries, String);
+
+/// Writes the cache for `entries` (sorted by path) at `epoch` to `out`.
+fn write_to(out: impl io::Write, root: RootId, epoch: &str, entries: &Entries) -> io::Result<()> {
     let mut paths: Vec<&Box<str>> = entries.keys().collect();
     paths.sort_unstable();
     let mut out = Hashing {
@@ -74,7 +81,7 @@ fn write_to(out: impl io::Write, root: RootId, entries: &Entries) -> io::Result<
     };
     writeln!(
         out,
-        "{MAGIC} {VERSION} {} {} {}",
+        "{MAGIC} {VERSION} {} {} {} {epoch}",
         root.0,
         root.1,
         entries.len()
@@ -108,7 +115,7 @@ fn write_to(out: impl io::Write, root: RootId, entries: &Entries) -> io::Result<
 #[cfg(test)]
 fn encode(root: RootId, entries: &Entries) -> String {
     let mut out = Vec::new();
-    let _ = write_to(&mut out, root, entries);
+    let _ = write_to(&mut out, root, EPOCH, entries);
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -163,8 +170,9 @@ fn parse_entry(line: &str) -> Option<(Box<str>, Entry)> {
     Some(((*path).into(), entry))
 }
 
-/// Checks the header line against `root`; the number of entries it announces.
-fn check_header(line: &str, root: RootId) -> Result<usize, CacheFileError> {
+/// Checks the header line against `root`; the number of entries it
+/// announces and the epoch.
+fn check_header(line: &str, root: RootId) -> Result<(usize, String), CacheFileError> {
     let mut fields = line.strip_suffix('\n').unwrap_or_default().split(' ');
     if (fields.next(), fields.next()) != (Some(MAGIC), Some(VERSION_TEXT)) {
         return Err(CacheFileError::Header("not a stat cache of this version"));
@@ -172,13 +180,24 @@ fn check_header(line: &str, root: RootId) -> Result<usize, CacheFileError> {
     let number = |field: Option<&str>| field.and_then(|f| f.parse::<u64>().ok());
     let (dev, ino) = (number(fields.next()), number(fields.next()));
     let count = number(fields.next()).and_then(|c| usize::try_from(c).ok());
-    match (dev, ino, count, fields.next()) {
-        (Some(dev), Some(ino), Some(count), None) if (dev, ino) == root => Ok(count),
-        (Some(_), Some(_), Some(_), None) => {
+    let epoch = fields.next().filter(|e| is_epoch(e));
+    match (dev, ino, count, epoch, fields.next()) {
+        (Some(dev), Some(ino), Some(count), Some(epoch), None) if (dev, ino) == root => {
+            Ok((count, epoch.to_owned()))
+        }
+        (Some(_), Some(_), Some(_), Some(_), None) => {
             Err(CacheFileError::Header("written for another root directory"))
         }
         _ => Err(CacheFileError::Header("malformed")),
     }
+}
+
+/// Whether `text` is an epoch: 32 lower-case hex digits.
+pub(super) fn is_epoch(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Checks the trailer line against the hash of the lines before it.
@@ -204,11 +223,11 @@ fn read_from(
     mut input: impl io::BufRead,
     root: RootId,
     max: usize,
-) -> Result<Entries, CacheFileError> {
+) -> Result<Loaded, CacheFileError> {
     let mut hasher = Sha256::new();
     let mut line = String::new();
     input.read_line(&mut line)?;
-    let announced = check_header(&line, root)?;
+    let (announced, epoch) = check_header(&line, root)?;
     hasher.update(line.as_bytes());
     // Sized once: growing a table of 20,000 entries holds two at a time.
     let mut entries = Entries::with_capacity(announced.min(max));
@@ -221,7 +240,7 @@ fn read_from(
         number += 1;
         line.clear();
         if input.read_line(&mut line)? == 0 {
-            return check_trailer(&pending, hasher, entries.len()).map(|()| entries);
+            return check_trailer(&pending, hasher, entries.len()).map(|()| (entries, epoch));
         }
         let bad = |what| CacheFileError::Line {
             line: number - 1,
@@ -245,16 +264,20 @@ fn read_from(
 /// The entries in `text` (see [`read_from`]).
 #[cfg(test)]
 fn decode(text: &str, root: RootId, max: usize) -> Result<Entries, CacheFileError> {
-    read_from(text.as_bytes(), root, max)
+    read_from(text.as_bytes(), root, max).map(|(entries, _)| entries)
 }
 
+/// The epoch the tests write.
+#[cfg(test)]
+const EPOCH: &str = "0123456789abcdef0123456789abcdef";
+
 /// Reads `file` (see [`read_from`]).
-pub(super) fn read(file: &Path, root: RootId, max: usize) -> Result<Entries, CacheFileError> {
+pub(super) fn read(file: &Path, root: RootId, max: usize) -> Result<Loaded, CacheFileError> {
     read_from(io::BufReader::new(std::fs::File::open(file)?), root, max)
 }
 
 /// Writes `entries` to `file` atomically: `<file>.tmp`, then a rename.
-pub(super) fn write(file: &Path, root: RootId, entries: &Entries) -> io::Result<()> {
+pub(super) fn write(file: &Path, root: RootId, epoch: &str, entries: &Entries) -> io::Result<()> {
     let mut temp = file.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = Path::new(&temp);
@@ -263,7 +286,7 @@ pub(super) fn write(file: &Path, root: RootId, entries: &Entries) -> io::Result<
     }
     let written = (|| {
         let out = io::BufWriter::new(std::fs::File::create(temp)?);
-        write_to(out, root, entries)?;
+        write_to(out, root, epoch, entries)?;
         std::fs::rename(temp, file)
     })();
     if written.is_err() {
@@ -311,7 +334,7 @@ mod tests {
     fn round_trips() {
         let text = encode((1, 2), &sample());
         assert_eq!(decode(&text, (1, 2), 10).expect("decodes"), sample());
-        assert!(text.starts_with("gitops-stat-cache 1 1 2 2\n"));
+        assert!(text.starts_with(&format!("gitops-stat-cache 2 1 2 2 {EPOCH}\n")));
         assert!(text.contains(" 100644 "), "modes in octal: {text}");
     }
 
@@ -329,13 +352,17 @@ mod tests {
         );
         assert!(refused("").contains("header"));
         assert!(refused("garbage\n").contains("header"));
-        let header_only = "gitops-stat-cache 1 1 2 0\n";
-        assert!(refused(header_only).contains("trailer"));
+        let header_only = format!("gitops-stat-cache 2 1 2 0 {EPOCH}\n");
+        assert!(refused(&header_only).contains("trailer"));
+        let version_1 = "gitops-stat-cache 1 1 2 0\nend 0 x\n";
+        assert!(refused(version_1).contains("header"), "no epoch: refused");
+        let bad_epoch = text.replacen(EPOCH, "xyz", 1);
+        assert!(refused(&bad_epoch).contains("header"));
         let other_root = decode(&text, (1, 3), 10).expect_err("refused");
         assert!(matches!(other_root, CacheFileError::Header(_)));
         assert!(decode(&text, (1, 2), 1).is_err(), "over the limit");
         // A line that does not parse, with a matching checksum.
-        let body = "gitops-stat-cache 1 1 2 1\nnonsense\n";
+        let body = format!("gitops-stat-cache 2 1 2 1 {EPOCH}\nnonsense\n");
         let forged = format!("{body}end 1 {}\n", hex(&Sha256::digest(body.as_bytes())));
         assert!(refused(&forged).contains("line 2"));
     }
@@ -344,8 +371,9 @@ mod tests {
     fn writes_atomically_into_a_new_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("state/fs/stat-cache");
-        write(&file, (1, 2), &sample()).expect("writes");
-        assert_eq!(read(&file, (1, 2), 10).expect("reads"), sample());
+        write(&file, (1, 2), EPOCH, &sample()).expect("writes");
+        let read_back = read(&file, (1, 2), 10).expect("reads");
+        assert_eq!(read_back, (sample(), EPOCH.to_owned()));
         assert!(!dir.path().join("state/fs/stat-cache.tmp").exists());
         assert!(matches!(
             read(&dir.path().join("missing"), (1, 2), 10),
