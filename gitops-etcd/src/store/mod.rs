@@ -201,7 +201,11 @@ impl EtcdStore {
         Ok(text)
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         let envelope: EnvelopeIn<T> =
             serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
                 location: key.to_owned(),
