@@ -198,7 +198,7 @@ impl Shared {
     /// waiting for their start turn stop at once, and their locks go in
     /// batches.
     pub(super) async fn release(&self, owned: &mut HashMap<String, Owned>, apps: Vec<String>) {
-        let (waiting, leaving): (Vec<(String, Owned)>, Vec<(String, Owned)>) = apps
+        let (waiting, leaving): (Vec<_>, Vec<_>) = apps
             .into_iter()
             .filter_map(|app| owned.remove(&app).map(|o| (app, o)))
             .partition(|(_, o)| !o.started.load(Ordering::SeqCst));
