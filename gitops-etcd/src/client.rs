@@ -330,7 +330,10 @@ impl EtcdClient {
     }
 
     pub(crate) fn watch(&self) -> etcd_client::WatchClient {
-        self.inner.watch_client()
+        // One reply may carry the events of up to 1,000 revisions.
+        self.inner
+            .watch_client()
+            .max_decoding_message_size(DECODE_LIMIT)
     }
 
     /// Revokes a lease by id: every key attached to it is deleted at once.

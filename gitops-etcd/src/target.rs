@@ -20,18 +20,37 @@
 //! engine prunes only keys in its inventory. A target made with
 //! [`EtcdTarget::fenced`] writes only while the replica owns the
 //! application: each put and delete is a transaction that checks the fence.
+//!
+//! Built for many applications on one etcd: the resources of a wave are
+//! observed with one read-only transaction per [`OBSERVE_BATCH`] keys, and
+//! their puts and deletes issued together go out as one (fenced)
+//! transaction (`batch`).
+
+mod batch;
 
 use async_trait::async_trait;
-use etcd_client::{Txn, TxnOp};
+use etcd_client::{Txn, TxnOp, TxnOpResponse};
+use futures::StreamExt as _;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gitops_core::{
     DesiredState, Diff, Observed, RenderError, Resource, ResourceId, Target, TargetError,
 };
 use serde_json::{Value, json};
 
-use crate::client::{EtcdClient, EtcdError, check_size};
+use crate::client::{EtcdClient, EtcdError, VALUES_PER_PAGE, check_size};
 use crate::fence::Fence;
+
+use batch::{Batcher, Refused};
+
+/// How many keys one read of [`Target::observe_many`] asks for: one
+/// read-only transaction of single-key reads, as many values of the
+/// largest size as fit in one reply.
+pub const OBSERVE_BATCH: usize = VALUES_PER_PAGE;
+
+/// How many of those reads of one `observe_many` are in flight at once.
+const OBSERVE_CONCURRENCY: usize = 4;
 
 /// Keys under a prefix in etcd, one per resource.
 #[derive(Clone, Debug)]
@@ -40,6 +59,8 @@ pub struct EtcdTarget {
     prefix: String,
     fence: Option<Fence>,
     format: ValueFormat,
+    /// Writes issued together, sent together (shared by clones, one per fence).
+    batch: Arc<Batcher>,
 }
 
 /// How a value is written: `spec.format` of a resource, else the target's
@@ -77,6 +98,7 @@ impl EtcdTarget {
             prefix: prefix.into().trim_end_matches('/').to_owned(),
             fence: None,
             format: ValueFormat::Json,
+            batch: Arc::default(),
         }
     }
 
@@ -89,6 +111,7 @@ impl EtcdTarget {
     pub fn fenced(&self, fence: Fence) -> Self {
         Self {
             fence: Some(fence),
+            batch: Arc::default(),
             ..self.clone()
         }
     }
@@ -123,44 +146,82 @@ impl EtcdTarget {
         }
     }
 
-    /// Runs `op` (fenced when a fence is set).
+    /// Runs `op` on `key` (of `bytes` bytes), fenced when a fence is set,
+    /// in one transaction with the writes issued beside it.
     async fn write(
         &self,
         id: &ResourceId,
-        key: &str,
+        (key, bytes): (&str, usize),
         op: TxnOp,
         what: &'static str,
     ) -> Result<(), TargetError> {
-        let Some(fence) = &self.fence else {
-            let txn = Txn::new().and_then([op]);
-            return self
-                .client
-                .kv()
-                .txn(txn)
-                .await
-                .map(|_| ())
-                .map_err(|e| Self::target_error(id, EtcdError::request(what, key, e)));
-        };
-        let txn = Txn::new().when([fence.compare()]).and_then([op]);
-        let resp = self
-            .client
-            .kv()
-            .txn(txn)
+        let fence = self.fence.as_ref();
+        match self
+            .batch
+            .write(&self.client, fence, (key, bytes, op), what)
             .await
-            .map_err(|e| Self::target_error(id, EtcdError::request(what, key, e)))?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            tracing::warn!(%id, key, lock = fence.lock_key(), "write refused: application no longer owned (fenced)");
-            Err(TargetError::permanent(
-                id,
-                format!(
-                    "{what} {key} refused: this replica no longer owns {} (lock {} was not created at revision {})",
-                    fence.app(),
-                    fence.lock_key(),
-                    fence.revision()
-                ),
-            ))
+        {
+            Ok(()) => Ok(()),
+            Err(Refused::Failed { message, transient }) => Err(if transient {
+                TargetError::transient(id, message)
+            } else {
+                TargetError::permanent(id, message)
+            }),
+            Err(Refused::Fenced) => {
+                let Some(fence) = fence else {
+                    return Err(TargetError::permanent(id, format!("{what} {key} refused")));
+                };
+                tracing::warn!(%id, key, lock = fence.lock_key(), "write refused: application no longer owned (fenced)");
+                Err(TargetError::permanent(
+                    id,
+                    format!(
+                        "{what} {key} refused: this replica no longer owns {} (lock {} was not created at revision {})",
+                        fence.app(),
+                        fence.lock_key(),
+                        fence.revision()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Observes up to [`OBSERVE_BATCH`] resources with one read-only
+    /// transaction; results in the order of `ids`.
+    async fn observe_batch(
+        &self,
+        ids: &[ResourceId],
+    ) -> Vec<Result<Option<Observed>, TargetError>> {
+        let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+        let gets: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+        match self.client.kv().txn(Txn::new().and_then(gets)).await {
+            Ok(resp) => {
+                let mut replies = resp.op_responses().into_iter();
+                ids.iter()
+                    .map(|id| match replies.next() {
+                        Some(TxnOpResponse::Get(get)) => Ok(get.kvs().first().map(|kv| {
+                            Observed::new(json!({ "stored": String::from_utf8_lossy(kv.value()) }))
+                        })),
+                        _ => Err(TargetError::transient(
+                            id,
+                            "etcd sent no reply for this key",
+                        )),
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                let e = EtcdError::request("get", keys.first().cloned().unwrap_or_default(), e);
+                let transient = e.is_transient();
+                let message = e.to_string();
+                ids.iter()
+                    .map(|id| {
+                        Err(if transient {
+                            TargetError::transient(id, message.clone())
+                        } else {
+                            TargetError::permanent(id, message.clone())
+                        })
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -244,13 +305,28 @@ impl Target for EtcdTarget {
             .map(|kv| Observed::new(json!({ "stored": String::from_utf8_lossy(kv.value()) }))))
     }
 
+    /// One read-only transaction per [`OBSERVE_BATCH`] keys instead of one
+    /// read per key.
+    async fn observe_many(&self, ids: &[ResourceId]) -> Vec<Result<Option<Observed>, TargetError>> {
+        let calls: Vec<_> = ids
+            .chunks(OBSERVE_BATCH)
+            .map(|chunk| self.observe_batch(chunk))
+            .collect();
+        futures::stream::iter(calls)
+            .buffered(OBSERVE_CONCURRENCY)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+    }
+
     async fn apply(&self, resource: &Resource) -> Result<(), TargetError> {
         let key = self.key(&resource.id);
         let text = encode(resource, self.format)?;
         check_size(&key, text.len()).map_err(|e| Self::target_error(&resource.id, e))?;
+        let bytes = text.len();
         self.write(
             &resource.id,
-            &key,
+            (&key, bytes),
             TxnOp::put(key.as_str(), text, None),
             "put",
         )
@@ -259,7 +335,7 @@ impl Target for EtcdTarget {
 
     async fn delete(&self, id: &ResourceId) -> Result<(), TargetError> {
         let key = self.key(id);
-        self.write(id, &key, TxnOp::delete(key.as_str(), None), "delete")
+        self.write(id, (&key, 0), TxnOp::delete(key.as_str(), None), "delete")
             .await
     }
 

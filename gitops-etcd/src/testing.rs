@@ -13,6 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::client::{EtcdClient, EtcdError};
 
+mod syncs;
+
+pub use syncs::{SyncWatch, Synced};
+
 /// Grants a lease of `ttl_secs` and creates `key` under it; fails when the
 /// key exists. Returns the lease id.
 pub async fn lock(client: &EtcdClient, key: &str, ttl_secs: i64) -> Result<i64, EtcdError> {

@@ -698,3 +698,48 @@ async fn a_rebalance_interval_of_duration_max_still_claims_applications() {
     let refused = Replica::start(client, zero, app_names, factory(prefix, "zero".into())).await;
     assert!(refused.is_err(), "a zero rebalance interval is refused");
 }
+
+/// Claims go out in batches of nested transactions, one per lock: a batch
+/// takes the free locks and leaves those another holds, so 135 free
+/// applications cost a few transactions (a few create-revisions), not 135.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_batch_takes_the_free_locks_and_leaves_the_held_ones() {
+    let prefix = support::prefix("batched-claims");
+    let client = support::client().await;
+    let app_names = apps(150);
+    let held: Vec<&String> = app_names.iter().step_by(10).collect();
+    for app in &held {
+        support::lease_with_lock(&client, &format!("{prefix}/locks/{app}")).await;
+    }
+    let r1 = start_replica(support::client().await, "r1", &prefix, TTL, &app_names).await;
+    wait_until(
+        "r1 owns the 135 free applications",
+        Duration::from_secs(30),
+        || async {
+            match r1.owned().len() {
+                135 => Ok(()),
+                n => Err(format!("{n} owned")),
+            }
+        },
+    )
+    .await;
+    let owned = r1.owned();
+    let locks = locks(&client, &prefix).await;
+    for app in &app_names {
+        let (owner, _) = &locks[app];
+        let by_hand = held.contains(&app);
+        assert_eq!(owner, if by_hand { "test" } else { "r1" }, "{app}");
+        assert_eq!(owned.contains(app), !by_hand, "{app}");
+    }
+    let mut revisions = std::collections::BTreeSet::new();
+    for app in &owned {
+        let key = format!("{prefix}/locks/{app}");
+        revisions.insert(support::lock_revision(&client, &key).await.0);
+    }
+    assert!(
+        revisions.len() <= 3,
+        "135 claims in {} transactions, expected batches of 64",
+        revisions.len()
+    );
+    r1.stop().await;
+}

@@ -210,3 +210,79 @@ async fn two_resources_that_would_share_a_key_are_refused_before_any_write() {
     assert!(engine.sync_once().await.unwrap().converged());
     assert_eq!(target.list().await.unwrap().len(), 1);
 }
+
+/// Puts and deletes issued together go out as one fenced transaction (one
+/// revision in etcd's log), a lost fence refuses all of them, and the same
+/// key twice never shares a transaction (etcd would refuse it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_issued_together_share_one_fenced_transaction() {
+    let client = support::client().await;
+    let prefix = support::prefix("batched-target");
+    let lock_key = format!("{prefix}/locks/kv");
+    let lease = support::lease_with_lock(&client, &lock_key).await;
+    let (revision, _) = support::lock_revision(&client, &lock_key).await;
+    let target = EtcdTarget::new(client.clone(), format!("{prefix}/kv"))
+        .fenced(Fence::new("kv", &lock_key, revision));
+    let key = |name: String, value: i64| {
+        Resource::new(
+            format!("Key/{name}").parse().unwrap(),
+            serde_json::json!({ "value": value }),
+        )
+    };
+    let mut recorder = testing::Recorder::start(&client, &format!("{prefix}/kv/"))
+        .await
+        .unwrap();
+    let first: Vec<Resource> = (0..20).map(|i| key(format!("k{i:02}"), i)).collect();
+    let results = futures::future::join_all(first.iter().map(|r| target.apply(r))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let changes = recorder.changes().await.unwrap();
+    assert_eq!(changes.len(), 20);
+    assert!(
+        changes.iter().all(|c| c.revision == changes[0].revision),
+        "20 puts issued together, more than one transaction: {changes:?}"
+    );
+
+    // The same key twice at once: both land, in two transactions, the
+    // second value last.
+    let twice = [key("k00".into(), 100), key("k00".into(), 101)];
+    let results = futures::future::join_all(twice.iter().map(|r| target.apply(r))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let changes = recorder.changes().await.unwrap();
+    let last: Vec<_> = changes[20..]
+        .iter()
+        .map(|c| (c.revision, c.value.clone()))
+        .collect();
+    assert_eq!(last.len(), 2);
+    assert!(last[0].0 < last[1].0, "{last:?}");
+    assert_eq!(last[1].1, "101");
+
+    // Observed together, in the order asked, a missing key as None.
+    let mut ids: Vec<_> = first.iter().rev().map(|r| r.id.clone()).collect();
+    ids.push("Key/missing".parse().unwrap());
+    let observed = target.observe_many(&ids).await;
+    assert_eq!(observed.len(), 21);
+    for (i, (id, o)) in ids.iter().zip(&observed).enumerate() {
+        let o = o.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));
+        let stored = o.as_ref().map(|o| o.spec.to_value()["stored"].clone());
+        let want = match i {
+            20 => None,
+            19 => Some(serde_json::json!("101")),
+            _ => Some(serde_json::json!((19 - i).to_string())),
+        };
+        assert_eq!(stored, want, "{id}");
+    }
+
+    // The fence lost: every write issued together is refused, none lands.
+    client.revoke_lease(lease).await.unwrap();
+    let late: Vec<Resource> = (0..5).map(|i| key(format!("late{i}"), i)).collect();
+    let mut calls: Vec<_> = late.iter().map(|r| target.apply(r)).collect();
+    calls.push(target.delete(&first[1].id));
+    let results = futures::future::join_all(calls).await;
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert!(err.to_string().contains("no longer owns kv"), "{err}");
+    }
+    let keys = target.list().await.unwrap();
+    let ours = keys.iter().filter(|(k, _)| !k.contains("/~sentinel/"));
+    assert_eq!(ours.count(), 20, "{keys:?}");
+}

@@ -62,8 +62,15 @@ pub struct ReplicaConfig {
     /// [`MAX_REBALANCE_INTERVAL`] (a year, `Duration::MAX` included) counts
     /// as that: in practice, on watch events only.
     pub rebalance_interval: Option<Duration>,
-    /// Claims sent at once (default 32).
+    /// Claim transactions sent at once (default 32); each claims up to 64
+    /// applications.
     pub claim_concurrency: usize,
+    /// How many newly started engines run their first sync at once
+    /// (default 64); the others wait their turn, so that claiming
+    /// thousands of applications at once (a start, a failover) does not
+    /// send thousands of syncs to etcd at the same moment. An engine waits
+    /// at most 10 s for the one before it.
+    pub start_concurrency: usize,
     /// How long the audit records of the applications are kept (default:
     /// 90 days, 100,000 records per application).
     pub audit_retention: AuditRetention,
@@ -86,6 +93,7 @@ impl ReplicaConfig {
             handover_timeout: Duration::from_secs(10),
             rebalance_interval: None,
             claim_concurrency: 32,
+            start_concurrency: 64,
             audit_retention: AuditRetention::default(),
         }
     }
@@ -93,6 +101,12 @@ impl ReplicaConfig {
     /// Sets how often the assignment is re-checked when the watch is quiet.
     pub fn rebalance_interval(mut self, interval: Duration) -> Self {
         self.rebalance_interval = Some(interval);
+        self
+    }
+
+    /// Sets how many engines run their first sync at once.
+    pub fn start_concurrency(mut self, n: usize) -> Self {
+        self.start_concurrency = n;
         self
     }
 
@@ -149,6 +163,9 @@ impl ReplicaConfig {
         }
         if self.claim_concurrency == 0 {
             return bad("claim_concurrency must be at least 1".into());
+        }
+        if self.start_concurrency == 0 {
+            return bad("start_concurrency must be at least 1".into());
         }
         Ok(())
     }

@@ -1,13 +1,23 @@
 //! One engine per claimed application: what its factory gets
 //! ([`AppContext`]), starting it, stopping it at once, handing it over.
+//!
+//! Engines start in turn: at most [`ReplicaConfig::start_concurrency`]
+//! (super::ReplicaConfig::start_concurrency) run their first sync at once,
+//! so a replica that claims thousands of applications (at start, after a
+//! failover) does not send every first sync to etcd at the same moment.
+//! An engine still waiting for its turn is handed over at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt as _;
+use gitops_core::engine::Event;
 use gitops_core::source::BoxError;
 use gitops_core::{Engine, EngineHandle, StateStore};
-use tokio::sync::watch;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::client::EtcdClient;
@@ -59,9 +69,65 @@ impl AppContext {
 /// claims it.
 pub type EngineFactory = Arc<dyn Fn(&AppContext) -> Result<Engine, BoxError> + Send + Sync>;
 
+/// How long an engine holds its start turn at most: a first sync that
+/// waits for health (or a source that does not answer) lets the next
+/// engine start after this.
+const FIRST_SYNC_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether `event` ends an engine's start turn: its first sync finished,
+/// or it is held back, stalled or waiting to retry (or events were lost).
+fn first_sync_over(event: &Result<Event, RecvError>) -> bool {
+    matches!(
+        event,
+        Ok(Event::SyncFinished { .. }
+            | Event::Blocked { .. }
+            | Event::Stalled { .. }
+            | Event::RetryScheduled { .. })
+            | Err(_)
+    )
+}
+
+/// Runs `engine` once a start turn is free, holding the turn through its
+/// first sync (at most [`FIRST_SYNC_HOLD`]).
+async fn run_in_turn(
+    engine: Engine,
+    starts: Arc<Semaphore>,
+    started: Arc<AtomicBool>,
+) -> Option<String> {
+    // The semaphore is never closed.
+    let mut turn = starts.acquire_owned().await.ok();
+    started.store(true, Ordering::SeqCst);
+    let mut events = Some(engine.subscribe());
+    let run = engine.run();
+    tokio::pin!(run);
+    let hold = tokio::time::sleep(FIRST_SYNC_HOLD);
+    tokio::pin!(hold);
+    loop {
+        let event = async {
+            match events.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut run => return result.err().map(|e| e.to_string()),
+            event = event => if first_sync_over(&event) {
+                turn = None;
+                events = None;
+            },
+            _ = &mut hold, if turn.is_some() => {
+                turn = None;
+                events = None;
+            }
+        }
+    }
+}
+
 /// One claimed application.
 pub(super) struct Owned {
     pub(super) revision: i64,
+    /// Whether the engine got its start turn (a waiting one has done nothing).
+    started: Arc<AtomicBool>,
     handle: EngineHandle,
     /// Dropping or setting it aborts the engine.
     abort: watch::Sender<bool>,
@@ -97,15 +163,18 @@ impl Shared {
         handle.reconcile_now();
         let (abort, mut abort_rx) = watch::channel(false);
         let mut lost = lost;
+        let started = Arc::new(AtomicBool::new(false));
+        let turn = (self.starts.clone(), started.clone());
         let task = tokio::spawn(async move {
             tokio::select! {
-                result = engine.run() => result.err().map(|e| e.to_string()),
+                result = run_in_turn(engine, turn.0, turn.1) => result,
                 _ = lost.wait_for(Option::is_some) => None,
                 _ = abort_rx.wait_for(|a| *a) => None,
             }
         });
         Ok(Owned {
             revision,
+            started,
             handle,
             abort,
             task,
@@ -125,15 +194,25 @@ impl Shared {
     }
 
     /// Graceful handover of `apps`: engines finish what is in flight (up to
-    /// the handover timeout), then the locks are deleted.
+    /// the handover timeout), then the locks are deleted. Engines still
+    /// waiting for their start turn stop at once, and their locks go in
+    /// batches.
     pub(super) async fn release(&self, owned: &mut HashMap<String, Owned>, apps: Vec<String>) {
-        let leaving: Vec<(String, Owned)> = apps
+        let (waiting, leaving): (Vec<_>, Vec<_>) = apps
             .into_iter()
             .filter_map(|app| owned.remove(&app).map(|o| (app, o)))
-            .collect();
+            .partition(|(_, o)| !o.started.load(Ordering::SeqCst));
         for (_, o) in &leaving {
             o.handle.shutdown();
         }
+        let mut idle = Vec::with_capacity(waiting.len());
+        for (app, o) in waiting {
+            o.abort.send_replace(true);
+            let _ = o.task.await;
+            self.emit(ClusterEvent::Released { app: app.clone() });
+            idle.push((app, o.revision));
+        }
+        self.delete_locks(&idle).await;
         let timeout = self.config.handover_timeout;
         futures::stream::iter(leaving)
             .map(|(app, o)| async move {
@@ -153,5 +232,30 @@ impl Shared {
             .buffer_unordered(self.config.claim_concurrency)
             .collect::<Vec<_>>()
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitops_core::Revision;
+    use gitops_core::engine::SyncResult;
+
+    #[test]
+    fn the_start_turn_ends_with_the_first_sync_or_a_hold_up() {
+        let revision = Revision::new("main", "1");
+        let finished = Event::SyncFinished {
+            revision: revision.clone(),
+            result: SyncResult::Converged,
+            duration: Duration::ZERO,
+            summary: Default::default(),
+        };
+        assert!(first_sync_over(&Ok(finished)));
+        assert!(first_sync_over(&Err(RecvError::Lagged(3))));
+        let started = Event::SyncStarted {
+            revision,
+            trigger: gitops_core::engine::Trigger::Manual,
+        };
+        assert!(!first_sync_over(&Ok(started)));
     }
 }

@@ -91,6 +91,8 @@ struct Shared {
     cooldown: Mutex<HashMap<String, Instant>>,
     lease: AtomicI64,
     shutdown: watch::Sender<bool>,
+    /// Start turns: how many engines run their first sync at once.
+    starts: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running replica.
@@ -127,6 +129,7 @@ impl Replica {
         apps.sort();
         apps.dedup();
         let (events, _) = broadcast::channel(65_536);
+        let starts = Arc::new(tokio::sync::Semaphore::new(config.start_concurrency));
         let shared = Arc::new(Shared {
             store: EtcdStore::new(client.clone(), config.prefix.clone())
                 .with_audit_retention(config.audit_retention),
@@ -141,6 +144,7 @@ impl Replica {
             cooldown: Mutex::new(HashMap::new()),
             lease: AtomicI64::new(0),
             shutdown: watch::channel(false).0,
+            starts,
         });
         let granted_at = Instant::now();
         let lease = shared.grant().await.map_err(|source| ClusterError::Etcd {

@@ -13,6 +13,10 @@ use crate::fence::unescape;
 use super::engines::Owned;
 use super::{ClusterEvent, Shared, assign};
 
+/// Locks claimed per transaction (one nested transaction each), half of
+/// etcd's default `--max-txn-ops` (128).
+const CLAIMS_PER_TXN: usize = 64;
+
 /// Where an owned application stands after a look at the locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
@@ -215,17 +219,21 @@ impl Shared {
         owned: &mut HashMap<String, Owned>,
         lost: &watch::Receiver<Option<String>>,
     ) {
-        let claims = futures::stream::iter(to_claim)
-            .map(|(app, adopted)| async move {
-                let revision = match adopted {
-                    Some(r) => Some(r),
-                    None => self.claim(&app, lease).await,
-                };
-                (app, revision)
-            })
+        let (adopted, free): (Vec<_>, Vec<_>) =
+            to_claim.into_iter().partition(|(_, r)| r.is_some());
+        let free: Vec<String> = free.into_iter().map(|(app, _)| app).collect();
+        let mut claims: Vec<(String, Option<i64>)> = adopted;
+        // The futures are made first: async-trait-like futures borrowing
+        // inside stream combinators hit a higher-ranked lifetime limitation.
+        let calls: Vec<_> = free
+            .chunks(CLAIMS_PER_TXN)
+            .map(|batch| self.claim_batch(batch, lease))
+            .collect();
+        let batches = futures::stream::iter(calls)
             .buffer_unordered(self.config.claim_concurrency)
             .collect::<Vec<_>>()
             .await;
+        claims.extend(batches.into_iter().flatten());
         for (app, revision) in claims {
             let Some(revision) = revision else { continue };
             if lost.borrow().is_some() {
@@ -258,17 +266,66 @@ impl Shared {
         *self.owned() = owned.keys().cloned().collect();
     }
 
-    /// Creates the lock of `app` if nobody holds it; returns the fence revision.
-    async fn claim(&self, app: &str, lease: i64) -> Option<i64> {
+    /// Creates the locks of `apps` that nobody holds, in one transaction
+    /// (one nested transaction per lock, each only if its key does not
+    /// exist); returns each application with its fence revision, `None`
+    /// when another holds it. If etcd refuses the batch (a cluster with a
+    /// lower `--max-txn-ops`), claims one by one.
+    async fn claim_batch(&self, apps: &[String], lease: i64) -> Vec<(String, Option<i64>)> {
+        let ops: Vec<TxnOp> = apps
+            .iter()
+            .map(|app| TxnOp::txn(self.claim_txn(app, lease)))
+            .collect();
+        let resp = match self.client.kv().txn(Txn::new().and_then(ops)).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let prefix = format!("{}/locks/", self.config.prefix);
+                tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", prefix, e), "batched claim failed; claiming one by one");
+                let mut out = Vec::with_capacity(apps.len());
+                for app in apps {
+                    out.push((app.clone(), self.claim(app, lease).await));
+                }
+                return out;
+            }
+        };
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let won: Vec<bool> = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| matches!(r, TxnOpResponse::Txn(t) if t.succeeded()))
+            .collect();
+        apps.iter()
+            .zip(won.into_iter().chain(std::iter::repeat(false)))
+            .map(|(app, won)| {
+                let revision = won.then_some(revision);
+                if let Some(revision) = revision {
+                    self.emit(ClusterEvent::Claimed {
+                        app: app.clone(),
+                        revision,
+                    });
+                }
+                (app.clone(), revision)
+            })
+            .collect()
+    }
+
+    /// The transaction that creates the lock of `app` under `lease` if
+    /// nobody holds it.
+    fn claim_txn(&self, app: &str, lease: i64) -> Txn {
         let key = self.config.lock_key(app);
-        let txn = Txn::new()
+        Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 key.as_str(),
                 self.config.id.as_str(),
                 Some(PutOptions::new().with_lease(lease)),
-            )]);
-        match self.client.kv().txn(txn).await {
+            )])
+    }
+
+    /// Creates the lock of `app` if nobody holds it; returns the fence revision.
+    async fn claim(&self, app: &str, lease: i64) -> Option<i64> {
+        let key = self.config.lock_key(app);
+        match self.client.kv().txn(self.claim_txn(app, lease)).await {
             Ok(resp) if resp.succeeded() => {
                 let revision = resp.header().map_or(0, |h| h.revision());
                 self.emit(ClusterEvent::Claimed {
@@ -285,17 +342,38 @@ impl Shared {
         }
     }
 
-    /// Deletes the lock of `app` if it is still ours.
-    pub(super) async fn delete_lock(&self, app: &str, revision: i64) {
+    /// Deletes the locks of `apps` (with the revisions they were claimed
+    /// at) that are still ours, [`CLAIMS_PER_TXN`] per transaction.
+    pub(super) async fn delete_locks(&self, apps: &[(String, i64)]) {
+        for batch in apps.chunks(CLAIMS_PER_TXN) {
+            let ops: Vec<TxnOp> = batch
+                .iter()
+                .map(|(app, revision)| TxnOp::txn(self.delete_txn(app, *revision)))
+                .collect();
+            if let Err(e) = self.client.kv().txn(Txn::new().and_then(ops)).await {
+                let prefix = format!("{}/locks/", self.config.prefix);
+                tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", prefix, e), "lock deletes failed; they go with the lease");
+            }
+        }
+    }
+
+    /// The transaction that deletes the lock of `app` if it is still the
+    /// one created at `revision`.
+    fn delete_txn(&self, app: &str, revision: i64) -> Txn {
         let key = self.config.lock_key(app);
-        let txn = Txn::new()
+        Txn::new()
             .when([Compare::create_revision(
                 key.as_str(),
                 CompareOp::Equal,
                 revision,
             )])
-            .and_then([TxnOp::delete(key.as_str(), None)]);
-        if let Err(e) = self.client.kv().txn(txn).await {
+            .and_then([TxnOp::delete(key.as_str(), None)])
+    }
+
+    /// Deletes the lock of `app` if it is still ours.
+    pub(super) async fn delete_lock(&self, app: &str, revision: i64) {
+        let key = self.config.lock_key(app);
+        if let Err(e) = self.client.kv().txn(self.delete_txn(app, revision)).await {
             tracing::warn!(replica = %self.config.id, error = %EtcdError::request("txn", key, e), "lock delete failed; it goes with the lease");
         }
     }

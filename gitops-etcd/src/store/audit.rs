@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use etcd_client::TxnOp;
 use gitops_core::store::Versioned;
+use gitops_core::sync::LockExt as _;
 use gitops_core::{AuditQuery, AuditRecord, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +23,25 @@ use crate::client::VALUES_PER_PAGE;
 
 /// The `audit-count` value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct AuditCount {
+pub(super) struct AuditCount {
     /// Records held by the audit keys up to and including `through`.
     records: u64,
     /// The last audit key counted (the part after `audit/`); empty: none.
     through: String,
     /// When the oldest kept record was made; `None`: unknown or no record.
     oldest: Option<SystemTime>,
+}
+
+impl AuditCount {
+    /// Counts `n` records of the key `seq` (after `audit/`), the first
+    /// made at `first_at` (`None`: not read; the next trim reads the head).
+    fn add(&mut self, seq: &str, n: usize, first_at: Option<SystemTime>) {
+        if self.records == 0 && n > 0 {
+            self.oldest = first_at;
+        }
+        self.records += u64::try_from(n).unwrap_or(u64::MAX);
+        seq.clone_into(&mut self.through);
+    }
 }
 
 /// One step of a trim.
@@ -96,20 +109,33 @@ impl EtcdStore {
     }
 
     /// Applies the audit retention of this store to `app` after a save that
-    /// wrote `written` (the key's part after `audit/`) holding `records`.
+    /// wrote `written` (the key's part after `audit/`) holding `records`,
+    /// the first made at `first_at`. A fenced store (the only writer) that
+    /// wrote the count last time counts on from what it wrote, without
+    /// reading; the count's version, compared when it is written, catches
+    /// anything else.
     pub(super) async fn retain_audit(
         &self,
         app: &str,
         written: &str,
-        records: usize,
+        (records, first_at): (usize, Option<SystemTime>),
     ) -> Result<(), StoreError> {
         let base = self.audit_base(app);
         let count_key = format!("{}audit-count", self.app_prefix(app));
-        let Versioned {
-            mut version,
-            value: mut count,
-        } = self.load::<AuditCount>(count_key.clone()).await?;
-        self.count_new(&base, &mut count, written, records).await?;
+        let known = self.fence.as_ref().and(self.known.locked().audit.take());
+        let (mut version, mut count) = match known {
+            Some((version, mut count)) => {
+                count.add(written, records, first_at);
+                (version, count)
+            }
+            None => {
+                let Versioned { version, mut value } =
+                    self.load::<AuditCount>(count_key.clone()).await?;
+                self.count_new(&base, &mut value, written, (records, first_at))
+                    .await?;
+                (version, value)
+            }
+        };
         let trims = self.plan_trim(&base, &mut count).await?;
         // A transaction holds at most `--max-txn-ops` operations; the count
         // is written with each chunk, compared with the one read, so a
@@ -152,6 +178,9 @@ impl EtcdStore {
             let revision = self.write(app, Some((&count_key, version)), ops).await?;
             version = u64::try_from(revision).unwrap_or(0);
         }
+        if self.fence.is_some() {
+            self.known.locked().audit = Some((version, count));
+        }
         Ok(())
     }
 
@@ -164,7 +193,7 @@ impl EtcdStore {
         base: &str,
         count: &mut AuditCount,
         written: &str,
-        records: usize,
+        (records, first_at): (usize, Option<SystemTime>),
     ) -> Result<(), StoreError> {
         let start = if count.through.is_empty() {
             base.as_bytes().to_vec()
@@ -178,24 +207,16 @@ impl EtcdStore {
             Ok(keys.len() < 2)
         })
         .await?;
-        let mut add = |seq: String, n: usize, first_at: Option<SystemTime>| {
-            if count.records == 0 && n > 0 {
-                // `None` for a key not read: the next trim reads the head.
-                count.oldest = first_at;
-            }
-            count.records += u64::try_from(n).unwrap_or(u64::MAX);
-            count.through = seq;
-        };
         match keys.as_slice() {
             [] => {}
             [only] if only.strip_prefix(base) == Some(written) => {
-                add(written.to_owned(), records, None);
+                count.add(written, records, first_at);
             }
             _ => {
                 self.scan(range, (VALUES_PER_PAGE, VALUES_PER_PAGE), false, |kv| {
                     let batch = self.decode_batch(base, &kv)?;
-                    let seq = kv.key[base.len()..].to_owned();
-                    add(seq, batch.len(), batch.first().map(|r| r.at));
+                    let seq = &kv.key[base.len()..];
+                    count.add(seq, batch.len(), batch.first().map(|r| r.at));
                     Ok(true)
                 })
                 .await?;

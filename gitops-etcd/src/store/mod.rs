@@ -32,8 +32,8 @@
 
 mod audit;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -43,6 +43,7 @@ use etcd_client::{
 use gitops_core::model::Inventory;
 use gitops_core::store::EngineRecord;
 use gitops_core::store::{AuditRetention, FORMAT_VERSION, Versioned, readable};
+use gitops_core::sync::LockExt as _;
 use gitops_core::{AuditQuery, AuditRecord, HistoryEntry, StateStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,18 @@ pub struct EtcdStore {
     fence: Option<Fence>,
     retention: AuditRetention,
     reads: Arc<ReadCounters>,
+    /// What a fenced store (the only writer of its application) knows of
+    /// its own writes, to skip reads; shared by its clones.
+    known: Arc<Mutex<Known>>,
+}
+
+/// What a fenced store remembers of its application between writes.
+#[derive(Debug, Default)]
+struct Known {
+    /// History entries after the last append (`None`: not counted yet).
+    history: Option<usize>,
+    /// The audit count and its key's version after the last write of it.
+    audit: Option<(u64, audit::AuditCount)>,
 }
 
 /// What this store (and its clones) read from etcd.
@@ -133,6 +146,7 @@ impl EtcdStore {
             fence: None,
             retention: AuditRetention::default(),
             reads: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -161,6 +175,7 @@ impl EtcdStore {
     pub fn fenced(&self, fence: Fence) -> Self {
         Self {
             fence: Some(fence),
+            known: Arc::default(),
             ..self.clone()
         }
     }
@@ -201,7 +216,11 @@ impl EtcdStore {
         Ok(text)
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         let envelope: EnvelopeIn<T> =
             serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
                 location: key.to_owned(),
@@ -434,7 +453,11 @@ impl StateStore for EtcdStore {
             // The save landed; a retention pass that fails (another writer,
             // a lost fence, etcd away) is tried again after the next save.
             let written = format!("{expected:020}");
-            if let Err(e) = self.retain_audit(app, &written, audit.len()).await {
+            let first_at = audit.first().map(|r| r.at);
+            if let Err(e) = self
+                .retain_audit(app, &written, (audit.len(), first_at))
+                .await
+            {
                 tracing::warn!(app, error = %e, "audit retention not applied this time");
             }
         }
@@ -456,6 +479,13 @@ impl StateStore for EtcdStore {
         let value = self.encode(&key, entry)?;
         self.write(app, None, vec![TxnOp::put(key.as_str(), value, None)])
             .await?;
+        // A fenced store is the only writer: while its own count stays
+        // within `retain`, nothing needs counting or trimming.
+        let known = self.fence.as_ref().and(self.known.locked().history);
+        if let Some(n) = known.map(|n| n + 1).filter(|n| *n <= retain) {
+            self.known.locked().history = Some(n);
+            return Ok(());
+        }
         self.reads.requests.fetch_add(1, Ordering::Relaxed);
         let total = self
             .client
@@ -494,6 +524,10 @@ impl StateStore for EtcdStore {
                     .collect();
                 self.write(app, None, deletes).await?;
             }
+        }
+        if self.fence.is_some() {
+            let left = usize::try_from(total).unwrap_or(0).min(retain);
+            self.known.locked().history = Some(left);
         }
         Ok(())
     }
